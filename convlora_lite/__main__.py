@@ -1,0 +1,6 @@
+"""``python -m convlora_lite`` is the ``convlora`` command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
