@@ -1,0 +1,51 @@
+"""The set-up files agree with each other: pyproject.toml, environment.yml, Makefile, .ci/run."""
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pip_section(env: dict) -> list[str]:
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict) and "pip" in dep:
+            return dep["pip"]
+    raise AssertionError("environment.yml has no pip section")
+
+
+def test_environment_yml_installs_the_package_with_its_pinned_torch():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert env["name"] == "convlora_lite"
+    assert any(str(d).startswith("python=3.") for d in env["dependencies"])
+    pip_part = _pip_section(env)
+    assert "-e .[dev]" in pip_part
+    # torch and torchvision are listed first so conda users get them before the package; their
+    # constraints must be the package's own.
+    for name in ("torch", "torchvision"):
+        listed = [p for p in pip_part if p.split(">")[0].split("=")[0] == name]
+        declared = [d for d in project["dependencies"] if d.split(">")[0].split("=")[0] == name]
+        assert listed == declared
+
+
+def test_environment_yml_pip_part_resolves(tmp_path):
+    """Dry-run the pip part (conda is not available here) against the current environment."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    req = tmp_path / "requirements.txt"
+    req.write_text("\n".join(_pip_section(env)) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-build-isolation", "-r", str(req)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == ["make test"]
+    assert "make test" in readme and "make run" in readme
+    assert "test:" in (ROOT / "Makefile").read_text()
