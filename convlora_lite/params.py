@@ -1,0 +1,89 @@
+"""Parameter accounting, the paper's way (#Params and Ratio of its Table 1).
+
+``#Params`` counts what trains: the adapter's parameters plus the mask decoder without its IoU
+head, with one mask token and one hypernetwork MLP (the prompt-free binary decoder of
+:class:`~convlora_lite.segmenter.PromptFreeSAM`). ``Ratio`` divides it by the parameter count of
+the *full, unmodified* SAM (ViT-H: 641,090,608; ViT-L: 312,342,832; ViT-B: 93,735,472), not by
+the adapted model's own total (which lacks the three dropped mask tokens and MLPs and has the
+adapter added). The tables are computed on the meta device: nothing is allocated or downloaded.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .peft import METHOD_NAMES, apply_peft, available_methods
+from .sam import build_sam
+from .segmenter import PromptFreeSAM
+
+
+def count_parameters(model: nn.Module) -> dict:
+    """``dict(trainable=int, total=int, ratio=trainable / total)`` over ``model``'s parameters."""
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return {"trainable": trainable, "total": total, "ratio": trainable / total if total else 0.0}
+
+
+def sam_parameter_count(model_name: str) -> int:
+    """Parameters of the full SAM ``model_name`` (all four mask tokens and MLPs), counted on the
+    meta device; the denominator of the paper's Ratio."""
+    return count_parameters(build_sam(model_name, device="meta"))["total"]
+
+
+def parse_methods(methods: str | Iterable[str] | None) -> list[str]:
+    """``"all"``/``None`` -> every method in the paper's order; ``"a,b"`` or a list -> those names,
+    each checked against :data:`~convlora_lite.peft.METHOD_NAMES`."""
+    if methods is None or methods == "all":
+        return list(METHOD_NAMES)
+    names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in names if m not in METHOD_NAMES]
+    if unknown or not names:
+        raise ConfigError(f"Unknown method(s) {unknown or names}; choose from {', '.join(METHOD_NAMES)} or 'all'.")
+    return names
+
+
+def paper_param_table(model_name: str = "vit_h", methods: str | Iterable[str] | None = "all") -> list[dict]:
+    """The paper's #Params / Ratio rows for ``methods`` on SAM ``model_name``.
+
+    Each method is really applied (``build_sam(..., device="meta")`` -> binary
+    :class:`PromptFreeSAM` -> ``apply_peft`` with its defaults) and its trainable parameters
+    counted. A method whose implementation is absent from this version is listed with
+    ``available=False`` and ``None`` counts, never a guessed number.
+
+    Returns:
+        One dict per method: ``method``, ``trainable`` (int or None), ``total`` (the full SAM
+        count, the denominator), ``ratio`` (trainable / total, or None), ``available`` (bool).
+    """
+    total = sam_parameter_count(model_name)
+    present = set(available_methods())
+    rows = []
+    for method in parse_methods(methods):
+        trainable = None
+        if method in present:
+            with torch.device("meta"):  # adapters created by inject stay unallocated too
+                model = apply_peft(PromptFreeSAM(build_sam(model_name, device="meta")), method)
+            trainable = count_parameters(model)["trainable"]
+        rows.append({
+            "method": method,
+            "trainable": trainable,
+            "total": total,
+            "ratio": None if trainable is None else trainable / total,
+            "available": trainable is not None,
+        })
+    return rows
+
+
+def format_param_table(rows: list[dict], model_name: str) -> str:
+    """``rows`` of :func:`paper_param_table` as a plain-text table (M parameters, % ratio)."""
+    lines = [f"SAM {model_name}: {rows[0]['total']:,} parameters in all (the Ratio's denominator)",
+             f"{'method':<14}{'#Params (M)':>13}{'trainable':>14}{'Ratio':>9}"]
+    for row in rows:
+        if row["available"]:
+            lines.append(f"{row['method']:<14}{row['trainable'] / 1e6:>13.2f}{row['trainable']:>14,}{row['ratio']:>9.2%}")
+        else:
+            lines.append(f"{row['method']:<14}{'not available in this version':>36}")
+    return "\n".join(lines)
