@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from .download import download_file
 from .errors import CheckpointError, ConfigError, DownloadError
 
 _IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -162,15 +163,13 @@ def official_checkpoint(cfg: SamConfig, cache_dir=None, base_url: str | None = N
         return dest
     base = base_url or os.environ.get("CONVLORA_SAM_BASE_URL")
     url = base.rstrip("/") + "/" + file_name if base else cfg.checkpoint_url
-    from .download import download_file
-
     try:
         return download_file(url, dest, sha256=cfg.checkpoint_sha256, desc=file_name)
     except DownloadError as err:
         raise DownloadError(
-            f"Could not get the {cfg.name} checkpoint from {url}: {err}\n"
-            f"To work offline, download {url} by hand and put it, named {file_name}, in the folder {folder} "
-            f"(or pass checkpoint='/path/to/{file_name}', or set CONVLORA_SAM_BASE_URL to a mirror)."
+            f"Could not get the {cfg.name} checkpoint: {err}\nBy hand: download {url} and put the file "
+            f"{file_name} in the folder {folder.resolve()}; or pass checkpoint='/path/to/{file_name}', "
+            f"or set CONVLORA_SAM_BASE_URL to a mirror that holds {file_name}."
         ) from err
 
 
