@@ -167,9 +167,9 @@ def official_checkpoint(cfg: SamConfig, cache_dir=None, base_url: str | None = N
         return download_file(url, dest, sha256=cfg.checkpoint_sha256, desc=file_name)
     except DownloadError as err:
         raise DownloadError(
-            f"Could not get the {cfg.name} checkpoint: {err}\nBy hand: download {url} and put the file "
-            f"{file_name} in the folder {folder.resolve()}; or pass checkpoint='/path/to/{file_name}', "
-            f"or set CONVLORA_SAM_BASE_URL to a mirror that holds {file_name}."
+            f"Could not get the {cfg.name} checkpoint: {err}\nThe file {file_name} (from {url}) belongs in "
+            f"the folder {folder.resolve()}; alternatively pass checkpoint='/path/to/{file_name}' or set "
+            f"CONVLORA_SAM_BASE_URL to a mirror that holds it."
         ) from err
 
 

@@ -108,7 +108,7 @@ def test_offline_error_names_url_file_and_folder(tmp_path, monkeypatch):
         build_sam("test_tiny", base_url=base_url, cache_dir=cache)
     message = str(err.value)
     assert f"{base_url}/{TINY_FILE}" in message
-    assert f"in the folder {cache.resolve()}" in message and TINY_FILE in message
+    assert f"belongs in the folder {cache.resolve()}" in message and TINY_FILE in message
 
 
 def test_explicit_paths_pth_and_safetensors_round_trip(tmp_path):
