@@ -242,14 +242,19 @@ def identify_state_dict(state: dict[str, torch.Tensor]) -> tuple[str | None, str
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
     """Resize an absolute position embedding ``(1, g, g, C)`` to ``(1, grid, grid, C)``
-    (bicubic over the token grid)."""
+    (bicubic over the token grid); returned as it is when it already has that size."""
+    if pos_embed.shape[1:3] == (grid, grid):
+        return pos_embed
     resized = F.interpolate(pos_embed.permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic", align_corners=False)
     return resized.permute(0, 2, 3, 1).contiguous()
 
 
 def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
     """Resize a relative-position table ``(2g-1, head_dim)`` to ``(length, head_dim)`` (linear
-    interpolation over the offsets, as ``segment_anything``'s ``get_rel_pos`` does)."""
+    interpolation over the offsets, as ``segment_anything``'s ``get_rel_pos`` does); returned as it
+    is when it already has that length."""
+    if rel_pos.shape[0] == length:
+        return rel_pos
     resized = F.interpolate(rel_pos.t().unsqueeze(0), size=length, mode="linear", align_corners=False)
     return resized.squeeze(0).t().contiguous()
 
@@ -280,9 +285,9 @@ def sized_config(cfg: SamConfig, image_size: int | None) -> SamConfig:
     if image_size is None or image_size == cfg.image_size:
         return cfg
     if not isinstance(image_size, int) or image_size <= 0 or image_size % cfg.patch_size:
+        nearest = cfg.patch_size * max(1, round(image_size / cfg.patch_size)) if isinstance(image_size, int) else cfg.image_size
         raise ConfigError(f"image_size={image_size!r} is not a positive multiple of {cfg.name}'s patch size "
-                          f"{cfg.patch_size} (native size {cfg.image_size}); pass a multiple such as "
-                          f"{cfg.patch_size * max(1, round(image_size / cfg.patch_size)) if isinstance(image_size, int) else cfg.image_size}.")
+                          f"{cfg.patch_size} (native size {cfg.image_size}); pass a multiple such as {nearest}.")
     return replace(cfg, image_size=image_size)
 
 

@@ -121,12 +121,15 @@ def test_explicit_paths_pth_and_safetensors_round_trip(tmp_path):
     assert _same_weights(build_sam("test_tiny", str(tmp_path / "a.safetensors")), state)
 
 
-def test_random_init_differs_between_calls_and_has_no_meta_tensors():
+def test_random_init_differs_between_calls_and_loaded_models_are_complete(tmp_path):
     a, b = build_sam("test_tiny"), build_sam("test_tiny", checkpoint=None)
     assert not torch.equal(a.image_encoder.patch_embed.proj.weight, b.image_encoder.patch_embed.proj.weight)
-    loaded = build_sam("test_tiny", checkpoint=None)
-    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
     assert a.config is MODEL_CONFIGS["test_tiny"] and not a.training
+    torch.save(a.state_dict(), tmp_path / "a.pth")
+    loaded = build_sam("test_tiny", tmp_path / "a.pth")
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    assert torch.equal(loaded.pixel_mean, a.pixel_mean) and torch.equal(loaded.pixel_std, a.pixel_std)
+    assert all(p.requires_grad for p in loaded.parameters()) and not loaded.training
 
 
 def test_wrong_model_checkpoint_names_the_model_it_is_for(tmp_path):
