@@ -1,0 +1,118 @@
+"""LoRA (Hu et al., 2021) on the fused ``qkv`` projection of every SAM image-encoder block.
+
+``LoRALinear`` wraps a frozen ``nn.Linear`` (W0, b0) and adds a trainable low-rank update::
+
+    y = W0 x + b0 + scaling * B (A dropout(x)),   scaling = alpha / r
+
+with A (r x d_in) Kaiming-uniform (a = sqrt(5)) and B (d_out x r) zero, so the wrapped layer
+equals the base layer at initialisation (the style of ``microsoft/LoRA`` ``loralib/layers.py``).
+The input may have any leading dimensions; in SAM's ViT the ``qkv`` layer receives a 4-D
+(B', H, W, C) map (B' = batch x windows in windowed blocks).
+
+Subclasses change only what happens to the rank-r bottleneck ``h = A x`` by overriding
+:meth:`LoRALinear.adapt_bottleneck` (Conv-LoRA adds its mixture of convolution experts there).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .base import PeftMethod
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update.
+
+    Args:
+        base: the linear layer to adapt; it is kept as ``self.base`` and frozen.
+        rank: r, the rank of the update (> 0).
+        alpha: the update is scaled by ``alpha / rank``.
+        dropout: dropout probability on the input of A (0 disables it).
+
+    Shapes: ``forward(x (..., d_in)) -> (..., d_out)``.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int = 3, alpha: float = 32, dropout: float = 0.0):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise ConfigError(f"LoRA wraps an nn.Linear, got {type(base).__name__}; adapt a linear layer.")
+        if rank <= 0:
+            raise ConfigError(f"LoRA rank must be a positive integer, got {rank}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"LoRA dropout must be in [0, 1), got {dropout}.")
+        self.base = base
+        self.base.requires_grad_(False)
+        self.rank = rank
+        self.alpha = alpha
+        self.scaling = alpha / rank
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.empty(base.out_features, rank, **factory))
+        # Identity (not Dropout(0)) so that p = 0 draws no random numbers.
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_lora_parameters()
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def reset_lora_parameters(self) -> None:
+        """A: Kaiming-uniform (a = sqrt(5), as ``nn.Linear``); B: zeros (the update starts at 0)."""
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    def adapt_bottleneck(self, h: torch.Tensor) -> torch.Tensor:
+        """What happens to ``h = A x`` (..., r) before B; LoRA leaves it unchanged."""
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.adapt_bottleneck(F.linear(self.dropout(x), self.lora_A))
+        out = self.base(x)
+        # out + scaling * h B^T in one pass over the (large) output, forward and backward.
+        update = torch.addmm(out.reshape(-1, self.out_features), h.reshape(-1, self.rank), self.lora_B.t(),
+                             alpha=self.scaling)
+        return update.view(out.shape)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, alpha={self.alpha}"
+
+
+def wrap_encoder_qkv(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
+    """Replace ``blocks[i].attn.qkv`` of every block of ``model.image_encoder`` by ``make(qkv)``.
+
+    Raises ConfigError if the model has no SAM image encoder or a block is already wrapped.
+    """
+    encoder = getattr(model, "image_encoder", None)
+    blocks = getattr(encoder, "blocks", None)
+    if blocks is None:
+        raise ConfigError("The model has no SAM image encoder (`model.image_encoder.blocks`); "
+                          "pass a segment_anything Sam or a PromptFreeSAM.")
+    for i, block in enumerate(blocks):
+        qkv = block.attn.qkv
+        if not isinstance(qkv, nn.Linear):
+            raise ConfigError(f"image_encoder.blocks[{i}].attn.qkv is a {type(qkv).__name__}, not an nn.Linear; "
+                              "apply a PEFT method to a fresh model.")
+        block.attn.qkv = make(qkv)
+
+
+def inject(model: nn.Module, rank: int = 3, alpha: float = 32, dropout: float = 0.0) -> None:
+    """Wrap the ``qkv`` linear of every image-encoder block in a :class:`LoRALinear`."""
+    wrap_encoder_qkv(model, lambda qkv: LoRALinear(qkv, rank=rank, alpha=alpha, dropout=dropout))
+
+
+METHOD = PeftMethod(
+    name="lora",
+    paper="Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022",
+    where="a rank-r update on the fused qkv projection of every image-encoder block",
+    inject=inject,
+    defaults={"rank": 3, "alpha": 32, "dropout": 0.0},
+)
