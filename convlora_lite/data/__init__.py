@@ -1,7 +1,25 @@
 """Datasets: the registry of specs, download + verification, and the torch datasets."""
 # --- registry, download and verification (owner: data-download) ---
+from .fetch import download_dataset, is_installed
 from .registry import DATASETS, DatasetSpec, get_dataset_spec
+from .verify import VerifyReport, verify_dataset
 
-__all__ = ["DATASETS", "DatasetSpec", "get_dataset_spec"]
+__all__ = ["DATASETS", "DatasetSpec", "get_dataset_spec", "download_dataset", "is_installed",
+           "verify_dataset", "VerifyReport"]
 
 # --- datasets, transforms and synthetic data (owner: datasets); extend below this line ---
+from .datasets import (
+    CsvSegmentationDataset,
+    FolderSegmentationDataset,
+    PairedSegmentationDataset,
+    Trans10KDataset,
+    build_dataset,
+)
+from .synthetic import SYNTHETIC_TASKS, generate_synthetic, preview_figure
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, SegmentationTransform, denormalize_image
+
+__all__ += [
+    "PairedSegmentationDataset", "CsvSegmentationDataset", "Trans10KDataset",
+    "FolderSegmentationDataset", "build_dataset", "SYNTHETIC_TASKS", "generate_synthetic",
+    "preview_figure", "IMAGENET_MEAN", "IMAGENET_STD", "SegmentationTransform", "denormalize_image",
+]
