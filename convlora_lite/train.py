@@ -606,7 +606,8 @@ class Trainer:
         return run.path
 
     def _finish(self, history: list[dict], best: dict, stopped: bool) -> None:
-        """Score the test splits with the best weights; write metrics.json and the figure."""
+        """Score the test splits with the best weights (at most ``max_eval_batches`` batches each, as
+        validation; :func:`evaluate` scores a whole split); write metrics.json and the figure."""
         model = self.accelerator.unwrap_model(self.model)
         load_trainable(model, self.run.load_tensors(self.run.best), str(self.run.best))
         tests = [s for s in self.datasets if s not in ("train", "val")]
@@ -615,7 +616,7 @@ class Trainer:
             "dataset": self.config.dataset, "method": self.config.method, "model": self.config.model,
             "seed": self.config.seed, "select_metric": self.spec.select_metric, "select_mode": self.spec.select_mode,
             "best_epoch": best["epoch"], "epochs_run": len(history), "stopped_early": stopped,
-            "val": best["val"], "test": test, "completed": True,
+            "val": best["val"], "test": test, "max_eval_batches": self.config.max_eval_batches, "completed": True,
         })
         plot_history(history, self.run.figures / "loss_curve.png", self.spec.select_metric)
         for split, metrics in test.items():

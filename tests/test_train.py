@@ -273,3 +273,36 @@ def test_unknown_names_are_config_errors():
         TrainConfig.resolve("discs", "decoder_only", "smoke", spec=BINARY, precision="fp8")
     with pytest.raises(ConfigError, match="Unknown training option"):
         TrainConfig.resolve("discs", "decoder_only", "smoke", spec=BINARY, epoch=3)
+
+
+def test_cli_trains_a_synthetic_dataset_end_to_end_and_evaluates_it(tmp_path, monkeypatch, capsys):
+    """Through the real registry, synthetic generator, datasets, losses and metrics."""
+    import functools
+
+    from convlora_lite.cli import main
+    from convlora_lite.data import synthetic
+
+    small = functools.partial(synthetic.generate_synthetic, image_size=64, n_train=4, n_val=2, n_test=2)
+    monkeypatch.setattr(synthetic, "generate_synthetic", small)
+    root, out = tmp_path / "data", tmp_path / "run"
+    args = ["train", "--dataset", "synth_polyp", "--method", "decoder_only", "--preset", "smoke", "--model",
+            "test_tiny", "--root", str(root), "--output-dir", str(out), "--epochs", "2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "generating it" in printed and f"Run directory: {out}" in printed and "test test: s_alpha" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert (config["dataset"], config["epochs"], config["data_root"]) == ("synth_polyp", 2, str(root))
+    assert len(history(out)) == 2
+    assert main(["eval", "--run-dir", str(out), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)["metrics"]
+    assert set(scored) == {"s_alpha", "e_phi", "f_beta_w", "mae", "iou", "dice", "ber"}
+    assert main(args + ["--resume"]) == 0 and "already complete" in capsys.readouterr().out
+
+
+def test_cli_says_how_to_download_a_missing_real_dataset(tmp_path, capsys):
+    from convlora_lite.cli import main
+
+    args = ["train", "--dataset", "camo", "--method", "decoder_only", "--preset", "smoke", "--model", "test_tiny",
+            "--root", str(tmp_path), "--output-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "convlora data download camo" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""``convlora train``: fine-tune SAM with a PEFT method on a dataset; one run directory per run.
+
+Every option left out comes from the preset (see ``convlora_lite.presets``) or the dataset's
+official recipe. A ``synth_`` dataset missing from ``--root`` is generated first; a real one must
+be downloaded (``convlora data download NAME``). Multi-GPU: ``accelerate launch -m
+convlora_lite train ...`` (or ``torchrun``).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from ..presets import PRESET_NAMES
+from ..train import DEVICES, PRECISIONS, TrainConfig, fit
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="fine-tune SAM with a PEFT method (writes a run directory)",
+        description="Fine-tune SAM with a PEFT method on a dataset. Options not given come from the preset "
+                    "and the dataset's official recipe; the resolved config is saved in <run dir>/config.json.")
+    parser.add_argument("--dataset", required=True, help="registry name, e.g. polyp, camo, synth_polyp")
+    parser.add_argument("--method", required=True, help="PEFT method, e.g. conv_lora, lora, decoder_only")
+    parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES, help="settings bundle (default cpu)")
+    parser.add_argument("--model", help="SAM backbone: vit_b, vit_l, vit_h, micro_sam, test_tiny")
+    parser.add_argument("--checkpoint", help="SAM weights: 'auto' (official/bundled, the default), a file, or 'none' (random)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--output-dir", help="run directory (default runs/<dataset>/<method>/seed<S>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--image-size", type=int, help="input side in pixels (default: the preset's, or the model's own)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int, help="images per process and step")
+    parser.add_argument("--grad-accum", type=int, help="batches per optimizer step")
+    parser.add_argument("--precision", choices=PRECISIONS)
+    parser.add_argument("--device", choices=DEVICES)
+    parser.add_argument("--num-workers", type=int, help="data loader worker processes")
+    parser.add_argument("--root", help="dataset root folder (default ./data)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    options = {
+        "model": args.model, "seed": args.seed, "output_dir": args.output_dir, "epochs": args.epochs,
+        "image_size": args.image_size, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
+        "precision": args.precision, "device": args.device, "num_workers": args.num_workers, "data_root": args.root,
+        "resume": args.resume or None,
+    }
+    if args.checkpoint is not None:
+        options["checkpoint"] = None if args.checkpoint.lower() == "none" else args.checkpoint
+    config = TrainConfig.resolve(args.dataset, args.method, args.preset,
+                                 **{k: v for k, v in options.items() if v is not None})
+    run_dir = fit(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        print(f"Run directory: {run_dir}")
+        print(f"Best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
+              f"(val {metrics['select_metric']} {metrics['val'][metrics['select_metric']]:.4f})")
+        for split, values in metrics["test"].items():
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float)))
+            print(f"test {split}: {shown}")
+    return 0
