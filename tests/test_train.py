@@ -252,6 +252,14 @@ def test_activation_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7)
 
 
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
+    # lr 1e-12: the validation IoU cannot improve after epoch 1
+    run = fit(config(tmp_path, epochs=5, lr=1e-12, early_stopping_patience=2), spec=BINARY, datasets=datasets())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["epochs_run"], metrics["best_epoch"], metrics["stopped_early"]) == (3, 1, True)
+    assert len(history(run)) == 3
+
+
 def test_multiclass_run_scores_miou(tmp_path):
     cfg = config(tmp_path, spec=MULTI, epochs=1)
     assert cfg.num_classes == 3
