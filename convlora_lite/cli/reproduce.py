@@ -1,0 +1,32 @@
+"""``convlora reproduce``: a whole grid of runs, resumable, ending in the results table."""
+from __future__ import annotations
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def register(subparsers) -> None:
+    from ..presets import PRESET_NAMES
+
+    parser = subparsers.add_parser("reproduce", help="train datasets x methods x seeds and write the table")
+    parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
+    parser.add_argument("--datasets", required=True, type=_names, help="comma-separated, e.g. synth_polyp,synth_camo")
+    parser.add_argument("--methods", default="decoder_only,lora,conv_lora", type=_names, help="comma-separated")
+    parser.add_argument("--seeds", type=int, default=1, help="how many seeds (the preset's seed and the next ones)")
+    parser.add_argument("--output-dir", default="runs/reproduce", help="where the runs and results.md go")
+    parser.add_argument("--model", help="SAM backbone for every run (default: the preset's)")
+    parser.add_argument("--epochs", type=int, help="override the preset/recipe epochs")
+    parser.add_argument("--root", help="dataset root folder (default ./data)")
+    parser.add_argument("--device", help="auto, cuda, mps or cpu")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..reproduce import reproduce
+
+    overrides = {key: value for key, value in dict(model=args.model, epochs=args.epochs, data_root=args.root,
+                                                    device=args.device).items() if value is not None}
+    path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, **overrides)
+    print(f"Table written to {path}")
+    return 0
