@@ -193,7 +193,7 @@ def test_trans10k_from_google_drive_is_unwrapped_and_installed(tmp_path, monkeyp
 
 def test_trans10k_offline_says_where_to_put_the_folders(tmp_path, monkeypatch):
     _fake_gdown(monkeypatch, error=ConnectionError("Failed to resolve 'drive.google.com'"))
-    with pytest.raises(DownloadError, match="drive.google.com/file/d/.* train/, validation/ and test/") as err:
+    with pytest.raises(DownloadError, match="(?s)drive.google.com/file/d/.* copy the archive to .*trans10k.archive.* train/, validation/ and test/") as err:
         download_dataset("trans10k", tmp_path)
     assert str((tmp_path / "trans10k").resolve()) in str(err.value)
     assert _entries(tmp_path) == []
@@ -211,3 +211,18 @@ def test_cli_download_and_list(polyp_zip, tmp_path, capsys):
     sbu = next(line for line in lines if line.startswith("sbu "))
     assert sbu.split() == ["sbu", "binary", "ber", "balanced_bce", "ber", "(min)", "10", "0.0001", "zip"]
     assert len(lines) == 1 + len(DATASETS)
+
+
+def test_trans10k_archive_placed_by_hand_is_used_even_as_tar(tmp_path, monkeypatch):
+    import tarfile
+
+    src = tmp_path / "src"
+    write_trans10k_layout(src)
+    root = tmp_path / "data"
+    root.mkdir()
+    with tarfile.open(root / "trans10k.archive", "w:gz") as tf:
+        tf.add(src, arcname="Trans10K_v2")
+    calls = _fake_gdown(monkeypatch, error=ConnectionError("offline"))
+    download_dataset("trans10k", root)
+    assert calls == [] and _entries(root) == ["trans10k"]
+    assert _entries(root / "trans10k") == [COMPLETE_MARKER, "test", "train", "validation"]

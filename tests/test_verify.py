@@ -151,3 +151,15 @@ def test_cli_verify_prints_the_report_and_fails_on_problems(tmp_path, capsys):
     assert main(["data", "verify", "road", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "2 problem(s)" in out and "val_0.png" in out and "test_0.png" in out
+
+
+def test_cli_synth_all_writes_analogs_that_verify_clean(tmp_path, capsys):
+    args = ["--root", str(tmp_path), "--size", "32", "--n-train", "2", "--n-val", "1", "--n-test", "1"]
+    assert main(["data", "synth", "all", *args, "--seed", "3"]) == 0
+    written = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in written] == [
+        f"synth_{n}" for n in ("polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k")]
+    for line in written:
+        report = verify_dataset(line.split(":")[0], tmp_path, progress=False)
+        assert report.ok, report.problems
+        assert report.counts == {"train": 2, "val": 1, "test": 1}

@@ -170,8 +170,9 @@ def _download_from_drive(spec: DatasetSpec, root: Path) -> Path:
         return archive
     by_hand = (
         f"Download it by hand from https://drive.google.com/file/d/{spec.gdrive_id} (or the Baidu "
-        f"mirror https://pan.baidu.com/s/1P-2l-Q2brbnwRd2kXi--Dg, code oqms) and place the folders "
-        f"train/, validation/ and test/ (each with images/ and masks_12/) under "
+        f"mirror https://pan.baidu.com/s/1P-2l-Q2brbnwRd2kXi--Dg, code oqms) and either copy the "
+        f"archive to {archive.resolve()} and run this command again, or unpack it so that the folders "
+        f"train/, validation/ and test/ (each with images/ and masks_12/) lie under "
         f"{install_dir(spec, root).resolve()}."
     )
     try:
