@@ -51,8 +51,9 @@ from .rundir import RunDir
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
-#: config fields that may change between a run and its resume.
-_RESUME_FREE_FIELDS = ("resume", "num_workers")
+#: config fields that may change between a run and its resume (where the run and the data lie,
+#: how they are loaded); any other difference is a ConfigError.
+_RESUME_FREE_FIELDS = ("resume", "num_workers", "output_dir", "data_root")
 
 
 @dataclass

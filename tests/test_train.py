@@ -294,12 +294,13 @@ def test_cli_trains_a_synthetic_dataset_end_to_end_and_evaluates_it(tmp_path, mo
     monkeypatch.setattr(synthetic, "generate_synthetic", small)
     root, out = tmp_path / "data", tmp_path / "run"
     args = ["train", "--dataset", "synth_polyp", "--method", "decoder_only", "--preset", "smoke", "--model",
-            "test_tiny", "--root", str(root), "--output-dir", str(out), "--epochs", "2"]
+            "test_tiny", "--checkpoint", "none", "--root", str(root), "--output-dir", str(out), "--epochs", "2"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "generating it" in printed and f"Run directory: {out}" in printed and "test test: s_alpha" in printed
     config = json.loads((out / "config.json").read_text())
-    assert (config["dataset"], config["epochs"], config["data_root"]) == ("synth_polyp", 2, str(root))
+    assert (config["dataset"], config["epochs"], config["data_root"], config["checkpoint"]) == (
+        "synth_polyp", 2, str(root), None)
     assert len(history(out)) == 2
     assert main(["eval", "--run-dir", str(out), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)["metrics"]

@@ -44,12 +44,12 @@ def run(args) -> int:
         "model": args.model, "seed": args.seed, "output_dir": args.output_dir, "epochs": args.epochs,
         "image_size": args.image_size, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
         "precision": args.precision, "device": args.device, "num_workers": args.num_workers, "data_root": args.root,
-        "resume": args.resume or None,
+        "resume": args.resume or None, "checkpoint": args.checkpoint,
     }
-    if args.checkpoint is not None:
-        options["checkpoint"] = None if args.checkpoint.lower() == "none" else args.checkpoint
-    config = TrainConfig.resolve(args.dataset, args.method, args.preset,
-                                 **{k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}  # a flag left out: the preset decides
+    if given.get("checkpoint", "").lower() == "none":
+        given["checkpoint"] = None
+    config = TrainConfig.resolve(args.dataset, args.method, args.preset, **given)
     run_dir = fit(config)
     if int(os.environ.get("RANK", "0")) == 0:
         metrics = json.loads((run_dir / "metrics.json").read_text())
