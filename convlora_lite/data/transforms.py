@@ -22,7 +22,8 @@ Masks are decoded to a small integer label map before resizing:
 * binary (:func:`binary_labels`): any 0/255, 0/1, boolean, grayscale or colour mask; a pixel is
   foreground when its largest channel exceeds half of the mask's full scale (1 for masks whose
   values are all <= 1, 255 for 8-bit masks, 65535 above). The full scale, not the mask's own
-  maximum, so that an all-background mask with JPEG noise stays empty;
+  maximum, so that an all-background mask with JPEG noise stays empty. A non-empty mask with no
+  pixel above that half (e.g. a 0..3 class-index mask) raises DataError instead of vanishing;
 * multi-class (:func:`class_labels`): an index mask (palette ``P`` PNG, grayscale, or RGB with three
   equal channels), values in ``range(num_classes)`` plus :data:`IGNORE_INDEX` (255, kept).
 """
