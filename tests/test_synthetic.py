@@ -25,7 +25,8 @@ def generated(tmp_path_factory):
 
 
 def _files(directory):
-    return {path.relative_to(directory): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+    return {path.relative_to(directory): path.read_bytes()
+            for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
 @pytest.mark.parametrize("task", SYNTHETIC_TASKS)
@@ -66,7 +67,8 @@ def test_trans10k_analog_has_all_twelve_classes_in_its_layout(generated):
     assert sorted(p.name for p in directory.iterdir() if p.is_dir()) == ["test", "train", "validation"]
     masks = sorted((directory / "train" / "masks_12").glob("*_mask.png"))
     assert len(masks) == 6 and all(Image.open(m).mode == "P" for m in masks)
-    assert sorted(p.stem + "_mask" for p in (directory / "train" / "images").glob("*.jpg")) == [m.stem for m in masks]
+    images = sorted((directory / "train" / "images").glob("*.jpg"))
+    assert [image.stem + "_mask" for image in images] == [mask.stem for mask in masks]
     dataset = build_dataset("synth_trans10k", "train", root, image_size=128, train=False)
     present = set()
     for index in range(len(dataset)):

@@ -161,7 +161,8 @@ def _polyp(rng, size):
         image = _blend(image, interior, _soft(field, 1.5))
         mask |= field > 0
     count = rng.integers(3, 9)
-    specks = _small_blobs(rng, size, rng.uniform(0, size, (count, 2)), rng.uniform(0.004, 0.015, count) * size, 0.3)
+    centres, radii = rng.uniform(0, size, (count, 2)), rng.uniform(0.004, 0.015, count) * size
+    specks = _small_blobs(rng, size, centres, radii, 0.3)
     highlights = _soft(specks, 1.0)
     image = _blend(image, [1.0, 0.98, 0.95], highlights)
     image *= _vignette(yy, xx, size, rng.uniform(0.3, 0.6))[..., None]
@@ -322,8 +323,8 @@ def _trans_shape(cls: int, rng, yy, xx, size):
     if cls == 4:  # window: glass panes with a white cross frame
         w, h = rng.uniform(0.3, 0.45) * s, rng.uniform(0.3, 0.45) * s
         outer = _rect(yy, xx, cy - h / 2, cx - w / 2, h, w)
-        frame = outer & ((np.abs(xx - cx) < 0.012 * s) | (np.abs(yy - cy) < 0.012 * s)
-                         | ~_rect(yy, xx, cy - h / 2 + 0.02 * s, cx - w / 2 + 0.02 * s, h - 0.04 * s, w - 0.04 * s))
+        panes = _rect(yy, xx, cy - h / 2 + 0.02 * s, cx - w / 2 + 0.02 * s, h - 0.04 * s, w - 0.04 * s)
+        frame = outer & ((np.abs(xx - cx) < 0.012 * s) | (np.abs(yy - cy) < 0.012 * s) | ~panes)
         return outer, frame
     if cls == 5:  # door: tall glass panel standing on the floor, with a handle
         w, h = rng.uniform(0.2, 0.3) * s, rng.uniform(0.6, 0.8) * s
@@ -374,7 +375,8 @@ def _trans10k(rng, size, classes):
     yy, xx = _grid(size)
     wall_colour, floor_colour = rng.uniform(0.5, 0.9, 3), rng.uniform(0.3, 0.6, 3)
     horizon = rng.uniform(0.55, 0.8) * size
-    image = _blend(np.broadcast_to(wall_colour, (size, size, 3)).copy(), floor_colour, _soft(yy - horizon, 1.0))
+    room = np.broadcast_to(wall_colour, (size, size, 3))
+    image = _blend(room, floor_colour, _soft(yy - horizon, 1.0))
     image += 0.05 * _fractal(rng, size)[..., None]
     for _ in range(rng.integers(3, 7)):  # posters and furniture that the glass refracts
         top, left = rng.uniform(0, size, 2)
@@ -384,10 +386,12 @@ def _trans10k(rng, size, classes):
     for cls in sorted(classes, key=lambda c: c not in (3, 4, 5, 8)):  # large, wall-like first
         shape, detail = _trans_shape(int(cls), rng, yy, xx, size)
         offset = rng.integers(3, 9, 2) * rng.choice([-1, 1], 2)
-        refracted = np.roll(image, tuple(offset), axis=(0, 1)) * rng.uniform(0.85, 1.0) + rng.uniform(0.02, 0.1)
+        refracted = np.roll(image, tuple(offset), axis=(0, 1))
+        refracted = refracted * rng.uniform(0.85, 1.0) + rng.uniform(0.02, 0.1)
         rim = shape & ~ndimage.binary_erosion(shape, iterations=max(1, size // 128))
         glass = _blend(refracted, [1.0, 1.0, 1.0], 0.6 * rim.astype(np.float32))
-        glass = _blend(glass, rng.uniform(0.0, 0.35, 3) + (0.6 if cls == 4 else 0.0), detail.astype(np.float32))
+        detail_colour = rng.uniform(0.0, 0.35, 3) + (0.6 if cls == 4 else 0.0)  # white window frames
+        glass = _blend(glass, detail_colour, detail.astype(np.float32))
         image = np.where(shape[..., None], glass, image)
         labels[shape] = cls
     return image, labels
