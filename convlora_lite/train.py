@@ -408,6 +408,9 @@ class Trainer:
         missing = {"train", "val"} - set(datasets)
         if missing:
             raise DataError(f"datasets lacks the split(s) {sorted(missing)}; give at least train and val.")
+        empty = [split for split, data in datasets.items() if len(data) == 0]
+        if empty:
+            raise DataError(f"The split(s) {empty} of {config.dataset} hold no images; check the dataset's files.")
         self.datasets = datasets
         set_seed(config.seed)
         model = build_model(config)
