@@ -23,7 +23,7 @@ paper     The official recipe (REFERENCE.md, "Training recipe"): SAM ViT-H at 10
 ========  ===========================================================================
 
 ``smoke`` and ``cpu`` differ from the official recipe on purpose: lr 1e-3 instead of the
-registry's 1e-4/3e-4 (a micro model trained for a handful of epochs barely moves at 1e-4), fp32
+registry's 1e-4/3e-4 (chosen so that a handful of epochs shows progress; not tuned), fp32
 on a CPU, and a batch of 2-4 without accumulation. Everything else (optimizer, schedule,
 clipping, loss, selection) is the official one in every preset.
 """
