@@ -1,0 +1,111 @@
+"""What both pretraining scripts share: input normalisation, the learning-rate schedule, the
+resumable training state, fp16 safetensors export and the JSON model card."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from ..errors import CheckpointError
+from ..sam import _IMAGENET_MEAN_255, _IMAGENET_STD_255
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def to_model_input(images: list[np.ndarray]) -> torch.Tensor:
+    """Stack (S, S, 3) RGB images in [0, 1] into a (B, 3, S, S) ImageNet-normalised float tensor
+    (the same normalisation as ``Sam.preprocess`` and the project's datasets)."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() * 255.0
+    mean = torch.tensor(_IMAGENET_MEAN_255).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD_255).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up over ``warmup_steps`` then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only (not on biases, norms, embeddings of dim < 2)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999))
+
+
+class TrainState:
+    """The resumable state of a run, kept in ``work_dir/state.pt`` (written atomically).
+
+    Holds the model and optimiser state, the next step, the wall time spent so far and the
+    config it was started with (a resume with a different config is refused)."""
+
+    def __init__(self, work_dir: str | Path, config: dict):
+        self.path = Path(work_dir) / "state.pt"
+        self.config = config
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.resumed = 0
+
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Continue from ``state.pt``; raises CheckpointError if it is missing or from another config."""
+        if not self.path.exists():
+            raise CheckpointError(f"Nothing to resume: {self.path} does not exist. Run without --resume to start.")
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state["config"] != self.config:
+            raise CheckpointError(f"{self.path} was written by a run with another configuration "
+                                  f"({state['config']}); use the same options or another --work-dir.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed_s, self.resumed = state["step"], state["elapsed_s"], state["resumed"] + 1
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"config": self.config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "step": self.step, "elapsed_s": self.elapsed_s, "resumed": self.resumed}, tmp)
+        os.replace(tmp, self.path)
+
+
+def save_fp16_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> str:
+    """Write floating tensors as fp16 (others unchanged) to ``path``; return the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
+               for k, v in state_dict.items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def environment_record(threads: int) -> dict:
+    """Versions and machine facts that decide whether a rerun reproduces the weights bit for bit."""
+    return {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "torch_threads": threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def write_card(path: str | Path, card: dict) -> None:
+    """Write the JSON model card (sorted keys, indented, trailing newline)."""
+    Path(path).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+class Stopwatch:
+    """Wall time that continues across resumes (``offset`` = seconds spent by earlier sessions)."""
+
+    def __init__(self, offset: float = 0.0):
+        self.offset, self.start = offset, time.perf_counter()
+
+    def total(self) -> float:
+        return self.offset + time.perf_counter() - self.start
