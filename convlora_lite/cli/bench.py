@@ -1,0 +1,45 @@
+"""``convlora bench``: median training-step time and peak memory of PEFT methods, measured in one
+process and interleaved (see :mod:`convlora_lite.bench`)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..bench import format_benchmark, run_benchmark
+from ..sam import MODEL_CONFIGS
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="step time and peak memory per PEFT method (random weights, one process)",
+        description="Time a full training step (forward, backward, optimizer step) of each method on the "
+                    "same model and input, interleaving the methods; print the medians and the ratios to the "
+                    "first method. A method may carry options: conv_lora:implementation=official.")
+    parser.add_argument("--model", default="vit_b", choices=list(MODEL_CONFIGS), help="SAM backbone (default vit_b)")
+    parser.add_argument("--image-size", type=int, default=256, help="input side in pixels (default 256)")
+    parser.add_argument("--methods", default="lora,conv_lora",
+                        help="comma-separated method specs, the first is the reference (default lora,conv_lora)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per method (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps per method (default 1)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per step (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="auto (default): fp16 autocast on CUDA as in the official recipe, else fp32")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    report = run_benchmark(model=args.model, image_size=args.image_size, methods=args.methods, steps=args.steps,
+                           batch_size=args.batch_size, device=args.device, warmup=args.warmup,
+                           precision=args.precision, seed=args.seed,
+                           log=lambda message: print(message, file=sys.stderr, flush=True))
+    text = json.dumps(report, indent=2)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+    print(text if args.json else format_benchmark(report))
+    return 0
