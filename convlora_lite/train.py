@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -346,6 +347,24 @@ def ensure_data(spec, root, log=print) -> None:
                     f"Download it with `convlora data download {spec.name} --root {root}`, or pass --root.")
 
 
+def _accelerator(device: str, precision: str):
+    """An ``Accelerator`` on ``device`` with ``precision`` (DDP tolerates parameters that get no
+    gradient, e.g. Conv-LoRA's gate on a step where only the task loss reaches it).
+
+    Accelerate keeps one process-wide state that refuses a second precision or device; in a
+    single process (a notebook fitting a CPU run, then a bf16 one) that state is reset first.
+    Under a multi-process launch it is left alone."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(cpu=device == "cpu", mixed_precision={"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[precision],
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -383,19 +402,14 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
                  on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from accelerate.utils import set_seed
 
         config.validate()
         self.config = config
         self.spec = spec if spec is not None else _dataset_spec(config.dataset)
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
-        self.accelerator = Accelerator(
-            cpu=self.device == "cpu",
-            mixed_precision={"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[self.precision],
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        self.accelerator = _accelerator(self.device, self.precision)
         self.is_main = self.accelerator.is_main_process
         self.run = RunDir(config.output_dir or "run")
         self.on_epoch_end = on_epoch_end

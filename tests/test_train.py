@@ -315,3 +315,13 @@ def test_cli_says_how_to_download_a_missing_real_dataset(tmp_path, capsys):
             "--root", str(tmp_path), "--output-dir", str(tmp_path / "run")]
     assert main(args) == 2
     assert "convlora data download camo" in capsys.readouterr().err
+
+
+def test_bf16_after_fp32_in_one_process_and_fp16_needs_cuda(tmp_path):
+    fit(config(tmp_path, "fp32", epochs=1), spec=BINARY, datasets=datasets(n_train=2))
+    run = fit(config(tmp_path, "bf16", epochs=1, precision="bf16", activation_checkpointing=True, device="cpu"),
+              spec=BINARY, datasets=datasets(n_train=2))
+    assert history(run)["train_loss"].notna().all()
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16"):
+            fit(config(tmp_path, "fp16", precision="fp16", device="cpu"), spec=BINARY, datasets=datasets())
