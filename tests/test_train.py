@@ -1,6 +1,5 @@
 """The training loop on test_tiny with a tiny in-memory dataset of generated discs."""
 import json
-import shutil
 from types import SimpleNamespace
 
 import pandas as pd
