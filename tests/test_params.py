@@ -37,7 +37,7 @@ def test_full_sam_totals_match_the_reference(name, total):
 
 def test_decoder_only_vit_h_is_the_papers_row():
     (row,) = paper_param_table("vit_h", "decoder_only")
-    assert row == {"method": "decoder_only", "trainable": DECODER_ONLY_VIT_H, "total": 641_090_608,
+    assert row == {"method": "decoder_only", "trainable": DECODER_ONLY_VIT_H, "added": 0, "total": 641_090_608,
                    "ratio": DECODER_ONLY_VIT_H / 641_090_608, "available": True}
     assert f"{row['trainable'] / 1e6:.2f}" == "3.51" and f"{row['ratio']:.2%}" == "0.55%"
 
@@ -53,6 +53,8 @@ def test_lora_vit_h_adds_rank_3_factors_to_every_qkv():
 def test_conv_lora_vit_h_adds_the_moe_convolutions():
     (row,) = paper_param_table("vit_h", ["conv_lora"])
     assert row["trainable"] == DECODER_ONLY_VIT_H + LORA_EXTRA_VIT_H + MOE_EXTRA_VIT_H
+    assert row["added"] == LORA_EXTRA_VIT_H + MOE_EXTRA_VIT_H
+    assert row["total"] == 641_090_608 + row["added"]  # the Ratio's denominator includes the adapter
     assert f"{row['trainable'] / 1e6:.2f}" == "4.02" and f"{row['ratio']:.2%}" == "0.63%"
 
 
