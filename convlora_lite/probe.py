@@ -38,6 +38,9 @@ from .pretrain.corpus import make_texture
 
 SHAPE_CLASSES = ("disc", "square", "triangle", "ring", "cross", "star")
 
+#: The paper's ImageNet-1K linear-probing top-1 accuracies (ViT-B, sec. 1), as fractions.
+PAPER_LINEAR_PROBE = {"MAE ViT-B": 0.677, "SAM ViT-B": 0.542}
+
 
 def shape_mask(kind: str, size: int, cy: float, cx: float, radius: float, angle: float) -> np.ndarray:
     """Bool (size, size) mask of a ``kind`` from :data:`SHAPE_CLASSES` centred at (cy, cx)."""
@@ -132,6 +135,20 @@ def encoder_features(encoder: ImageEncoderViT, images: torch.Tensor, batch_size:
             x = block(x)
         pooled.append(x.mean(dim=(1, 2)).float().cpu())
     return torch.cat(pooled)
+
+
+def split_indices(labels: torch.Tensor, test_fraction: float = 1 / 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded stratified split: ``(train indices, test indices)``, ``test_fraction`` of every
+    class (at least one image) in the test part."""
+    generator = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        n_test = max(1, int(round(test_fraction * members.numel())))
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
 @dataclass
@@ -235,3 +252,24 @@ def mae_state_to_encoder(state: dict) -> ImageEncoderViT:
     except RuntimeError as err:
         raise CheckpointError(f"The MAE weights do not fit a ViT of width {dim} and depth {depth}: {str(err)[:400]}") from err
     return encoder.eval()
+
+
+def plot_probe_accuracies(results: dict[str, ProbeResult], paper: dict[str, float] | None = None,
+                          title: str = "Linear probing of frozen encoder features"):
+    """Bars of test accuracy per encoder (``name -> ProbeResult``), chance as a dashed line, and
+    the paper's numbers (``name -> accuracy``) as hatched bars when given. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * (len(names) + len(paper or {})), 3.6))
+    bars = ax.bar(names, [100 * results[n].test_accuracy for n in names], color="tab:blue", label="measured here (test)")
+    ax.bar_label(bars, fmt="%.1f")
+    if paper:
+        ref = ax.bar([f"{n}\n(paper, ImageNet)" for n in paper], [100 * v for v in paper.values()], color="white",
+                     edgecolor="tab:gray", hatch="//", label="paper (ImageNet-1K top-1)")
+        ax.bar_label(ref, fmt="%.1f")
+    ax.axhline(100 * max(r.chance for r in results.values()), color="k", ls="--", lw=1, label="chance (majority class)")
+    ax.set(title=title, ylabel="top-1 accuracy (%)", ylim=(0, 105), xlabel="encoder")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

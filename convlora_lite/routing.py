@@ -219,3 +219,30 @@ def plot_receptive_fields(fields: dict[float, torch.Tensor], title: str = "Effec
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_scale_by_region(region: dict[int, torch.Tensor], scales: tuple,
+                         title: str = "Mean chosen scale per window position"):
+    """One heat map per windowed layer of :func:`scale_by_region` (window rows x columns)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(region), figsize=(2.4 * len(region) + 0.8, 2.8), squeeze=False)
+    for ax, (block, grid) in zip(axes[0], region.items()):
+        shown = ax.imshow(grid.numpy(), cmap="plasma", vmin=min(scales), vmax=max(scales))
+        ax.set_title(f"block {block}", fontsize=9)
+        ax.set(xlabel="window column", ylabel="window row")
+        ax.label_outer()
+    fig.colorbar(shown, ax=axes[0].tolist(), label="mean expert scale", shrink=0.8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_scale_by_mask(table: pd.DataFrame, title: str = "Mean chosen scale: object vs background windows"):
+    """Grouped bars of :func:`scale_by_mask`: per windowed layer, object and background windows."""
+    import matplotlib.pyplot as plt
+
+    wide = table.pivot(index="block", columns="region", values="mean_scale")
+    ax = wide.plot.bar(figsize=(6, 3.2), rot=0, color={"object": "tab:orange", "background": "tab:gray"})
+    ax.set(title=title, xlabel="block (windowed layers)", ylabel="mean expert scale")
+    ax.figure.tight_layout()
+    return ax.figure

@@ -83,3 +83,12 @@ def test_mae_state_maps_onto_a_plain_vit_and_missing_file_is_clear(tmp_path):
         build_mae_vit_b_encoder(tmp_path / "absent.pth")
     with pytest.raises(CheckpointError, match="timm/MAE"):
         mae_state_to_encoder({"x": torch.zeros(1)})
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    from convlora_lite.probe import split_indices
+    labels = torch.arange(30) % 3
+    train, test = split_indices(labels, test_fraction=0.2, seed=1)
+    assert len(set(train.tolist()) & set(test.tolist())) == 0 and len(train) + len(test) == 30
+    assert torch.bincount(labels[test]).tolist() == [2, 2, 2]
+    assert torch.equal(test, split_indices(labels, test_fraction=0.2, seed=1)[1])

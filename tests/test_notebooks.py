@@ -1,0 +1,113 @@
+"""Every notebook follows the conventions (notebook brief): header cells in order, Colab badge naming
+its own file, Colab-only install, one `parameters` cell with environment defaults, offline statement,
+python3 kernel, no outputs. The checker is shown to catch each broken rule on a bad notebook."""
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+REQUIRED_PARAMETERS = ("PRESET", "DATA_ROOT", "CHECKPOINT", "OUTPUT_DIR")
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def notebook_problems(nb: dict, file_name: str) -> list[str]:
+    """Every convention ``nb`` (parsed .ipynb JSON) breaks, as readable sentences."""
+    problems = []
+    cells = nb.get("cells", [])
+    if nb.get("nbformat") != 4:
+        problems.append("not nbformat 4")
+    if nb.get("metadata", {}).get("kernelspec", {}).get("name") != "python3":
+        problems.append("kernelspec name is not python3")
+    if len(cells) < 4:
+        return problems + ["fewer than the 4 header cells"]
+    title, install, params, mode = cells[:4]
+    number = file_name[:2]
+    text = _source(title)
+    if title["cell_type"] != "markdown" or not re.match(rf"# {number} · \S", text):
+        problems.append(f"cell 1 is not a markdown title '# {number} · Title'")
+    if "What you will learn" not in text:
+        problems.append("cell 1 lacks 'What you will learn'")
+    badge = f"https://colab.research.google.com/github/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"
+    if "colab-badge.svg" not in text or badge not in text:
+        problems.append("cell 1 lacks a Colab badge that names this notebook's file")
+    if install["cell_type"] != "code" or 'if "google.colab" in sys.modules' not in _source(install) \
+            or "pip install" not in _source(install):
+        problems.append("cell 2 is not the Colab-only install cell")
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if tagged != [2]:
+        problems.append(f"exactly one cell, the third, must be tagged parameters (tagged: {tagged})")
+    p = _source(params)
+    if params["cell_type"] != "code" or 'os.environ.get("CONVLORA_PRESET", "cpu")' not in p:
+        problems.append("the parameters cell does not take PRESET from $CONVLORA_PRESET with default 'cpu'")
+    for name in REQUIRED_PARAMETERS:
+        if not re.search(rf"^{name} = os\.environ\.get\(\"CONVLORA_{name}\"", p, re.M):
+            problems.append(f"the parameters cell does not take {name} from the environment")
+    statement = _source(mode).lower()
+    if mode["cell_type"] != "markdown" or not all(w in statement for w in ("offline", "micro_sam", "synth", "paper scale")):
+        problems.append("cell 4 is not the markdown statement of the offline mode and what changes at paper scale")
+    printed = "".join(_source(c) for c in cells[4:6] if c["cell_type"] == "code")
+    if "print(" not in printed or "OFFLINE" not in printed:
+        problems.append("the mode is not printed by code right after the statement")
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
+            problems.append(f"cell {i + 1} has outputs or an execution count")
+    return problems
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks/*.ipynb found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_follows_the_conventions(path):
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name)
+    assert notebook_problems(json.loads(path.read_text()), path.name) == []
+
+
+def _good_notebook() -> dict:
+    file_name = "05_example.ipynb"
+    code = lambda s, **meta: {"cell_type": "code", "metadata": meta, "source": s, "outputs": [], "execution_count": None}
+    md = lambda s: {"cell_type": "markdown", "metadata": {}, "source": s}
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": [
+        md("# 05 · Example\n\n**What you will learn**\n\n- x\n\n[![Open In Colab](https://colab.research.google.com/"
+           f"assets/colab-badge.svg)](https://colab.research.google.com/github/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"),
+        code('import sys\nif "google.colab" in sys.modules:\n    !pip install -q convlora_lite'),
+        code("import os\n" + "\n".join(f'{n} = os.environ.get("CONVLORA_{n}", "{"cpu" if n == "PRESET" else "x"}")'
+                                       for n in REQUIRED_PARAMETERS), tags=["parameters"]),
+        md("Offline: micro_sam on synth_<task> analogs; at paper scale real data."),
+        code('OFFLINE = PRESET in ("smoke", "cpu")\nprint(OFFLINE)'),
+    ]}
+
+
+BREAKAGES = {
+    "wrong badge file": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("05_example", "06_other")),
+    "no what you will learn": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("What you will learn", "")),
+    "install not colab-only": lambda nb: nb["cells"][1].update(source="!pip install -q convlora_lite"),
+    "parameters untagged": lambda nb: nb["cells"][2].update(metadata={}),
+    "two parameters cells": lambda nb: nb["cells"][4]["metadata"].update(tags=["parameters"]),
+    "preset default smoke": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"].replace('"cpu"', '"smoke"')),
+    "hard-coded data root": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"].replace(
+        'DATA_ROOT = os.environ.get("CONVLORA_DATA_ROOT", "x")', 'DATA_ROOT = "data"')),
+    "kernel": lambda nb: nb["metadata"]["kernelspec"].update(name="python2"),
+    "outputs kept": lambda nb: nb["cells"][4].update(outputs=[{"output_type": "stream", "text": "x"}], execution_count=3),
+    "no offline statement": lambda nb: nb["cells"][3].update(source="Let us start."),
+    "mode not printed": lambda nb: nb["cells"][4].update(source="x = 1"),
+    "title without number": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("# 05 · ", "# ")),
+}
+
+
+def test_the_checker_accepts_a_good_notebook():
+    assert notebook_problems(_good_notebook(), "05_example.ipynb") == []
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_the_checker_fails_a_notebook_that_breaks_a_rule(breakage):
+    nb = copy.deepcopy(_good_notebook())
+    BREAKAGES[breakage](nb)
+    assert notebook_problems(nb, "05_example.ipynb") != []
