@@ -163,9 +163,11 @@ def compare_with_paper(run_dirs) -> pd.DataFrame:
 
 def recipe_comparison(config) -> pd.DataFrame:
     """The official recipe of ``config.dataset`` next to what ``config`` (a resolved
-    :class:`~convlora_lite.train.TrainConfig`) runs: one row per setting, columns ``official``
-    and ``this run``. The official column is the paper's setting (ViT-H, 1024 px, batch 1 x
+    :class:`~convlora_lite.train.TrainConfig`) runs on this machine: one row per setting, columns
+    ``official`` and ``this run`` (precision ``auto`` shown as what it resolves to here). The official column is the paper's setting (ViT-H, 1024 px, batch 1 x
     accumulation 4, fp16) with the registry's per-task loss, selection, epochs and lr."""
+    from .train import resolve_device, resolve_precision
+
     spec = get_dataset_spec(config.dataset)
     settings = {
         "dataset": (spec.name.removeprefix("synth_"), config.dataset),
@@ -174,7 +176,7 @@ def recipe_comparison(config) -> pd.DataFrame:
         "epochs": (spec.epochs, config.epochs),
         "lr": (spec.lr, config.lr),
         "batch x accumulation": ("1 x 4", f"{config.batch_size} x {config.grad_accum}"),
-        "precision": ("fp16", config.precision),
+        "precision": ("fp16", resolve_precision(config.precision, resolve_device(config.device))),
         "loss": (spec.loss, spec.loss),
         "selection": (f"{spec.select_metric} ({spec.select_mode})",) * 2,
         "max train batches / epoch": ("all", config.max_train_batches or "all"),

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from .data.registry import IGNORE_INDEX
 from .errors import DataError
@@ -272,7 +273,10 @@ def read_history(run_dir) -> pd.DataFrame:
 
 def plot_history(run_dir) -> Figure:
     """A run's curves from ``history.csv``: training and auxiliary loss per epoch (left), the
-    validation metrics per epoch with the selection metric bold and its best epoch marked (right)."""
+    validation metrics per epoch with the selection metric bold and its best epoch marked (right;
+    metrics where lower is better say so in the legend)."""
+    from .metrics import METRIC_DIRECTIONS
+
     run_dir = Path(run_dir)
     history = read_history(run_dir)
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
@@ -289,13 +293,16 @@ def plot_history(run_dir) -> Figure:
     loss_ax.legend(fontsize=8)
     selected = f"val_{spec.select_metric}" if spec else None
     for column in (c for c in history if c.startswith("val_")):
-        bold = column == selected
+        bold, metric = column == selected, column.removeprefix("val_")
+        note = " (selection)" if bold else " (lower is better)" if METRIC_DIRECTIONS.get(metric) == "min" else ""
         metric_ax.plot(epochs, history[column], marker="o", linewidth=2.5 if bold else 1, alpha=1 if bold else 0.6,
-                       label=column.removeprefix("val_") + (" (selection)" if bold else ""))
+                       label=metric + note)
     if selected in history:
         best = history[selected].idxmax() if spec.select_mode == "max" else history[selected].idxmin()
         metric_ax.axvline(epochs[best], color="0.5", linestyle="--", label=f"best epoch ({int(epochs[best])})")
     metric_ax.set(xlabel="epoch", ylabel="validation metric (fraction)", title="Validation metrics")
+    for ax in (loss_ax, metric_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     metric_ax.legend(fontsize=8)
     name = f"{config.get('method', '?')} on {config.get('dataset', '?')} ({config.get('model', '?')})"
     figure.suptitle(f"Training curves: {name}")
@@ -317,6 +324,11 @@ def label_map_figure(images, label_maps, classes: Sequence[str], *,
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.1, 1, 1))
     return figure
+
+
+def _rotate_class_names(ax, names) -> None:
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(list(names), rotation=45, ha="right", rotation_mode="anchor")
 
 
 def class_statistics(dataset, classes: Sequence[str], max_items: int | None = None) -> pd.DataFrame:
@@ -349,7 +361,7 @@ def plot_class_statistics(statistics: pd.DataFrame, title: str = "Class statisti
     count_ax.set(ylabel="images containing the class", title=f"Images per class (of {statistics.attrs.get('items', '?')})")
     for ax in (share_ax, count_ax):
         ax.set_xlabel("class")
-        ax.tick_params(axis="x", rotation=45)
+        _rotate_class_names(ax, statistics["class"])
     figure.suptitle(title)
     figure.tight_layout()
     return figure
@@ -367,7 +379,7 @@ def class_iou_bars(iou_per_class: Mapping[str, float], *, title: str = "IoU per 
         if np.isnan(value):
             ax.text(i, 1, "absent", ha="center", rotation=90, fontsize=8)
     ax.set(xlabel="class", ylabel="IoU (%)", ylim=(0, 100), title=title)
-    ax.tick_params(axis="x", rotation=45)
+    _rotate_class_names(ax, names)
     ax.legend()
     figure.tight_layout()
     return figure

@@ -143,14 +143,14 @@ def _write_run(tmp_path, rows, dataset="synth_sbu"):
 
 
 def test_plot_history_marks_the_selection_metric_and_best_epoch(tmp_path):
-    rows = [dict(epoch=e, train_loss=1 / e, aux_loss=0.01, lr=1e-3, val_ber=b, val_iou=0.5, time_s=1.0)
+    rows = [dict(epoch=e, train_loss=1 / e, aux_loss=0.01, lr=1e-3, val_ber=b, val_iou=0.5, val_mae=0.2, time_s=1.0)
             for e, b in zip((1, 2, 3), (0.3, 0.1, 0.2))]  # SBU selects the lowest BER: epoch 2
     figure = plot_history(_write_run(tmp_path, rows))
     loss_ax, metric_ax = figure.axes
     assert loss_ax.get_xlabel() == metric_ax.get_xlabel() == "epoch"
     assert loss_ax.get_ylabel() == "loss" and "validation" in metric_ax.get_ylabel()
     labels = [line.get_label() for line in metric_ax.get_lines()]
-    assert labels == ["ber (selection)", "iou", "best epoch (2)"]
+    assert labels == ["ber (selection)", "iou", "mae (lower is better)", "best epoch (2)"]
     np.testing.assert_allclose(loss_ax.get_lines()[0].get_ydata(), [1, 0.5, 1 / 3])
     assert "conv_lora on synth_sbu" in figure._suptitle.get_text()
     with pytest.raises(DataError, match="history.csv"):
