@@ -10,9 +10,9 @@ under the official precision (fp16 autocast with a gradient scaler on CUDA; fp32
 After warm-up, the methods are interleaved within each repetition (their order rotates from one
 repetition to the next) so that machine noise hits them alike; each method's step time is the
 median over repetitions, and its ratio to the first method is reported both as the ratio of
-medians and as the median of the per-repetition ratios (more robust on a busy machine). The process CPU time of
-each step (all threads) is reported too: on a CPU shared with other jobs it is steadier than the
-wall-clock time (on CUDA it is only the host's share of the work).
+medians and as the median of the per-repetition ratios; the ratio of the fastest steps is given too (noise only
+adds time, so on a busy machine the minimum is the steadiest estimate). The process CPU time of
+each step (all threads) is reported as well (on CUDA it is only the host's share of the work).
 
 Memory, after the timing, in one extra step per method:
 
@@ -96,8 +96,10 @@ class MethodResult:
     trainable_params: Optional[int] = None
     step_times_s: list = field(default_factory=list)
     median_step_s: Optional[float] = None
+    min_step_s: Optional[float] = None
     time_ratio: Optional[float] = None
     paired_time_ratio: Optional[float] = None
+    min_time_ratio: Optional[float] = None
     cpu_times_s: list = field(default_factory=list)
     median_cpu_s: Optional[float] = None
     cpu_time_ratio: Optional[float] = None
@@ -225,7 +227,7 @@ def _measure_memory(entry: _Entry, images, masks, autocast_dtype, device: str) -
 
 def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,conv_lora", steps: int = 5,
                   batch_size: int = 1, device: str = "cpu", warmup: int = 1, precision: str = "auto",
-                  seed: int = 0, log=None) -> dict:
+                  seed: int = 0, threads: Optional[int] = None, log=None) -> dict:
     """Measure each method's training step; see the module docstring.
 
     Args:
@@ -238,6 +240,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         precision: ``auto`` (fp16 on CUDA as in the official recipe, else fp32), ``fp32``,
             ``fp16`` or ``bf16``.
         seed: seed of the random weights and input.
+        threads: ``torch.set_num_threads`` for the run (``None``: leave it as it is).
         log: ``log(str)`` for progress lines (``None``: silent).
 
     Returns:
@@ -249,14 +252,16 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
     from .train import resolve_device, resolve_precision
 
     specs = parse_method_specs(methods)
-    if steps < 1 or warmup < 0 or batch_size < 1:
-        raise ConfigError(f"steps={steps}, warmup={warmup}, batch_size={batch_size}: need steps >= 1, "
-                          "warmup >= 0 and batch_size >= 1.")
+    if steps < 1 or warmup < 0 or batch_size < 1 or (threads is not None and threads < 1):
+        raise ConfigError(f"steps={steps}, warmup={warmup}, batch_size={batch_size}, threads={threads}: need "
+                          "steps >= 1, warmup >= 0, batch_size >= 1 and threads >= 1.")
     sized_config(get_config(model), image_size)  # validates the name and the size early
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     autocast_dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     say = log or (lambda message: None)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     present = set(available_methods())
     results = {s.label: MethodResult(s.label, available=s.method in present,
@@ -290,6 +295,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         result = results[entry.spec.label]
         result.step_times_s = entry.times
         result.median_step_s = statistics.median(entry.times)
+        result.min_step_s = min(entry.times)
         result.cpu_times_s = entry.cpu_times
         result.median_cpu_s = statistics.median(entry.cpu_times)
         result.saved_activations_mib, result.peak_memory_mib = _measure_memory(entry, images, masks, autocast_dtype, device)
@@ -300,6 +306,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
             result = results[entry.spec.label]
             result.time_ratio = result.median_step_s / ref.median_step_s
             result.paired_time_ratio = statistics.median(t / r for t, r in zip(entry.times, reference.times))
+            result.min_time_ratio = result.min_step_s / ref.min_step_s
             result.cpu_time_ratio = result.median_cpu_s / ref.median_cpu_s
             result.memory_ratio = result.peak_memory_mib / ref.peak_memory_mib
 
@@ -333,14 +340,16 @@ def format_benchmark(report: dict) -> str:
     lines = [f"{report['model']} at {report['image_size']} px, batch {report['batch_size']}, {report['device']} "
              f"({report['device_name']}), {report['precision']}, torch {report['torch']}, {report['threads']} threads, "
              f"median of {report['steps']} interleaved steps after {report['warmup']} warm-up",
-             f"{'method':<36} {'trainable':>10} {'step (s)':>9} {'ratio':>6} {'paired':>7} {'cpu (s)':>8} "
-             f"{'cpu ratio':>9} {'saved act (MiB)':>16} {'peak (MiB)':>11} {'mem ratio':>9}"]
+             f"{'method':<36} {'trainable':>10} {'step (s)':>9} {'ratio':>6} {'paired':>7} {'min (s)':>8} "
+             f"{'min ratio':>9} {'cpu (s)':>8} {'cpu ratio':>9} {'saved act (MiB)':>16} {'peak (MiB)':>11} "
+             f"{'mem ratio':>9}"]
     for m in report["methods"]:
         if not m["available"]:
             lines.append(f"{m['label']:<36} {m['reason']}")
             continue
         lines.append(f"{m['label']:<36} {m['trainable_params']:>10,} {m['median_step_s']:>9.3f} {m['time_ratio']:>6.3f} "
-                     f"{m['paired_time_ratio']:>7.3f} {m['median_cpu_s']:>8.3f} {m['cpu_time_ratio']:>9.3f} "
+                     f"{m['paired_time_ratio']:>7.3f} {m['min_step_s']:>8.3f} {m['min_time_ratio']:>9.3f} "
+                     f"{m['median_cpu_s']:>8.3f} {m['cpu_time_ratio']:>9.3f} "
                      f"{m['saved_activations_mib']:>16.1f} {m['peak_memory_mib']:>11.1f} "
                      f"{m['memory_ratio']:>9.3f}")
     lines.append(f"ratios are to {report['reference']}; {report['memory_measure']}")

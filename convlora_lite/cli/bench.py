@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="auto (default): fp16 autocast on CUDA as in the official recipe, else fp32")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default 0)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
     parser.set_defaults(func=run)
@@ -35,7 +36,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     report = run_benchmark(model=args.model, image_size=args.image_size, methods=args.methods, steps=args.steps,
                            batch_size=args.batch_size, device=args.device, warmup=args.warmup,
-                           precision=args.precision, seed=args.seed,
+                           precision=args.precision, seed=args.seed, threads=args.threads,
                            log=lambda message: print(message, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2)
     if args.output is not None:

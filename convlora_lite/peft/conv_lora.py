@@ -14,11 +14,13 @@ top-k gate on the global average pool of h, trained only by its load-balancing l
 
 Speed. The official code dispatches samples to experts through a Python loop with
 ``nonzero``/``sort``/``.tolist()`` (a device-to-host sync in every adapted layer) and an
-exp/log combine. Here every expert runs densely on the whole (tiny, r-channel) batch and the
-chosen output is gathered with the routing index: no host sync, no data-dependent shapes.
-The result is the same (``conv_lora_official.py`` is the faithful loop, used as the test
-oracle and the benchmark baseline; ``apply_peft(model, "conv_lora", implementation="official")``
-selects it).
+exp/log combine. Here the experts are written as matrix products (bicubic resizing is a linear,
+separable map; the 3x3 convolution folds into the upsampling), so every sample goes through the
+same batched products with its own expert's matrices and weights gathered by its routing index:
+no host sync, no data-dependent shapes, no Python loop over experts (see :class:`MoEConv`).
+The result is the same to float rounding (``conv_lora_official.py`` is the faithful loop, used
+as the test oracle and the benchmark baseline;
+``apply_peft(model, "conv_lora", implementation="official")`` selects it).
 """
 from __future__ import annotations
 
