@@ -70,6 +70,7 @@ def test_format_shows_every_method(tiny_report):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"steps": 0}, "steps"),
+    ({"threads": 0}, "threads"),
     ({"image_size": 60}, "image_size"),
     ({"device": "cuda"}, "not available"),
 ])
