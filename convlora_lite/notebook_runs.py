@@ -8,8 +8,9 @@ ones resume) into ``{output_dir}/sweep_{preset}/{dataset}/{method}/seed{seed}``.
 What the notebooks change from the training presets, and only on the offline presets (the
 ``colab`` and ``paper`` presets run the official recipe unchanged):
 
-* ``cpu``: 3 epochs of at most 6 batches (the ``cpu`` preset trains 8 full epochs), so that four
-  methods train in a few minutes on a 2-core CPU; the synthetic analogs at their default size.
+* ``cpu``: 3 epochs of at most 4 batches of 4 images, validation and test on at most 4 batches
+  (the ``cpu`` preset trains 8 full epochs and scores every image), so that four methods train in
+  a few minutes on a 2-core CPU; the synthetic analogs at their default size.
 * ``smoke``: the preset as it is (1 epoch of 3 batches), on tiny synthetic analogs (4 training
   images of 64 px) kept in ``{data_root}/smoke`` so they never replace the full-size ones.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from .data.registry import get_dataset_spec
 
 #: TrainConfig overrides the notebooks apply on top of each preset.
-NOTEBOOK_BUDGET: dict[str, dict] = {"smoke": {}, "cpu": {"epochs": 3, "max_train_batches": 6}}
+NOTEBOOK_BUDGET: dict[str, dict] = {"smoke": {}, "cpu": {"epochs": 3, "max_train_batches": 4, "max_eval_batches": 4}}
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
 SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test": 2, "image_size": 64}, "cpu": {}}
