@@ -42,9 +42,13 @@ def _indices(dataset, n: int, indices: Sequence[int] | None) -> list[int]:
 
 @torch.no_grad()
 def predict_items(model: nn.Module, dataset, *, n: int = 4, indices: Sequence[int] | None = None,
-                  device: str = "cpu", batch_size: int = 4) -> Predictions:
+                  device: str = "auto", batch_size: int = 4) -> Predictions:
     """The predictions of ``model`` (a :class:`~convlora_lite.segmenter.PromptFreeSAM`) on items
-    ``indices`` of ``dataset`` (default: the first ``n``); the model is put in eval mode."""
+    ``indices`` of ``dataset`` (default: the first ``n``); the model is put in eval mode on
+    ``device`` (``"auto"``: a GPU when there is one). The results are on the CPU."""
+    from .train import resolve_device
+
+    device = resolve_device(device)
     chosen = _indices(dataset, n, indices)
     items = [dataset[i] for i in chosen]
     images = torch.stack([item["image"] for item in items])
@@ -68,7 +72,7 @@ def _run_dataset(config, split: str):
 
 
 def predict_run(run_dir, split: str = "test", *, n: int = 4, indices: Sequence[int] | None = None,
-                device: str = "cpu") -> Predictions:
+                device: str = "auto") -> Predictions:
     """:func:`predict_items` with the best weights of the finished run ``run_dir`` on ``split``
     of its dataset (read from the run's ``data_root`` at its ``image_size``)."""
     from .train import load_run
@@ -78,7 +82,7 @@ def predict_run(run_dir, split: str = "test", *, n: int = 4, indices: Sequence[i
 
 
 def predict_runs(run_dirs: Mapping[str, str | Path], split: str = "test", *, n: int = 4,
-                 indices: Sequence[int] | None = None, device: str = "cpu"):
+                 indices: Sequence[int] | None = None, device: str = "auto"):
     """Several finished runs of one dataset on the same items.
 
     ``run_dirs``: ``{label: run directory}`` (e.g. one per method). Returns

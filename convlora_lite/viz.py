@@ -283,7 +283,7 @@ def plot_history(run_dir) -> Figure:
     from .data.registry import get_dataset_spec
 
     spec = get_dataset_spec(config["dataset"]) if "dataset" in config else None
-    figure = Figure(figsize=(10, 3.8))
+    figure = Figure(figsize=(12, 3.8))
     loss_ax, metric_ax = figure.subplots(1, 2)
     epochs = history["epoch"]
     for column, label in (("train_loss", "training loss (task)"), ("aux_loss", "auxiliary loss (MoE balance)")):
@@ -301,9 +301,9 @@ def plot_history(run_dir) -> Figure:
         best = history[selected].idxmax() if spec.select_mode == "max" else history[selected].idxmin()
         metric_ax.axvline(epochs[best], color="0.5", linestyle="--", label=f"best epoch ({int(epochs[best])})")
     metric_ax.set(xlabel="epoch", ylabel="validation metric (fraction)", title="Validation metrics")
+    metric_ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     for ax in (loss_ax, metric_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    metric_ax.legend(fontsize=8)
     name = f"{config.get('method', '?')} on {config.get('dataset', '?')} ({config.get('model', '?')})"
     figure.suptitle(f"Training curves: {name}")
     figure.tight_layout()
