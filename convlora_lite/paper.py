@@ -180,6 +180,7 @@ def recipe_comparison(config) -> pd.DataFrame:
         "loss": (spec.loss, spec.loss),
         "selection": (f"{spec.select_metric} ({spec.select_mode})",) * 2,
         "max train batches / epoch": ("all", config.max_train_batches or "all"),
+        "max eval batches": ("all", config.max_eval_batches or "all"),
     }
     return pd.DataFrame({"official": {k: str(v[0]) for k, v in settings.items()},
                          "this run": {k: str(v[1]) for k, v in settings.items()}})

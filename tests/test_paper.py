@@ -109,11 +109,12 @@ def test_compare_with_paper_refuses_synthetic_and_mixed_runs(tmp_path):
 
 
 def test_recipe_comparison_shows_official_and_preset_settings():
-    config = TrainConfig.resolve("synth_leaf", "conv_lora", "cpu", epochs=3, device="cpu")
+    config = TrainConfig.resolve("synth_leaf", "conv_lora", "cpu", epochs=3, device="cpu", max_eval_batches=2)
     table = recipe_comparison(config)
     assert list(table.columns) == ["official", "this run"]
     assert table.loc["epochs"].tolist() == ["30", "3"]
     assert table.loc["lr"].tolist() == ["0.0003", str(config.lr)]
     assert table.loc["model"].tolist() == ["vit_h", "micro_sam"]
     assert table.loc["precision"].tolist() == ["fp16", "fp32"]  # "auto" is fp32 on a CPU
+    assert table.loc["max eval batches"].tolist() == ["all", "2"]
     assert table.loc["selection", "official"] == "iou (max)" and table.loc["dataset", "official"] == "leaf"
