@@ -351,12 +351,13 @@ def class_statistics(dataset, classes: Sequence[str], max_items: int | None = No
 
 
 def plot_class_statistics(statistics: pd.DataFrame, title: str = "Class statistics") -> Figure:
-    """Bar charts of :func:`class_statistics`: pixel share (log scale) and images per class."""
-    figure = Figure(figsize=(11, 3.6))
+    """Bar charts of :func:`class_statistics`: pixel share (log scale for multi-class) and images per class."""
+    multiclass = len(statistics) > 2
+    figure = Figure(figsize=(11, 3.6) if multiclass else (7, 3.2))
     share_ax, count_ax = figure.subplots(1, 2)
-    colours = CLASS_PALETTE[: len(statistics)] if len(statistics) > 2 else ["0.4", MASK_COLOUR]
+    colours = CLASS_PALETTE[: len(statistics)] if multiclass else ["0.4", MASK_COLOUR]
     share_ax.bar(statistics["class"], statistics["pixel share (%)"], color=colours, edgecolor="0.3")
-    share_ax.set(yscale="log", ylabel="% of labelled pixels", title="Pixel share")
+    share_ax.set(yscale="log" if multiclass else "linear", ylabel="% of labelled pixels", title="Pixel share")
     count_ax.bar(statistics["class"], statistics["images"], color=colours, edgecolor="0.3")
     count_ax.set(ylabel="images containing the class", title=f"Images per class (of {statistics.attrs.get('items', '?')})")
     for ax in (share_ax, count_ax):
