@@ -648,14 +648,16 @@ def _jsonable(value):
 
 
 def plot_history(history: list[dict], path: Path, select_metric: str) -> None:
-    """Training loss (and aux loss) per epoch, with the validation selection metric on a second axis."""
-    import matplotlib
+    """Training loss (and aux loss) per epoch, with the validation selection metric on a second axis.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a bare ``Figure`` (no pyplot), so saving it never changes the caller's matplotlib
+    backend: notebooks keep showing their own figures after a ``fit``.
+    """
+    from matplotlib.figure import Figure
 
     epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train loss")
     ax.plot(epochs, [row["aux_loss"] for row in history], marker=".", label="aux loss")
     ax.set_xlabel("epoch")
@@ -671,7 +673,6 @@ def plot_history(history: list[dict], path: Path, select_metric: str) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------
