@@ -21,8 +21,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m convlora_lite.main_job --output-dir outputs
 
+# The notebooks run under nbval on the smoke preset, writing their data and runs under .nbval/.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	rm -rf .nbval
+	CONVLORA_PRESET=smoke CONVLORA_DATA_ROOT=$(CURDIR)/.nbval/data CONVLORA_OUTPUT_DIR=$(CURDIR)/.nbval/runs \
+	  $(PY) -m pytest -q -n 2 --dist loadfile tests notebooks --nbval-lax --nbval-current-env
 
 clean-venv:
 	rm -rf $(VENV)
