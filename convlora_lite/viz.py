@@ -47,8 +47,9 @@ PREDICTION_COLOUR = (1.0, 0.25, 0.1)
 #: the error map's colours; true negatives show the darkened grey image.
 ERROR_COLOURS = {"true positive": (0.0, 0.8, 0.0), "false positive": (1.0, 0.0, 0.0),
                  "false negative": (0.0, 0.4, 1.0)}
-#: multi-class error map: correctly / wrongly labelled pixels.
-LABEL_ERROR_COLOURS = {"correct": (0.0, 0.8, 0.0), "wrong class": (1.0, 0.0, 0.0)}
+#: multi-class error map: correctly labelled object pixels / wrongly labelled pixels (correct
+#: background shows the darkened grey image, as true negatives do).
+LABEL_ERROR_COLOURS = {"correct object class": (0.0, 0.8, 0.0), "wrong class": (1.0, 0.0, 0.0)}
 THRESHOLD = 0.5
 
 
@@ -116,7 +117,8 @@ def error_colours(mask, pred, image=None, *, threshold: float = THRESHOLD, multi
     Binary: :data:`ERROR_COLOURS` on true positives, false positives (predicted, not in the mask)
     and false negatives (in the mask, missed); true negatives show ``image`` in darkened grey
     (black without an image). Multi-class (``pred`` and ``mask`` class ids):
-    :data:`LABEL_ERROR_COLOURS` on correct and wrong pixels, white where the mask is ignored.
+    :data:`LABEL_ERROR_COLOURS` on correctly labelled object pixels and on wrong pixels, the grey
+    image on correctly labelled background (class 0), white where the mask is ignored.
     """
     mask = _plane(mask, "mask")
     shape = mask.shape
@@ -126,7 +128,7 @@ def error_colours(mask, pred, image=None, *, threshold: float = THRESHOLD, multi
     if multiclass:
         pred = _plane(pred, "prediction")
         ignored = mask == IGNORE_INDEX
-        base[~ignored & (pred == mask)] = LABEL_ERROR_COLOURS["correct"]
+        base[~ignored & (pred == mask) & (mask != 0)] = LABEL_ERROR_COLOURS["correct object class"]
         base[~ignored & (pred != mask)] = LABEL_ERROR_COLOURS["wrong class"]
         base[ignored] = IGNORE_COLOUR
         return base
@@ -247,7 +249,8 @@ def prediction_grid(images, masks, predictions_by_method: Mapping[str, Sequence]
 def error_map(images, masks, predictions, *, classes: Sequence[str] | None = None, threshold: float = THRESHOLD,
               title: str = "Where the prediction is wrong") -> Figure:
     """One panel per sample coloured by :func:`error_colours`: binary tasks show true positives,
-    false positives and false negatives; multi-class tasks correct and wrongly labelled pixels."""
+    false positives and false negatives; multi-class tasks correctly labelled objects and wrongly
+    labelled pixels."""
     images, masks, predictions = _items(images, 3), _items(masks, 2), _items(predictions, 2)
     if not len(images) == len(masks) == len(predictions):
         raise DataError(f"{len(images)} images, {len(masks)} masks, {len(predictions)} predictions: give one each.")

@@ -52,13 +52,16 @@ def test_error_colours_hand_case():
 
 
 def test_error_colours_multiclass_marks_wrong_labels_and_ignored_pixels():
-    mask = np.array([[0, 3], [255, 5]])
-    pred = np.array([[0, 4], [1, 5]])
-    out = error_colours(mask, pred, multiclass=True)
-    np.testing.assert_allclose(out[0, 0], LABEL_ERROR_COLOURS["correct"])
+    mask = np.array([[0, 3, 0], [255, 5, 2]])
+    pred = np.array([[0, 4, 2], [1, 5, 0]])
+    pixels = np.full((2, 3, 3), 100, dtype=np.uint8)
+    out = error_colours(mask, pred, pixels, multiclass=True)
+    np.testing.assert_allclose(out[0, 0], [100 / 255 * 0.5] * 3)  # correct background: the grey image
     np.testing.assert_allclose(out[0, 1], LABEL_ERROR_COLOURS["wrong class"])
+    np.testing.assert_allclose(out[0, 2], LABEL_ERROR_COLOURS["wrong class"])  # background called class 2
     np.testing.assert_allclose(out[1, 0], IGNORE_COLOUR)
-    np.testing.assert_allclose(out[1, 1], LABEL_ERROR_COLOURS["correct"])
+    np.testing.assert_allclose(out[1, 1], LABEL_ERROR_COLOURS["correct object class"])
+    np.testing.assert_allclose(out[1, 2], LABEL_ERROR_COLOURS["wrong class"])  # object missed
 
 
 def test_colorize_labels_uses_the_fixed_palette():
