@@ -37,11 +37,12 @@ class SamPretrainConfig:
     """Everything that decides the weights (recorded in the card and in the resume state)."""
 
     model: str = "micro_sam"
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 8
     instances_per_image: int = 8
     two_point_prob: float = 0.25
-    lr: float = 8e-4
+    focal_alpha: float = 0.25
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 50
     grad_clip: float = 1.0
@@ -51,12 +52,17 @@ class SamPretrainConfig:
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Focal loss (Lin et al., 2017) averaged over pixels: logits, targets (N, H, W) -> (N,)."""
+    """Focal loss (Lin et al., 2017) averaged over pixels: logits, targets (N, H, W) -> (N,).
+
+    ``alpha`` weights the positives (1 - alpha the negatives); ``alpha < 0`` turns the weighting off
+    (torchvision's convention)."""
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = prob * targets + (1 - prob) * (1 - targets)
-    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-    return (alpha_t * ce * (1 - p_t) ** gamma).flatten(1).mean(1)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.flatten(1).mean(1)
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -120,7 +126,7 @@ def decode(sam: Sam, embedding: torch.Tensor, points=None, boxes=None, multimask
     return F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False), iou_pred
 
 
-def prompt_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def prompt_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, focal_alpha: float = 0.25) -> torch.Tensor:
     """SAM's loss for N prompts: logits (N, M, S, S), iou_pred (N, M), targets (N, S, S) -> (N,).
 
     With M > 1 only the mask with the lowest focal + dice loss counts (SAM's multimask rule); the
@@ -128,7 +134,7 @@ def prompt_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Ten
     n, m = logits.shape[:2]
     tgt = targets[:, None].expand(-1, m, -1, -1).reshape(n * m, *targets.shape[1:])
     flat = logits.reshape(n * m, *logits.shape[2:])
-    mask_term = (FOCAL_WEIGHT * sigmoid_focal_loss(flat, tgt) + DICE_WEIGHT * dice_loss(flat, tgt)).view(n, m)
+    mask_term = (FOCAL_WEIGHT * sigmoid_focal_loss(flat, tgt, alpha=focal_alpha) + DICE_WEIGHT * dice_loss(flat, tgt)).view(n, m)
     with torch.no_grad():
         true_iou = mask_iou(flat, tgt).view(n, m)
     iou_term = F.mse_loss(iou_pred, true_iou, reduction="none").mean(1)
@@ -156,9 +162,11 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: np.ndarray, rng: np.ran
             coords = torch.from_numpy(np.stack([p for _, p in group]))
             label_t = torch.tensor([labels] * len(group))
             logits, iou = decode(sam, embedding, points=(coords, label_t), multimask=multimask)
-            total = total + prompt_loss(logits, iou, torch.from_numpy(masks[[i for i, _ in group]]).float()).sum()
+            total = total + prompt_loss(logits, iou, torch.from_numpy(masks[[i for i, _ in group]]).float(),
+                                 cfg.focal_alpha).sum()
     logits, iou = decode(sam, embedding, boxes=torch.from_numpy(np.stack([b for _, b in boxes])))
-    return total + prompt_loss(logits, iou, torch.from_numpy(masks[[i for i, _ in boxes]]).float()).sum()
+    return total + prompt_loss(logits, iou, torch.from_numpy(masks[[i for i, _ in boxes]]).float(),
+                               cfg.focal_alpha).sum()
 
 
 @torch.no_grad()
