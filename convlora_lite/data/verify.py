@@ -3,7 +3,11 @@
 :func:`check_layout` is the cheap part (every split listed, every listed file present); the
 fetcher runs it on a freshly extracted archive. :func:`verify_dataset` adds the per-file checks:
 each image and mask opens and decodes, a mask has its image's size, and mask values are in the
-declared classes (binary: only {0, 255} or only {0, 1}; multi-class: class ids or 255 = ignore).
+declared classes (binary: a mask that loading accepts, see below; multi-class: class ids or
+255 = ignore). A binary mask with values other than {0, 255} or {0, 1} (JPEG masks, such as
+Kvasir-SEG's, or anti-aliased edges) is not a problem when loading thresholds it cleanly at half
+its full scale (:func:`~convlora_lite.data.transforms.binary_labels`); the report counts them in
+``thresholded`` and says so.
 The pairs come from :func:`~convlora_lite.data.datasets.build_dataset`, so the check reads the
 same files as training does.
 """
@@ -19,6 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import DataError
 from .datasets import build_dataset
 from .registry import IGNORE_INDEX, DatasetSpec, get_dataset_spec
+from .transforms import binary_labels
 
 _BINARY_VALUE_SETS = ({0, 255}, {0, 1})
 
@@ -32,6 +37,7 @@ class VerifyReport:
     counts: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
     remedy: str = ""
+    thresholded: int = 0  # binary masks that are not pure 0/255 or 0/1 but load cleanly
 
     @property
     def ok(self) -> bool:
@@ -40,6 +46,9 @@ class VerifyReport:
     def __str__(self) -> str:
         lines = [f"{self.name} at {self.dataset_dir}"]
         lines += [f"  {split:<12} {count:>6} pairs" for split, count in self.counts.items()]
+        if self.thresholded:
+            lines.append(f"Note: {self.thresholded} binary mask(s) hold values other than 0/255 (e.g. JPEG); "
+                         "loading thresholds them at half their full scale.")
         if self.ok:
             lines.append("OK: no problems found.")
         else:
@@ -95,21 +104,25 @@ def verify_dataset(name: str, root="data", *, progress: bool = True) -> VerifyRe
     for split, split_pairs in pairs.items():
         for image_path, mask_path in tqdm(split_pairs, desc=f"verify {split}", disable=not progress):
             if image_path.is_file() and mask_path.is_file():
-                report.problems += [f"{split}: {p}" for p in _pair_problems(spec, image_path, mask_path)]
+                problems, thresholded = _pair_problems(spec, image_path, mask_path)
+                report.problems += [f"{split}: {p}" for p in problems]
+                report.thresholded += thresholded
     return report
 
 
-def _pair_problems(spec: DatasetSpec, image_path: Path, mask_path: Path) -> list:
-    """Every problem with one present image/mask pair."""
+def _pair_problems(spec: DatasetSpec, image_path: Path, mask_path: Path) -> tuple[list, bool]:
+    """(every problem with one present image/mask pair, whether its binary mask needs thresholding)."""
     image, image_problem = _decode(image_path)
     mask, mask_problem = _decode(mask_path)
     problems = [p for p in (image_problem, mask_problem) if p]
     if image is not None and mask is not None and image.size != mask.size:
         problems.append(f"size mismatch: image {image_path} is {image.size[0]}x{image.size[1]}, "
                         f"mask {mask_path} is {mask.size[0]}x{mask.size[1]}")
+    thresholded = False
     if mask is not None:
-        problems += _mask_value_problems(spec, mask, mask_path)
-    return problems
+        value_problems, thresholded = _mask_value_problems(spec, mask, mask_path)
+        problems += value_problems
+    return problems, thresholded
 
 
 def _decode(path: Path):
@@ -124,20 +137,24 @@ def _decode(path: Path):
     return image, None
 
 
-def _mask_value_problems(spec: DatasetSpec, mask: Image.Image, mask_path: Path) -> list:
-    """Values that do not belong in a mask of ``spec``'s task."""
+def _mask_value_problems(spec: DatasetSpec, mask: Image.Image, mask_path: Path) -> tuple[list, bool]:
+    """(values that do not belong in a mask of ``spec``'s task, whether a binary mask is not pure
+    0/255 or 0/1 but thresholds cleanly)."""
     if spec.task == "binary":
         values = set(np.unique(np.asarray(mask.convert("L"))).tolist())
         if any(values <= allowed for allowed in _BINARY_VALUE_SETS):
-            return []
-        return [f"mask {mask_path} has values {sorted(values)[:10]}; a binary mask holds only "
-                "{0, 255} or only {0, 1}"]
+            return [], False
+        try:
+            binary_labels(mask, str(mask_path))
+        except DataError as err:
+            return [str(err)], False
+        return [], True
     if mask.mode not in ("P", "L"):
         return [f"mask {mask_path} has mode {mask.mode}; class masks are palette or grayscale "
-                "PNGs whose pixel value is the class id"]
+                "PNGs whose pixel value is the class id"], False
     values = np.unique(np.asarray(mask)).tolist()
     bad = [v for v in values if v >= spec.num_classes and v != IGNORE_INDEX]
     if bad:
         return [f"mask {mask_path} has values {bad[:10]} outside the classes 0..{spec.num_classes - 1} "
-                f"(and {IGNORE_INDEX} = ignore)"]
-    return []
+                f"(and {IGNORE_INDEX} = ignore)"], False
+    return [], False
