@@ -101,6 +101,42 @@ def write_card(path: str | Path, card: dict) -> None:
     Path(path).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
+    """Backpropagate ``loss``, clip the gradient norm of ``model`` to ``grad_clip`` and step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+def run_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict, steps: int, train_step,
+              work_dir, resume: bool, checkpoint_every_s: float, log) -> TrainState:
+    """Call ``train_step(step) -> loss`` for every step not yet done, logging every 20 steps and saving
+    the resumable state every ``checkpoint_every_s`` seconds and at the end.
+
+    ``config`` (a dict) is stored with the state; ``resume`` continues from ``work_dir/state.pt``.
+    Returns the final state, whose ``elapsed_s`` is the training wall time over all sessions."""
+    state = TrainState(work_dir, config)
+    if resume:
+        state.load(model, optimizer)
+        log(f"resumed at step {state.step}")
+    clock = Stopwatch(state.elapsed_s)
+    last_save = clock.total()
+    while state.step < steps:
+        loss = train_step(state.step)
+        state.step += 1
+        if state.step % 20 == 0 or state.step == steps:
+            log(f"step {state.step}/{steps} loss {loss:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
+                f"elapsed {clock.total():.0f}s")
+        if clock.total() - last_save > checkpoint_every_s:
+            state.elapsed_s = clock.total()
+            state.save(model, optimizer)
+            last_save = clock.total()
+    state.elapsed_s = clock.total()
+    state.save(model, optimizer)
+    return state
+
+
 class Stopwatch:
     """Wall time that continues across resumes (``offset`` = seconds spent by earlier sessions)."""
 

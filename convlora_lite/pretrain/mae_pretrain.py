@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from ..errors import ConfigError
 from ..mae import MaskedImageModel, random_patch_mask
 from ..sam import get_config, sam_from_config
-from .common import (TrainState, Stopwatch, environment_record, learning_rate, make_optimizer,
+from .common import (environment_record, learning_rate, make_optimizer, optimizer_step, run_steps,
                      save_fp16_safetensors, to_model_input, write_card)
 from .corpus import DESCRIPTION, generate_scene
 
@@ -70,10 +70,7 @@ def train_step(model: MaskedImageModel, optimizer: torch.optim.Optimizer, cfg: M
         group["lr"] = learning_rate(step, cfg.steps, cfg.warmup_steps, cfg.lr)
     model.train()
     loss = model(images, mask)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
+    optimizer_step(model, optimizer, loss, cfg.grad_clip)
     return loss.item()
 
 
@@ -85,25 +82,8 @@ def pretrain_mae(cfg: MaePretrainConfig, out_path, work_dir, command: str, threa
         raise ConfigError("--eval-seed must differ from --seed: the held-out set must not be training data.")
     model = build_model(cfg)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    state = TrainState(work_dir, asdict(cfg))
-    if resume:
-        state.load(model, optimizer)
-        log(f"resumed at step {state.step}")
-    clock = Stopwatch(state.elapsed_s)
-    last_save = clock.total()
-    while state.step < cfg.steps:
-        loss = train_step(model, optimizer, cfg, state.step)
-        state.step += 1
-        if state.step % 20 == 0 or state.step == cfg.steps:
-            log(f"step {state.step}/{cfg.steps} loss {loss:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
-                f"elapsed {clock.total():.0f}s")
-        if clock.total() - last_save > checkpoint_every_s:
-            state.elapsed_s = clock.total()
-            state.save(model, optimizer)
-            last_save = clock.total()
-    train_wall_s = clock.total()
-    state.elapsed_s = train_wall_s
-    state.save(model, optimizer)
+    state = run_steps(model, optimizer, asdict(cfg), cfg.steps, lambda step: train_step(model, optimizer, cfg, step),
+                      work_dir, resume, checkpoint_every_s, log)
     sha = save_fp16_safetensors(model.encoder.state_dict(), out_path)
     model.encoder.load_state_dict({k: v.float() for k, v in load_file(str(out_path)).items()})
     quality = evaluate_reconstruction(model, cfg.eval_seed, cfg.eval_images, cfg.mask_ratio)
@@ -114,12 +94,12 @@ def pretrain_mae(cfg: MaePretrainConfig, out_path, work_dir, command: str, threa
                      "because windowed attention needs every grid cell) with MAE's per-patch normalised pixel "
                      "target; loss on masked patches only; 1x1-conv head on the neck output (not exported)",
         "data": DESCRIPTION + f" Training scenes: corpus seed {cfg.seed}, indices 0..{cfg.steps * cfg.batch_size - 1}"
-                " (the same images as micro_sam).",
+                " (the same generator and seed as micro_sam, so these images are among its training scenes).",
         "held_out": quality,
         "weights": {"file": Path(out_path).name, "sha256": sha, "dtype": "float16 (loading casts to float32)",
                     "keys": "segment_anything ImageEncoderViT.state_dict() (micro_sam sizes, neck included)",
                     "parameters": sum(p.numel() for p in model.encoder.parameters())},
-        "train_wall_time_s": round(train_wall_s, 1), "resumed": state.resumed,
+        "train_wall_time_s": round(state.elapsed_s, 1), "resumed": state.resumed,
         "environment": environment_record(threads),
     }
     write_card(Path(out_path).with_suffix(".json"), card)

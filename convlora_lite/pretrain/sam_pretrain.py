@@ -25,7 +25,7 @@ from segment_anything.modeling import Sam
 
 from ..errors import ConfigError
 from ..sam import get_config, sam_from_config
-from .common import (TrainState, Stopwatch, environment_record, learning_rate, make_optimizer,
+from .common import (environment_record, learning_rate, make_optimizer, optimizer_step, run_steps,
                      save_fp16_safetensors, to_model_input, write_card)
 from .corpus import DESCRIPTION, generate_scene
 
@@ -205,10 +205,7 @@ def train_step(sam: Sam, optimizer: torch.optim.Optimizer, cfg: SamPretrainConfi
     losses = [image_loss(sam, embeddings[b:b + 1], s.masks, rng, cfg) for b, s in enumerate(scenes)]
     num_prompts = sum(2 * min(cfg.instances_per_image, len(s.masks)) for s in scenes)
     loss = torch.stack(losses).sum() / num_prompts
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(sam.parameters(), cfg.grad_clip)
-    optimizer.step()
+    optimizer_step(sam, optimizer, loss, cfg.grad_clip)
     return loss.item()
 
 
@@ -221,25 +218,8 @@ def pretrain_sam(cfg: SamPretrainConfig, out_path, work_dir, command: str, threa
     torch.manual_seed(cfg.seed)
     sam = sam_from_config(get_config(cfg.model))
     optimizer = make_optimizer(sam, cfg.lr, cfg.weight_decay)
-    state = TrainState(work_dir, asdict(cfg))
-    if resume:
-        state.load(sam, optimizer)
-        log(f"resumed at step {state.step}")
-    clock = Stopwatch(state.elapsed_s)
-    last_save = clock.total()
-    while state.step < cfg.steps:
-        loss = train_step(sam, optimizer, cfg, state.step)
-        state.step += 1
-        if state.step % 20 == 0 or state.step == cfg.steps:
-            log(f"step {state.step}/{cfg.steps} loss {loss:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
-                f"elapsed {clock.total():.0f}s")
-        if clock.total() - last_save > checkpoint_every_s:
-            state.elapsed_s = clock.total()
-            state.save(sam, optimizer)
-            last_save = clock.total()
-    train_wall_s = clock.total()
-    state.elapsed_s = train_wall_s
-    state.save(sam, optimizer)
+    state = run_steps(sam, optimizer, asdict(cfg), cfg.steps, lambda step: train_step(sam, optimizer, cfg, step),
+                      work_dir, resume, checkpoint_every_s, log)
     sha = save_fp16_safetensors(sam.state_dict(), out_path)
     exported = sam_from_config(get_config(cfg.model))
     exported.load_state_dict({k: v.float() for k, v in load_file(str(out_path)).items()})
@@ -259,7 +239,7 @@ def pretrain_sam(cfg: SamPretrainConfig, out_path, work_dir, command: str, threa
                     "dtype": "float16 (loading casts to float32)",
                     "keys": "segment_anything Sam.state_dict()",
                     "parameters": sum(p.numel() for p in sam.parameters())},
-        "train_wall_time_s": round(train_wall_s, 1), "resumed": state.resumed,
+        "train_wall_time_s": round(state.elapsed_s, 1), "resumed": state.resumed,
         "environment": environment_record(threads),
     }
     write_card(Path(out_path).with_suffix(".json"), card)
