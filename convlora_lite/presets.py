@@ -8,9 +8,8 @@ recipe (``epochs``, ``lr`` from the registry) or to the model's native input siz
 ========  ===========================================================================
 preset    what it is for
 ========  ===========================================================================
-smoke     CI and "does it run at all": the bundled ``micro_sam`` at its native 256 px
-          (a random ``test_tiny`` when the bundled weights are not installed), one epoch
-          of a few batches. Seconds on a CPU. The numbers mean nothing.
+smoke     CI and "does it run at all": the bundled ``micro_sam`` at its native 256 px,
+          one epoch of a few batches. Seconds on a CPU. The numbers mean nothing.
 cpu       The offline default, for learning and the notebooks: ``micro_sam`` (256 px)
           on a ``synth_<task>`` analog, 8 epochs of batch 4. Minutes on a laptop CPU
           (Conv-LoRA on synth_polyp: about 75 s per epoch on one busy CPU thread).
@@ -30,15 +29,11 @@ clipping, loss, selection) is the official one in every preset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import ConfigError
 
 #: the official seed (AutoGluon's Conv-LoRA example).
 OFFICIAL_SEED = 42686693
-
-#: the bundled micro SAM weights; ``smoke`` falls back to ``test_tiny`` when they are absent.
-MICRO_SAM_ASSET = Path(__file__).parent / "assets" / "micro_sam.safetensors"
 
 
 @dataclass(frozen=True)
@@ -67,14 +62,10 @@ class Preset:
     num_workers: int = 0
 
 
-def _smoke_model() -> str:
-    return "micro_sam" if MICRO_SAM_ASSET.exists() else "test_tiny"
-
-
 def _presets() -> dict[str, Preset]:
     return {
         "smoke": Preset(
-            "smoke", "CI: seconds on a CPU, proves the pipeline runs end to end", model=_smoke_model(),
+            "smoke", "CI: seconds on a CPU, proves the pipeline runs end to end", model="micro_sam",
             image_size=None, epochs=1, lr=1e-3, batch_size=2, grad_accum=1, precision="auto",
             activation_checkpointing=False, max_train_batches=3, max_eval_batches=2, num_workers=0),
         "cpu": Preset(

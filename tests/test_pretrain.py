@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
 from convlora_lite.pretrain.__main__ import main
-from convlora_lite.pretrain.common import learning_rate
+from convlora_lite.pretrain.common import ASSETS_DIR, learning_rate
 from convlora_lite.pretrain.corpus import generate_scene
-from convlora_lite.pretrain.sam_pretrain import (FOCAL_WEIGHT, centre_point, dice_loss, jitter_box, mask_box,
-                                                 mask_iou, prompt_loss, sigmoid_focal_loss)
-from convlora_lite.sam import get_config, sam_from_config
+from convlora_lite.pretrain.sam_pretrain import (FOCAL_WEIGHT, centre_point, dice_loss, evaluate_zero_shot, jitter_box,
+                                                 mask_box, mask_iou, prompt_loss, sigmoid_focal_loss)
+from convlora_lite.sam import build_sam, get_config, sam_from_config
 
 TINY = ["--model", "test_tiny", "--steps", "2", "--batch-size", "2", "--instances-per-image", "2",
         "--eval-images", "2", "--warmup-steps", "1", "--checkpoint-every", "0"]
@@ -115,3 +115,17 @@ def test_script_refuses_bad_resume_and_leaked_eval_seed(tmp_path, capsys):
     assert main(["micro_sam", *TINY, "--seed", "4", "--eval-seed", "4", *work]) == 2
     assert "--eval-seed must differ" in capsys.readouterr().err
 
+
+def test_bundled_micro_sam_is_what_its_card_says():
+    """The committed weights: the card's sha256, loadable by build_sam, and its zero-shot numbers
+    recomputed from the weights on the held-out scenes."""
+    weights = ASSETS_DIR / "micro_sam.safetensors"
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    sam = build_sam("micro_sam")
+    assert sum(p.numel() for p in sam.parameters()) == card["weights"]["parameters"]
+    quality = evaluate_zero_shot(sam, card["zero_shot"]["corpus_seed"], card["zero_shot"]["num_images"])
+    assert quality["num_instances"] == card["zero_shot"]["num_instances"]
+    assert quality["one_box_miou"] == pytest.approx(card["zero_shot"]["one_box_miou"], abs=2e-4)
+    assert quality["one_point_miou"] == pytest.approx(card["zero_shot"]["one_point_miou"], abs=2e-4)
+    assert card["meets_box_target_0_75"] == (card["zero_shot"]["one_box_miou"] >= 0.75)

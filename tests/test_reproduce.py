@@ -1,4 +1,6 @@
 """convlora reproduce: a grid of runs, finished runs skipped, a lost run redone, the table written."""
+import json
+
 import pandas as pd
 import pytest
 
@@ -54,8 +56,12 @@ def test_sweep_writes_the_table_and_skips_finished_runs(data_root, tmp_path):
 def test_cli_and_bad_arguments(data_root, tmp_path, capsys):
     out = tmp_path / "cli_runs"
     assert main(["reproduce", "--preset", "smoke", "--datasets", "synth_leaf", "--methods", "decoder_only",
-                 "--model", "test_tiny", "--root", str(data_root), "--output-dir", str(out)]) == 0
+                 "--model", "test_tiny", "--root", str(data_root), "--output-dir", str(out),
+                 "--max-train-batches", "1", "--epochs", "2"]) == 0
     assert "Table written to" in capsys.readouterr().out and (out / "results.md").exists()
+    run_dir = out / "synth_leaf" / "decoder_only" / f"seed{seeds_for('smoke', 1)[0]}"
+    assert json.loads((run_dir / "config.json").read_text())["max_train_batches"] == 1
+    assert len(pd.read_csv(run_dir / "history.csv")) == 2
     assert main(["reproduce", "--datasets", "synth_leaf", "--methods", "nope", "--output-dir", str(out)]) == 2
     assert "Unknown PEFT method 'nope'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="at least 1"):

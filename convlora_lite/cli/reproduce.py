@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("--output-dir", default="runs/reproduce", help="where the runs and results.md go")
     parser.add_argument("--model", help="SAM backbone for every run (default: the preset's)")
     parser.add_argument("--epochs", type=int, help="override the preset/recipe epochs")
+    parser.add_argument("--max-train-batches", type=int, help="cap the training batches per epoch (quick sweeps)")
+    parser.add_argument("--max-eval-batches", type=int, help="cap the validation and test batches (quick sweeps)")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
     parser.set_defaults(func=run)
@@ -26,7 +28,9 @@ def run(args) -> int:
     from ..reproduce import reproduce
 
     overrides = {key: value for key, value in dict(model=args.model, epochs=args.epochs, data_root=args.root,
-                                                    device=args.device).items() if value is not None}
+                                                    device=args.device, max_train_batches=args.max_train_batches,
+                                                    max_eval_batches=args.max_eval_batches).items()
+                 if value is not None}
     path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, **overrides)
     print(f"Table written to {path}")
     return 0

@@ -86,6 +86,7 @@ def save_fp16_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path)
     tensors = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
                for k, v in state_dict.items()}
     save_file(tensors, str(path), metadata={"format": "pt"})
+    path.chmod(0o644)  # safetensors writes 0600; the asset is shipped and read by everyone
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
