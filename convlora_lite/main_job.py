@@ -76,6 +76,24 @@ def run_notebooks(output_dir: Path, preset: str = "cpu", only: list[str] | None 
     return results
 
 
+def results_sections(output_dir: Path) -> list[str]:
+    """Markdown lines: for every sweep folder under ``output_dir/runs``, one table per dataset of all
+    its finished runs (methods x test metrics, mean +- std over seeds, x100)."""
+    from .errors import DataError
+    from .results import collect_runs, results_table, table_markdown
+
+    lines = []
+    for sweep in sorted((output_dir / "runs").glob("sweep_*")):
+        try:
+            runs = collect_runs([sweep])
+        except DataError:  # no finished run in this sweep
+            continue
+        lines += [f"## Results: {sweep.relative_to(output_dir)}", ""]
+        for dataset, rows in runs.groupby("dataset", sort=True):
+            lines += [f"### {dataset}", "", table_markdown(results_table(rows)), ""]
+    return lines
+
+
 def write_index(output_dir: Path, results: list[dict], preset: str) -> Path:
     """``index.md``: a table of the notebooks and a gallery of their figures and results tables."""
     lines = [f"# convlora_lite main job (preset `{preset}`)", "",
@@ -86,8 +104,7 @@ def write_index(output_dir: Path, results: list[dict], preset: str) -> Path:
         status = "ok" if r["ok"] else f"FAILED: {r['error']}"
         lines.append(f"| [{r['name']}](notebooks/{r['name']}) | {status} | {r['seconds']:.0f} | {len(r['figures'])} |")
     lines.append(f"\nTotal: {sum(r['seconds'] for r in results):.0f} s.\n")
-    for table in sorted((output_dir / "runs").rglob("results.md")):
-        lines += [f"## Results: {table.parent.relative_to(output_dir)}", "", table.read_text()]
+    lines += results_sections(output_dir)
     for r in results:
         if r["figures"]:
             lines += [f"## Figures of {r['name']}", ""]

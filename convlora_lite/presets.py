@@ -12,7 +12,7 @@ smoke     CI and "does it run at all": the bundled ``micro_sam`` at its native 2
           one epoch of a few batches. Seconds on a CPU. The numbers mean nothing.
 cpu       The offline default, for learning and the notebooks: ``micro_sam`` (256 px)
           on a ``synth_<task>`` analog, 8 epochs of batch 4. Minutes on a laptop CPU
-          (Conv-LoRA on synth_polyp: about 75 s per epoch on one busy CPU thread).
+          (Conv-LoRA on synth_polyp: about 5 s per epoch, 50 s per run, on a 2-core CPU).
 colab     SAM ViT-B at 1024 px on one 16 GB GPU (a free Colab T4): fp16, activation
           checkpointing, batch 1 x gradient accumulation 4, the official epochs and lr.
           Pass ``--image-size 512`` to run about four times faster.

@@ -1,7 +1,9 @@
 """The main job executes notebooks with papermill, keeps going past a failure and indexes figures."""
+import json
+
 import nbformat
 
-from convlora_lite.main_job import notebook_paths, run_notebooks
+from convlora_lite.main_job import notebook_paths, results_sections, run_notebooks
 
 
 def _notebook(path, *sources):
@@ -35,3 +37,23 @@ def test_runs_every_notebook_and_indexes_figures(tmp_path):
     assert "| [01_fails.ipynb](notebooks/01_fails.ipynb) | FAILED" in index
     assert f"![{figure.stem}](figures/{figure.name})" in index
     assert (out / "notebooks" / "02_after.ipynb").exists()
+
+
+def test_index_tables_every_finished_run_of_each_sweep(tmp_path):
+    def run(dataset, method, seed, s_alpha):
+        folder = tmp_path / "runs" / "sweep_cpu" / dataset / method / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed}))
+        (folder / "metrics.json").write_text(json.dumps({"test": {"test": {"s_alpha": s_alpha, "e_phi": 0.5,
+                                                                          "iou": 0.5, "dice": 0.5}}}))
+
+    run("synth_polyp", "lora", 1, 0.40)
+    run("synth_polyp", "lora", 2, 0.50)
+    run("synth_leaf", "conv_lora", 1, 0.25)
+    (tmp_path / "runs" / "sweep_smoke").mkdir()  # no finished run: no section
+    text = "\n".join(results_sections(tmp_path))
+    assert text.count("## Results: ") == 1 and "runs/sweep_cpu" in text
+    assert text.index("### synth_leaf") < text.index("### synth_polyp")
+    polyp = text[text.index("### synth_polyp"):]
+    assert "| lora | 50.0 ± 0.0 | 45.0 ± 7.1 |" in polyp  # e_phi, s_alpha: x100, mean ± sample std of 2 seeds
+    assert "| conv_lora |" not in polyp

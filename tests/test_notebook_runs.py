@@ -1,18 +1,5 @@
-"""The notebooks' shared sweep settings: where data and runs go, and that budgets are real TrainConfig fields."""
-import dataclasses
-
-from convlora_lite.notebook_runs import (NOTEBOOK_BUDGET, ensure_synthetic, notebook_data_root, run_path,
-                                         sweep_dir)
-from convlora_lite.train import TrainConfig
-
-
-def test_budgets_are_train_config_fields_and_paper_scale_is_untouched():
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    for overrides in NOTEBOOK_BUDGET.values():
-        assert set(overrides) <= fields
-    assert "paper" not in NOTEBOOK_BUDGET and "colab" not in NOTEBOOK_BUDGET
-    config = TrainConfig.resolve("synth_polyp", "lora", "cpu", **NOTEBOOK_BUDGET["cpu"])
-    assert config.epochs == NOTEBOOK_BUDGET["cpu"]["epochs"]
+"""The notebooks' shared sweep settings: where data and runs go."""
+from convlora_lite.notebook_runs import ensure_synthetic, notebook_data_root, run_path, sweep_dir
 
 
 def test_smoke_data_is_kept_apart_and_generated_small(tmp_path):

@@ -1,12 +1,14 @@
 """Every notebook follows the conventions (notebook brief): header cells in order, Colab badge naming
 its own file, Colab-only install, one `parameters` cell with environment defaults, offline statement,
-python3 kernel, no outputs. The checker is shown to catch each broken rule on a bad notebook."""
+papermill reads every parameter, python3 kernel, no outputs. The checker is shown to catch each broken rule on a bad notebook."""
 import copy
 import json
 import re
 from pathlib import Path
 
+import nbformat
 import pytest
+from papermill.translators import PythonTranslator
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 REQUIRED_PARAMETERS = ("PRESET", "DATA_ROOT", "CHECKPOINT", "OUTPUT_DIR")
@@ -48,6 +50,9 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
     for name in REQUIRED_PARAMETERS:
         if not re.search(rf"^{name} = os\.environ\.get\(\"CONVLORA_{name}\"", p, re.M):
             problems.append(f"the parameters cell does not take {name} from the environment")
+    unparsed = set(re.findall(r"^(\w+) = ", p, re.M)) - {q.name for q in PythonTranslator.inspect(nbformat.from_dict({**params, "source": p}))}
+    if unparsed:
+        problems.append(f"papermill cannot read the parameter(s) {sorted(unparsed)} (a second '=' on the line, e.g. in the comment)")
     statement = _source(mode).lower()
     if mode["cell_type"] != "markdown" or not all(w in statement for w in ("offline", "micro_sam", "synth", "paper scale")):
         problems.append("cell 4 is not the markdown statement of the offline mode and what changes at paper scale")
@@ -98,6 +103,7 @@ BREAKAGES = {
     "outputs kept": lambda nb: nb["cells"][4].update(outputs=[{"output_type": "stream", "text": "x"}], execution_count=3),
     "no offline statement": lambda nb: nb["cells"][3].update(source="Let us start."),
     "mode not printed": lambda nb: nb["cells"][4].update(source="x = 1"),
+    "parameter papermill cannot read": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"] + "\nSEEDS = 0  # 0 = auto"),
     "title without number": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("# 05 · ", "# ")),
 }
 
