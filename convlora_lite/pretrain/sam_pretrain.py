@@ -37,7 +37,7 @@ class SamPretrainConfig:
     """Everything that decides the weights (recorded in the card and in the resume state)."""
 
     model: str = "micro_sam"
-    steps: int = 1000
+    steps: int = 2600  # the bundled weights (their card has the full command)
     batch_size: int = 8
     instances_per_image: int = 8
     two_point_prob: float = 0.25
