@@ -11,8 +11,9 @@ from torchvision.ops import sigmoid_focal_loss as tv_focal
 from convlora_lite.pretrain.__main__ import main
 from convlora_lite.pretrain.common import ASSETS_DIR, learning_rate
 from convlora_lite.pretrain.corpus import generate_scene
+from convlora_lite.mae import build_micro_mae_encoder
 from convlora_lite.pretrain.sam_pretrain import (FOCAL_WEIGHT, centre_point, dice_loss, evaluate_zero_shot, jitter_box,
-                                                 mask_box, mask_iou, prompt_loss, sigmoid_focal_loss)
+                                                 loss_targets, mask_box, mask_iou, prompt_loss, sigmoid_focal_loss)
 from convlora_lite.sam import build_sam, get_config, sam_from_config
 
 TINY = ["--model", "test_tiny", "--steps", "2", "--batch-size", "2", "--instances-per-image", "2",
@@ -79,6 +80,15 @@ def test_box_and_centre_point_of_a_square():
     assert centre_point(mask).tolist() == [24.5, 8.5]
 
 
+def test_low_resolution_targets_are_area_fractions():
+    masks = np.zeros((2, 8, 8), bool)
+    masks[0, 0, 0] = True  # one pixel of the top-left 4x4 cell
+    masks[1, 4:, :] = True  # the bottom half
+    targets = loss_targets(masks, 2)
+    torch.testing.assert_close(targets, torch.tensor([[[1 / 16, 0.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]))
+    assert torch.equal(loss_targets(masks, 8), torch.from_numpy(masks).float())  # full size: the masks as they are
+
+
 def test_learning_rate_warms_up_then_decays_to_zero():
     assert learning_rate(0, 100, 10, 1.0) == pytest.approx(0.1)
     assert learning_rate(9, 100, 10, 1.0) == pytest.approx(1.0)
@@ -116,6 +126,31 @@ def test_script_refuses_bad_resume_and_leaked_eval_seed(tmp_path, capsys):
     assert "--eval-seed must differ" in capsys.readouterr().err
 
 
+def test_script_options_loss_at_decoder_size_and_encoder_from_micro_mae(tmp_path, capsys):
+    out = tmp_path / "low.safetensors"
+    assert main(["micro_sam", *TINY, "--loss-at", "decoder", "--out", str(out), "--work-dir", str(tmp_path / "low")]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["config"]["loss_at"] == "decoder" and "decoder-size masks" in card["objective"]
+    assert load_file(str(out)).keys() == sam_from_config(get_config("test_tiny")).state_dict().keys()
+    default = tmp_path / "input.safetensors"
+    assert main(["micro_sam", *TINY, "--out", str(default), "--work-dir", str(tmp_path / "input")]) == 0
+    assert out.read_bytes() != default.read_bytes()  # the option changes the training, not only the card
+    assert main(["micro_sam", *TINY, "--loss-at", "pixels", "--work-dir", str(tmp_path / "bad")]) == 2
+    assert "--loss-at must be one of input, decoder" in capsys.readouterr().err
+    assert main(["micro_sam", *TINY, "--init-encoder", "micro_mae", "--work-dir", str(tmp_path / "bad")]) == 2
+    assert "Use --model micro_sam or --init-encoder none" in capsys.readouterr().err
+    assert main(["micro_sam", "--steps", "0", "--eval-images", "1", "--init-encoder", str(tmp_path / "none.safetensors"),
+                 "--work-dir", str(tmp_path / "bad")]) == 2
+    assert "No micro_mae weights" in capsys.readouterr().err
+
+    started = tmp_path / "from_mae.safetensors"  # zero steps: the exported encoder is micro_mae's, bit for bit
+    assert main(["micro_sam", "--steps", "0", "--eval-images", "1", "--init-encoder", "micro_mae",
+                 "--out", str(started), "--work-dir", str(tmp_path / "mae")]) == 0
+    exported = load_file(str(started))
+    for name, value in build_micro_mae_encoder().state_dict().items():
+        assert torch.equal(exported["image_encoder." + name].float(), value), name
+
+
 def test_bundled_micro_sam_is_what_its_card_says():
     """The committed weights: the card's sha256, loadable by build_sam, and its zero-shot numbers
     recomputed from the weights on the held-out scenes."""
@@ -128,4 +163,9 @@ def test_bundled_micro_sam_is_what_its_card_says():
     assert quality["num_instances"] == card["zero_shot"]["num_instances"]
     assert quality["one_box_miou"] == pytest.approx(card["zero_shot"]["one_box_miou"], abs=2e-4)
     assert quality["one_point_miou"] == pytest.approx(card["zero_shot"]["one_point_miou"], abs=2e-4)
+    fill = [m.sum() / np.prod(np.ptp(np.nonzero(m), axis=1) + 1)  # area over tight-box area, by numpy alone
+            for i in range(card["zero_shot"]["num_images"])
+            for m in generate_scene(card["zero_shot"]["corpus_seed"], i, 256).masks]
+    assert card["zero_shot"]["box_fill_baseline_miou"] == pytest.approx(np.mean(fill), abs=1e-4)
+    assert quality["box_fill_baseline_miou"] == card["zero_shot"]["box_fill_baseline_miou"]
     assert card["meets_box_target_0_75"] == (card["zero_shot"]["one_box_miou"] >= 0.75)
