@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import load_file
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
+from convlora_lite.mae import build_micro_mae_encoder
 from convlora_lite.pretrain.__main__ import main
 from convlora_lite.pretrain.common import ASSETS_DIR, learning_rate
 from convlora_lite.pretrain.corpus import generate_scene
-from convlora_lite.mae import build_micro_mae_encoder
 from convlora_lite.pretrain.sam_pretrain import (FOCAL_WEIGHT, centre_point, dice_loss, evaluate_zero_shot, jitter_box,
                                                  loss_targets, mask_box, mask_iou, prompt_loss, sigmoid_focal_loss)
 from convlora_lite.sam import build_sam, get_config, sam_from_config
