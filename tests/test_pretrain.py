@@ -132,9 +132,10 @@ def test_script_options_loss_at_decoder_size_and_encoder_from_micro_mae(tmp_path
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["config"]["loss_at"] == "decoder" and "decoder-size masks" in card["objective"]
     assert load_file(str(out)).keys() == sam_from_config(get_config("test_tiny")).state_dict().keys()
-    default = tmp_path / "input.safetensors"
-    assert main(["micro_sam", *TINY, "--out", str(default), "--work-dir", str(tmp_path / "input")]) == 0
-    assert out.read_bytes() != default.read_bytes()  # the option changes the training, not only the card
+    upsampled = tmp_path / "input.safetensors"
+    assert main(["micro_sam", *TINY, "--loss-at", "input", "--out", str(upsampled), "--work-dir", str(tmp_path / "input")]) == 0
+    assert out.read_bytes() != upsampled.read_bytes()  # the option changes the training, not only the card
+    assert "input-size masks" in json.loads(upsampled.with_suffix(".json").read_text())["objective"]
     assert main(["micro_sam", *TINY, "--loss-at", "pixels", "--work-dir", str(tmp_path / "bad")]) == 2
     assert "--loss-at must be one of input, decoder" in capsys.readouterr().err
     assert main(["micro_sam", *TINY, "--init-encoder", "micro_mae", "--work-dir", str(tmp_path / "bad")]) == 2

@@ -5,12 +5,13 @@ that embedding: from a point prompt (one positive point, or with probability ``t
 a positive and a negative point) and from its box (jittered by N(0, 10 % of the side), at most
 20 px, as SAM). One-point prompts use the multimask output (3 masks) and only the best mask
 gets the mask loss (SAM's rule for ambiguous prompts); other prompts use the single-mask output.
-Loss: 20 * focal + 1 * dice (SAM's ratio) on the masks upsampled to the input size, plus the MSE
-between the predicted and the true IoU of every output mask. Two options are off by default (the
-bundled weights did not use them): ``loss_at="decoder"`` computes the loss at the decoder's own
-resolution (64x64 for micro_sam) against area-averaged targets (10-15 % less time per step here),
-and ``init_encoder`` starts the image encoder from micro_mae's weights, as SAM started from an
-MAE-pretrained ViT.
+Loss: 20 * focal + 1 * dice (SAM's ratio) plus the MSE between the predicted and the true IoU of
+every output mask. By default (``loss_at="decoder"``, what the bundled weights used) the mask
+terms are computed at the decoder's own resolution (64x64 for micro_sam) against area-averaged
+targets, 10-15 % less time per step than ``loss_at="input"`` (the masks upsampled to the input
+size, as SAM). ``init_encoder`` (off by default) starts the image encoder from micro_mae's
+weights, as SAM started from an MAE-pretrained ViT. The recipes tried, and what each gave, are
+in ``benchmarks/micro_sam_recipes_cpu.md``.
 
 Differences from SAM's recipe, for a 2-core CPU: no iterative point sampling from the error
 region, no mask prompts, no text/SA-1B data; a generated corpus (:mod:`.corpus`) instead.
@@ -49,11 +50,11 @@ class SamPretrainConfig:
     instances_per_image: int = 8
     two_point_prob: float = 0.25
     focal_alpha: float = 0.25
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 0.05
     warmup_steps: int = 50
     grad_clip: float = 1.0
-    loss_at: str = "input"  # the masks the loss sees: "input" (upsampled) or "decoder" (4x the token grid)
+    loss_at: str = "decoder"  # the masks the loss sees: "input" (upsampled) or "decoder" (4x the token grid)
     init_encoder: str = "none"  # or "micro_mae" (the bundled encoder) or a path to micro_mae-style weights
     seed: int = 0
     eval_seed: int = 1_000_003
