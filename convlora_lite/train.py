@@ -685,6 +685,16 @@ def fit(config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
     return Trainer(config, spec=spec, datasets=datasets, on_epoch_end=on_epoch_end).fit()
 
 
+def end_distributed() -> None:
+    """Destroy the default process group of a multi-process launch, if there is one.
+
+    Call it once, at the end of a script that ran :func:`fit` under ``accelerate launch`` (the
+    ``convlora`` command does). Without it, gloo's worker threads can abort the interpreter as it
+    exits ("terminate called without an active exception", an intermittent SIGABRT)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def load_run(run_dir) -> tuple[nn.Module, TrainConfig]:
     """``(model, config)`` of a finished run: the model rebuilt from ``config.json`` (frozen
     weights from ``config.checkpoint``, or from the seed for a random model) with the best

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from test_train import BINARY, Discs, config
-from convlora_lite.train import fit
+from convlora_lite.train import end_distributed, fit
 
 SCRIPT = """
 import sys
@@ -26,9 +26,10 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from test_train import BINARY, Discs, config
-from convlora_lite.train import fit
+from convlora_lite.train import end_distributed, fit
 cfg = config(Path({tmp!r}), "ddp", epochs=2, batch_size=1, device="cpu")
 fit(cfg, spec=BINARY, datasets={{"train": Discs(6), "val": Discs(2, 1), "test": Discs(2, 2)}})
+end_distributed()
 """
 
 
@@ -58,3 +59,12 @@ def test_two_cpu_processes_train_like_one_process_with_the_summed_batch(tmp_path
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_end_distributed_destroys_the_process_group_once_and_is_a_no_op_without_one(tmp_path):
+    end_distributed()  # no group: nothing to do
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert torch.distributed.is_initialized()
+    end_distributed()
+    assert not torch.distributed.is_initialized()
+    end_distributed()

@@ -34,10 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
     except UserError as err:
         print(f"convlora {args.command}: error: {err}", file=sys.stderr)
         return 2
+    from ..train import end_distributed  # only after success: a destroy while other ranks still talk can hang
+
+    end_distributed()
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover
