@@ -7,6 +7,9 @@
   tells whether the architecture can draw good masks at all (capacity), as opposed to not yet
   having learned to generalise.
 
+``--box-noise-max`` changes the cap of the training boxes' jitter (the pretraining's 20 px, SAM's
+cap in its 1024 px frame) for the probe, e.g. 5 px: SAM's cap scaled to 256 px.
+
 Each uses the pretraining script's own loss (:func:`image_loss`), optimiser, learning-rate
 schedule (warm-up 20 steps, cosine to 0) and zero-shot protocol (:func:`evaluate_zero_shot`).
 ``continue`` trains on scenes the bundled run never saw (corpus seed 0 from index 2600 * 8) and
@@ -15,17 +18,20 @@ results: ``benchmarks/micro_sam_recipes_cpu.md``.
 
     python benchmarks/micro_sam_probes.py continue --train decoder --steps 600 --lr 3e-4
     python benchmarks/micro_sam_probes.py continue --train all --steps 400 --lr 3e-4
-    python benchmarks/micro_sam_probes.py overfit --steps 200 --lr 3e-4
+    python benchmarks/micro_sam_probes.py overfit --steps 400 --lr 3e-4   # recorded: stopped after step 200
+    python benchmarks/micro_sam_probes.py continue --train all --steps 400 --lr 3e-4 --box-noise-max 5
 """
 from __future__ import annotations
 
 import argparse
 import time
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import torch
 
+from convlora_lite.pretrain import sam_pretrain
 from convlora_lite.pretrain.common import learning_rate, make_optimizer, optimizer_step, to_model_input
 from convlora_lite.pretrain.corpus import generate_scene
 from convlora_lite.pretrain.sam_pretrain import SamPretrainConfig, evaluate_zero_shot, image_loss
@@ -59,8 +65,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--box-noise-max", type=float, default=20.0, help="cap of the box jitter, px (default 20)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # image_loss draws its boxes with the module's jitter_box; the probe rebinds it with another cap
+    sam_pretrain.jitter_box = partial(sam_pretrain.jitter_box, max_px=args.box_noise_max)
     cfg = replace(SamPretrainConfig(), lr=args.lr, steps=args.steps, warmup_steps=WARMUP_STEPS)
     sam = build_sam("micro_sam")
     train_encoder = args.train == "all"

@@ -73,6 +73,14 @@ def test_box_jitter_stays_near_the_box_and_inside_the_image():
         assert np.abs(out - box).max() <= 20 + 1e-4
 
 
+def test_box_jitter_cap_is_reached_and_respected():
+    rng = np.random.default_rng(1)
+    box = np.array([40.0, 40.0, 200.0, 200.0], np.float32)  # side 160: N(0, 16 px) noise, often past the cap
+    moves = np.stack([np.abs(jitter_box(rng, box, 256, max_px=5.0) - box) for _ in range(200)])
+    assert moves.max() == pytest.approx(5.0)
+    assert (moves == 5.0).mean() > 0.5  # |N(0, 16)| > 5 with probability 0.75
+
+
 def test_box_and_centre_point_of_a_square():
     mask = np.zeros((32, 32), bool)
     mask[4:13, 20:29] = True
