@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m convlora_lite.main_job --output-dir outputs
+	$(PY) scripts/run_notebooks.py --output-dir outputs
 
 # The notebooks run under nbval on the smoke preset, writing their data and runs under .nbval/.
 test: $(STAMP)

@@ -1,6 +1,6 @@
 """``python -m convlora_lite`` is the ``convlora`` command line."""
 import sys
 
-from .cli import main
+from convlora_lite.cli import main
 
 sys.exit(main())

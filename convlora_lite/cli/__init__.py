@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import UserError
+from convlora_lite.errors import UserError
 
 #: sub-command modules, in the order ``--help`` lists them.
 _COMMANDS = ("params", "train", "eval", "data", "bench", "table", "reproduce")
@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convlora", description="Conv-LoRA for the Segment Anything Model.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"{__name__}.{name}":
-                continue  # that command is not part of this version yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 
@@ -38,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"convlora {args.command}: error: {err}", file=sys.stderr)
         return 2
-    from ..train import end_distributed  # only after success: a destroy while other ranks still talk can hang
+    from convlora_lite.training import end_distributed  # only after success: a destroy while other ranks still talk can hang
 
     end_distributed()
     return status

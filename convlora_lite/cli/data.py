@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.registry import DATASETS
+from convlora_lite.data.registry import DATASETS
 
 _DEFAULT_ROOT = "data"
 
@@ -60,7 +60,7 @@ def _list(args) -> int:
 
 
 def _download(args) -> int:
-    from ..data.fetch import download_dataset
+    from convlora_lite.data.install import download_dataset
 
     path = download_dataset(args.name, args.root, args.base_url, keep_archive=args.keep_zip)
     print(f"{args.name}: ready at {path}")
@@ -68,7 +68,7 @@ def _download(args) -> int:
 
 
 def _verify(args) -> int:
-    from ..data.verify import verify_dataset
+    from convlora_lite.data.verify import verify_dataset
 
     report = verify_dataset(args.name, args.root)
     print(report)
@@ -76,7 +76,7 @@ def _verify(args) -> int:
 
 
 def _synth(args) -> int:
-    from ..data.synthetic import generate_synthetic
+    from convlora_lite.data.synthetic import generate_synthetic
 
     names = [n for n, s in DATASETS.items() if s.synthetic] if args.name == "all" else [args.name]
     options = {key: getattr(args, key) for key in ("image_size", "n_train", "n_val", "n_test", "seed")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..train import DEVICES, evaluate
+from convlora_lite.training import DEVICES, evaluate
 
 
 def register(subparsers) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..params import format_param_table, paper_param_table
-from ..sam import MODEL_CONFIGS
+from convlora_lite.analysis.parameter_counts import format_param_table, paper_param_table
+from convlora_lite.models.sam import MODEL_CONFIGS
 
 
 def register(subparsers) -> None:

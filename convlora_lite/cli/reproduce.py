@@ -7,7 +7,7 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers) -> None:
-    from ..presets import PRESET_NAMES
+    from convlora_lite.training.presets import PRESET_NAMES
 
     parser = subparsers.add_parser("reproduce", help="train datasets x methods x seeds and write the table")
     parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..reproduce import reproduce
+    from convlora_lite.training.sweep import reproduce
 
     overrides = {key: value for key, value in dict(model=args.model, epochs=args.epochs, data_root=args.root,
                                                     device=args.device, max_train_batches=args.max_train_batches,

@@ -1,6 +1,6 @@
 """``convlora train``: fine-tune SAM with a PEFT method on a dataset; one run directory per run.
 
-Every option left out comes from the preset (see ``convlora_lite.presets``) or the dataset's
+Every option left out comes from the preset (see ``convlora_lite.training.presets``) or the dataset's
 official recipe. A ``synth_`` dataset missing from ``--root`` is generated first; a real one must
 be downloaded (``convlora data download NAME``). Multi-GPU: ``accelerate launch -m
 convlora_lite train ...`` (or ``torchrun``).
@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-from ..presets import PRESET_NAMES
-from ..train import DEVICES, PRECISIONS, TrainConfig, fit
+from convlora_lite.peft.base import parse_options
+from convlora_lite.training.presets import PRESET_NAMES
+from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
 
 
 def register(subparsers) -> None:
@@ -36,6 +37,9 @@ def register(subparsers) -> None:
     parser.add_argument("--device", choices=DEVICES)
     parser.add_argument("--num-workers", type=int, help="data loader worker processes")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
+    parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the PEFT method, e.g. num_experts=4 or gated=true (repeatable; an "
+                             "unknown key is an error that lists the method's options)")
     parser.set_defaults(func=run)
 
 
@@ -45,6 +49,7 @@ def run(args) -> int:
         "image_size": args.image_size, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
         "precision": args.precision, "device": args.device, "num_workers": args.num_workers, "data_root": args.root,
         "resume": args.resume or None, "checkpoint": args.checkpoint,
+        "method_options": parse_options(args.method_option) or None,
     }
     given = {k: v for k, v in options.items() if v is not None}  # a flag left out: the preset decides
     if given.get("checkpoint", "").lower() == "none":

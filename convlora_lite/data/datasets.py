@@ -33,9 +33,9 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ConfigError, DataError
-from .registry import DatasetSpec, get_dataset_spec
-from .transforms import SegmentationTransform, binary_labels, class_labels, to_rgb
+from convlora_lite.errors import ConfigError, DataError
+from convlora_lite.data.registry import DatasetSpec, get_dataset_spec
+from convlora_lite.data.transforms import SegmentationTransform, binary_labels, class_labels, to_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -266,3 +266,9 @@ def build_dataset(spec: str | DatasetSpec, split: str, root, image_size: int, tr
     if check_files:
         dataset.check_files()
     return dataset
+
+
+def build_splits(spec: DatasetSpec, root, image_size: int) -> dict[str, PairedSegmentationDataset]:
+    """``{"train", "val", *spec.test_splits}`` -> the dataset of that split (training mode for
+    ``train`` only)."""
+    return {split: build_dataset(spec, split, root, image_size, train=(split == "train")) for split in spec.all_splits}

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import ConfigError
+from convlora_lite.errors import ConfigError
 
 #: where the official zips live; ``{OFFICIAL_BASE_URL}/{zip name}.zip``.
 OFFICIAL_BASE_URL = "https://automl-mm-bench.s3.amazonaws.com/semantic_segmentation"

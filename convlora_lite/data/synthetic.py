@@ -45,8 +45,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import ConfigError
-from .registry import DatasetSpec, get_dataset_spec
+from convlora_lite.errors import ConfigError
+from convlora_lite.data.registry import DatasetSpec, get_dataset_spec
 
 SYNTHETIC_TASKS = ("polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k")
 SPLIT_ORDER = ("train", "val", "test")
@@ -489,7 +489,7 @@ def preview_figure(name: str, root, n: int = 4, split: str = "train"):
     """
     import matplotlib.pyplot as plt
 
-    from .datasets import build_dataset
+    from convlora_lite.data.datasets import build_dataset
 
     spec = get_dataset_spec(name)
     dataset = build_dataset(spec, split, root, image_size=256, train=False)

@@ -33,12 +33,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError
+from convlora_lite.data.registry import IGNORE_INDEX
+from convlora_lite.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: the value that marks "ignore" in multi-class label maps (kept through every transform).
-IGNORE_INDEX = 255
 
 _HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 

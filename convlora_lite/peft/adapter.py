@@ -25,11 +25,20 @@ Configuration and the paper's count. With bottleneck m the adapters add
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from .base import PeftMethod
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.base import PeftMethod
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Adapter's options: the bottleneck width of each adapter."""
+
+    bottleneck: int = 2
 
 
 class BottleneckAdapter(nn.Module):
@@ -61,8 +70,9 @@ class _ApplyAdapter:
         return self.adapter(output)
 
 
-def inject(model: nn.Module, bottleneck: int = 2) -> None:
+def inject(model: nn.Module, config: AdapterConfig) -> None:
     """Attach a :class:`BottleneckAdapter` after the attention and after the MLP of every block."""
+    bottleneck = config.bottleneck
     if not isinstance(bottleneck, int) or bottleneck < 1:
         raise ConfigError(f"Adapter bottleneck must be a positive integer, got {bottleneck!r}.")
     blocks = getattr(getattr(model, "image_encoder", None), "blocks", None)
@@ -83,5 +93,5 @@ METHOD = PeftMethod(
     where="two bottleneck adapters per image-encoder block, on the attention and MLP outputs before "
           "each residual addition",
     inject=inject,
-    defaults={"bottleneck": 2},
+    config=AdapterConfig,
 )

@@ -1,14 +1,17 @@
 """The one protocol every PEFT method follows.
 
-A method is a :class:`PeftMethod`: a name, the paper it comes from, where it enters SAM, and an
-``inject(model, **cfg)`` function that edits ``model.image_encoder`` in place. ``apply_peft``
+A method is a :class:`PeftMethod`: a name, the paper it comes from, where it enters SAM, a small
+config dataclass (the one home of its options and their defaults, like Hugging Face PEFT's
+``LoraConfig``) and an ``inject(model, config)`` function that edits ``model.image_encoder`` in
+place. ``apply_peft``
 (in ``convlora_lite.peft``) then sets the trainable set the same way for every method:
 
 * every parameter that ``inject`` *created* trains (found by comparing parameter identities
   before and after the call, so a method cannot forget to register one);
 * the existing parameters that ``inject`` *returns* also train (BitFit returns the encoder's
   biases; most methods return nothing);
-* the mask decoder trains, except its IoU prediction head (REFERENCE.md);
+* the mask decoder trains, except its IoU prediction head (``docs/method.md``, "Where it is
+  applied and what trains");
 * everything else (the rest of the image encoder, the prompt encoder) is frozen.
 
 Modules that add an auxiliary loss (Conv-LoRA's load-balancing loss) subclass
@@ -17,13 +20,21 @@ loss travels through the model and never through a global.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
+from convlora_lite.errors import ConfigError
+
 InjectFn = Callable[..., Optional[Iterable[nn.Parameter]]]
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The config of a method that takes no options."""
 
 
 @dataclass(frozen=True)
@@ -34,16 +45,52 @@ class PeftMethod:
         name: the method name used by the CLI and configs (e.g. ``"conv_lora"``).
         paper: the citation of the method.
         where: one sentence on where the method enters SAM.
-        inject: ``inject(model, **cfg)`` edits ``model.image_encoder`` in place and returns the
+        inject: ``inject(model, config)`` edits ``model.image_encoder`` in place and returns the
             *existing* parameters that must train as well (or ``None``).
-        defaults: the keyword defaults of ``inject`` (recorded in run configs).
+        config: the method's options, a dataclass whose field defaults are the method's defaults.
     """
 
     name: str
     paper: str
     where: str
     inject: InjectFn
-    defaults: dict
+    config: type = NoOptions
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The method's options at their defaults (recorded in run configs)."""
+        return dataclasses.asdict(self.config())
+
+    def make_config(self, **options):
+        """The method's config with ``options`` set; a :class:`ConfigError` naming the options the
+        method takes for an unknown one."""
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise ConfigError(f"Unknown option(s) {sorted(unknown)} for method {self.name!r}; "
+                              f"it takes {sorted(self.defaults) or 'none'}.")
+        return self.config(**options)
+
+    def options(self, **options) -> dict[str, Any]:
+        """Every option of the method: ``options`` over the defaults (checked like :meth:`make_config`)."""
+        return dataclasses.asdict(self.make_config(**options))
+
+
+def parse_options(pairs, context: str = "") -> dict[str, Any]:
+    """``["rank=4", "gated=true"]`` -> ``{"rank": 4, "gated": True}``: values are read as JSON when
+    they parse (numbers, ``true``, ``null``, lists), else kept as strings."""
+    import json
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            where = f" in {context!r}" if context else ""
+            raise ConfigError(f"Bad option {pair!r}{where}; write options as key=value.")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 class AuxLossModule(nn.Module):

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import ConfigError
-from .base import PeftMethod
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.base import PeftMethod
 
 
 def encoder_biases(model: nn.Module) -> list[nn.Parameter]:
@@ -29,7 +29,7 @@ def encoder_biases(model: nn.Module) -> list[nn.Parameter]:
     return [p for name, p in encoder.named_parameters() if name.rsplit(".", 1)[-1] == "bias"]
 
 
-def inject(model: nn.Module) -> list[nn.Parameter]:
+def inject(model: nn.Module, config=None) -> list[nn.Parameter]:
     """Add nothing; return the encoder's biases so that ``apply_peft`` makes them trainable."""
     return encoder_biases(model)
 
@@ -40,5 +40,4 @@ METHOD = PeftMethod(
           "Transformer-based Masked Language-models, ACL 2022",
     where="no new parameters: every bias of the image encoder (linear, conv and LayerNorm) trains",
     inject=inject,
-    defaults={},
 )

@@ -24,6 +24,9 @@ as the test oracle and the benchmark baseline;
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import math
 from typing import NamedTuple, Optional, Sequence
 
@@ -31,12 +34,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .base import AuxLossModule, PeftMethod
-from .lora import LoRALinear, wrap_encoder_qkv
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.base import AuxLossModule, PeftMethod
+from convlora_lite.peft.lora import LoraConfig, LoRALinear, wrap_encoder_qkv
 
 #: The noise floor added to the learned noise scale (official ``noise_epsilon``).
 NOISE_EPSILON = 1e-2
+
+
+@dataclass(frozen=True)
+class ConvLoraConfig(LoraConfig):
+    """Conv-LoRA's options (official defaults, ``docs/method.md``): LoRA's, plus the mixture of
+    convolution experts (``scales`` default ``1..num_experts``), top-k routing, ``gated`` (multiply the
+    chosen expert by its gate value; off officially), the load-balancing loss weight and the
+    implementation (``"fast"`` or ``"official"``)."""
+
+    num_experts: int = 8
+    scales: Optional[Sequence[float]] = None
+    top_k: int = 1
+    gated: bool = False
+    loss_coef: float = 0.01
+    implementation: str = "fast"
 
 
 class Routing(NamedTuple):
@@ -75,7 +93,8 @@ class NoisyTopKGate(nn.Module):
     the noise (training) or by ``topk``'s tie-breaking (evaluation).
     """
 
-    def __init__(self, dim: int, num_experts: int, top_k: int = 1, loss_coef: float = 0.01):
+    def __init__(self, dim: int, num_experts: int, top_k: int = ConvLoraConfig.top_k,
+                 loss_coef: float = ConvLoraConfig.loss_coef):
         super().__init__()
         if not 1 <= top_k <= num_experts:
             raise ConfigError(f"top_k must be between 1 and num_experts={num_experts}, got {top_k}.")
@@ -180,8 +199,8 @@ class MoEConv(nn.Module):
     :meth:`ConvExpert.forward` is the direct formula; the two agree to float rounding (tested).
     """
 
-    def __init__(self, channels: int, scales: Sequence[float], top_k: int = 1, gated: bool = False,
-                 loss_coef: float = 0.01):
+    def __init__(self, channels: int, scales: Sequence[float], top_k: int = ConvLoraConfig.top_k,
+                 gated: bool = ConvLoraConfig.gated, loss_coef: float = ConvLoraConfig.loss_coef):
         super().__init__()
         if len(scales) == 0 or any(s < 1 for s in scales):
             raise ConfigError(f"scales must be a non-empty list of upsampling factors >= 1, got {list(scales)}.")
@@ -269,9 +288,10 @@ class ConvLoRALinear(LoRALinear, AuxLossModule):
 
     moe_type = MoEConv
 
-    def __init__(self, base: nn.Linear, rank: int = 3, alpha: float = 32, dropout: float = 0.0,
-                 num_experts: int = 8, scales: Optional[Sequence[float]] = None, top_k: int = 1,
-                 gated: bool = False, loss_coef: float = 0.01):
+    def __init__(self, base: nn.Linear, rank: int = LoraConfig.rank, alpha: float = LoraConfig.alpha,
+                 dropout: float = LoraConfig.dropout, num_experts: int = ConvLoraConfig.num_experts,
+                 scales: Optional[Sequence[float]] = None, top_k: int = ConvLoraConfig.top_k,
+                 gated: bool = ConvLoraConfig.gated, loss_coef: float = ConvLoraConfig.loss_coef):
         super().__init__(base, rank=rank, alpha=alpha, dropout=dropout)
         scales = list(range(1, num_experts + 1)) if scales is None else list(scales)
         if len(scales) != num_experts:
@@ -301,22 +321,20 @@ class ConvLoRALinear(LoRALinear, AuxLossModule):
         return h + delta.permute(0, 2, 3, 1).reshape(h.shape)
 
 
-def inject(model: nn.Module, rank: int = 3, alpha: float = 32, dropout: float = 0.0, num_experts: int = 8,
-           scales: Optional[Sequence[float]] = None, top_k: int = 1, gated: bool = False,
-           loss_coef: float = 0.01, implementation: str = "fast") -> None:
+def inject(model: nn.Module, config: ConvLoraConfig) -> None:
     """Wrap the ``qkv`` linear of every image-encoder block in a :class:`ConvLoRALinear`.
 
     ``implementation``: ``"fast"`` (this file, sync-free) or ``"official"`` (the per-expert
     dispatch loop of the authors' code, ``conv_lora_official.py``; same parameters, same results).
     """
-    if implementation == "fast":
+    if config.implementation == "fast":
         layer_type = ConvLoRALinear
-    elif implementation == "official":
-        from .conv_lora_official import OfficialConvLoRALinear as layer_type
+    elif config.implementation == "official":
+        from convlora_lite.peft.conv_lora_official import OfficialConvLoRALinear as layer_type
     else:
-        raise ConfigError(f"Unknown Conv-LoRA implementation {implementation!r}; choose 'fast' or 'official'.")
-    options = dict(rank=rank, alpha=alpha, dropout=dropout, num_experts=num_experts, scales=scales,
-                   top_k=top_k, gated=gated, loss_coef=loss_coef)
+        raise ConfigError(f"Unknown Conv-LoRA implementation {config.implementation!r}; choose 'fast' or 'official'.")
+    options = dataclasses.asdict(config)
+    del options["implementation"]
     wrap_encoder_qkv(model, lambda qkv: layer_type(qkv, **options))
 
 
@@ -326,6 +344,5 @@ METHOD = PeftMethod(
     where="LoRA on the fused qkv projection of every image-encoder block, with a mixture of multi-scale "
           "convolution experts on the rank-r bottleneck",
     inject=inject,
-    defaults={"rank": 3, "alpha": 32, "dropout": 0.0, "num_experts": 8, "scales": None, "top_k": 1,
-              "gated": False, "loss_coef": 0.01, "implementation": "fast"},
+    config=ConvLoraConfig,
 )

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions.normal import Normal
 
-from .conv_lora import NOISE_EPSILON, ConvLoRALinear, MoEConv, Routing
+from convlora_lite.peft.conv_lora import NOISE_EPSILON, ConvLoRALinear, MoEConv, Routing
 
 
 class SparseDispatcher:

@@ -14,6 +14,8 @@ Subclasses change only what happens to the rank-r bottleneck ``h = A x`` by over
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 from typing import Callable
 
@@ -21,8 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .base import PeftMethod
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.base import PeftMethod
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA's options (official defaults, ``docs/method.md``): rank r, alpha (the update is scaled by
+    alpha / r), dropout on the input of A."""
+
+    rank: int = 3
+    alpha: float = 32
+    dropout: float = 0.0
 
 
 class LoRALinear(nn.Module):
@@ -37,7 +49,8 @@ class LoRALinear(nn.Module):
     Shapes: ``forward(x (..., d_in)) -> (..., d_out)``.
     """
 
-    def __init__(self, base: nn.Linear, rank: int = 3, alpha: float = 32, dropout: float = 0.0):
+    def __init__(self, base: nn.Linear, rank: int = LoraConfig.rank, alpha: float = LoraConfig.alpha,
+                 dropout: float = LoraConfig.dropout):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise ConfigError(f"LoRA wraps an nn.Linear, got {type(base).__name__}; adapt a linear layer.")
@@ -104,8 +117,9 @@ def wrap_encoder_qkv(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -
         block.attn.qkv = make(qkv)
 
 
-def inject(model: nn.Module, rank: int = 3, alpha: float = 32, dropout: float = 0.0) -> None:
+def inject(model: nn.Module, config: LoraConfig) -> None:
     """Wrap the ``qkv`` linear of every image-encoder block in a :class:`LoRALinear`."""
+    rank, alpha, dropout = config.rank, config.alpha, config.dropout
     wrap_encoder_qkv(model, lambda qkv: LoRALinear(qkv, rank=rank, alpha=alpha, dropout=dropout))
 
 
@@ -114,5 +128,5 @@ METHOD = PeftMethod(
     paper="Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022",
     where="a rank-r update on the fused qkv projection of every image-encoder block",
     inject=inject,
-    defaults={"rank": 3, "alpha": 32, "dropout": 0.0},
+    config=LoraConfig,
 )

@@ -35,6 +35,8 @@ would read 1.79 %.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from functools import partial
 from typing import Optional, Sequence
 
@@ -42,8 +44,18 @@ import torch
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
-from ..errors import ConfigError
-from .base import PeftMethod
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.base import PeftMethod
+
+
+@dataclass(frozen=True)
+class LstConfig:
+    """LST's options: side width = encoder width / ``reduction``, the gates' temperature, the tapped blocks
+    (``None``: the global-attention blocks)."""
+
+    reduction: int = 4
+    gate_temperature: float = 0.1
+    taps: Optional[Sequence[int]] = None
 
 
 class LadderSideNetwork(nn.Module):
@@ -132,8 +144,7 @@ class _AddSideOutputHook:
         return output + self.side.output()
 
 
-def inject(model: nn.Module, reduction: int = 4, gate_temperature: float = 0.1,
-           taps: Optional[Sequence[int]] = None) -> None:
+def inject(model: nn.Module, config: LstConfig) -> None:
     """Add ``image_encoder.ladder_side`` and hook it to the encoder.
 
     Args:
@@ -142,6 +153,7 @@ def inject(model: nn.Module, reduction: int = 4, gate_temperature: float = 0.1,
         taps: indices of the blocks whose outputs feed the side network (default: the
             global-attention blocks).
     """
+    reduction, gate_temperature, taps = config.reduction, config.gate_temperature, config.taps
     encoder = getattr(model, "image_encoder", None)
     blocks = getattr(encoder, "blocks", None)
     if blocks is None:
@@ -178,5 +190,5 @@ METHOD = PeftMethod(
     where="a side network of width d/4 beside the frozen encoder, fed by gated ladder connections after each "
           "global-attention block, its output added to the image embedding",
     inject=inject,
-    defaults={"reduction": 4, "gate_temperature": 0.1, "taps": None},
+    config=LstConfig,
 )

@@ -30,14 +30,26 @@ decoder's 3,505,536 that is 3,980,576 = 3.98 M, the paper's SAM-Adapter row (Rat
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .base import PeftMethod
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.base import PeftMethod
+
+
+@dataclass(frozen=True)
+class SamAdapterConfig:
+    """SAM-Adapter's options: the prompt MLP's width reduction, the high-frequency cut-off, zero-initialised
+    up-projections."""
+
+    scale_factor: int = 16
+    freq_ratio: float = 0.25
+    zero_init: bool = True
 
 
 def high_frequency_component(images: torch.Tensor, freq_ratio: float = 0.25) -> torch.Tensor:
@@ -124,8 +136,9 @@ class _AddPromptHook:
         return (inputs[0] + self.generator.prompt(self.index),)
 
 
-def inject(model: nn.Module, scale_factor: int = 16, freq_ratio: float = 0.25, zero_init: bool = True) -> None:
+def inject(model: nn.Module, config: SamAdapterConfig) -> None:
     """Add ``image_encoder.prompt_generator`` and hook it into the patch embedding and every block."""
+    scale_factor, freq_ratio, zero_init = config.scale_factor, config.freq_ratio, config.zero_init
     encoder = getattr(model, "image_encoder", None)
     if getattr(encoder, "blocks", None) is None:
         raise ConfigError("The model has no SAM image encoder (`model.image_encoder.blocks`); "
@@ -154,5 +167,5 @@ METHOD = PeftMethod(
     where="a prompt from patch-embedding and high-frequency image features, made by a per-block MLP and "
           "a shared up-projection, added to the input of every image-encoder block",
     inject=inject,
-    defaults={"scale_factor": 16, "freq_ratio": 0.25, "zero_init": True},
+    config=SamAdapterConfig,
 )

@@ -26,15 +26,24 @@ No other natural placement lands closer: the paper's configuration is not publis
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
-from ..errors import ConfigError
-from .base import PeftMethod
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.base import PeftMethod
 
 #: The layer types SSF follows, and the dimension of their output that holds the channels.
 _CHANNEL_DIM = {nn.Linear: -1, nn.LayerNorm: -1, nn.Conv2d: 1, LayerNorm2d: 1}
+
+
+@dataclass(frozen=True)
+class SsfConfig:
+    """SSF's options: the standard deviation of the scales' and shifts' initial noise (0: exact identity)."""
+
+    init_std: float = 0.0
 
 
 def _num_channels(module: nn.Module) -> int:
@@ -64,8 +73,9 @@ def add_scale_shift(module: nn.Module, init_std: float = 0.0) -> None:
     module.register_forward_hook(_scale_shift_hook)
 
 
-def inject(model: nn.Module, init_std: float = 0.0) -> None:
+def inject(model: nn.Module, config: SsfConfig) -> None:
     """Add a scale and shift after every Linear, Conv2d, LayerNorm and LayerNorm2d of the encoder."""
+    init_std = config.init_std
     if not isinstance(init_std, (int, float)) or init_std < 0:
         raise ConfigError(f"SSF init_std must be a number >= 0 (0: exact identity, 0.02: SSF's own), got {init_std!r}.")
     encoder = getattr(model, "image_encoder", None)
@@ -84,5 +94,5 @@ METHOD = PeftMethod(
           "Model Tuning, NeurIPS 2022",
     where="a per-channel scale and shift after every linear, conv and norm of the image encoder",
     inject=inject,
-    defaults={"init_std": 0.0},
+    config=SsfConfig,
 )

@@ -36,6 +36,8 @@ default n = 12 gives 32 x 12 x 1280 = 491,520, with the decoder's 3,505,536 that
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 
 import torch
@@ -43,8 +45,15 @@ from segment_anything.modeling.image_encoder import (Attention, Block, add_decom
                                                      window_unpartition)
 from torch import nn
 
-from ..errors import ConfigError
-from .base import PeftMethod
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.base import PeftMethod
+
+
+@dataclass(frozen=True)
+class VptConfig:
+    """VPT-Deep's options: the number of prompt tokens per block."""
+
+    num_prompts: int = 12
 
 
 def prompted_attention(attn: Attention, x: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
@@ -105,8 +114,9 @@ class PromptedBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def inject(model: nn.Module, num_prompts: int = 12) -> None:
+def inject(model: nn.Module, config: VptConfig) -> None:
     """Replace every image-encoder block by a :class:`PromptedBlock` with ``num_prompts`` prompts."""
+    num_prompts = config.num_prompts
     if not isinstance(num_prompts, int) or num_prompts < 1:
         raise ConfigError(f"VPT num_prompts must be a positive integer, got {num_prompts!r}.")
     encoder = getattr(model, "image_encoder", None)
@@ -129,5 +139,5 @@ METHOD = PeftMethod(
     where="n learned prompt tokens per image-encoder block, read by every window's attention as extra "
           "keys and values",
     inject=inject,
-    defaults={"num_prompts": 12},
+    config=VptConfig,
 )

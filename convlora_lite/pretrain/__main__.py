@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from ..errors import UserError
-from .common import ASSETS_DIR
-from .mae_pretrain import MaePretrainConfig, pretrain_mae
-from .sam_pretrain import SamPretrainConfig, pretrain_sam
+from convlora_lite.errors import UserError
+from convlora_lite.models.checkpoints import ASSETS_DIR
+from convlora_lite.pretrain.mae_pretrain import MaePretrainConfig, pretrain_mae
+from convlora_lite.pretrain.sam_pretrain import SamPretrainConfig, pretrain_sam
 
 TARGETS = {"micro_sam": (SamPretrainConfig, pretrain_sam), "micro_mae": (MaePretrainConfig, pretrain_mae)}
 

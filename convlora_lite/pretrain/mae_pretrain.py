@@ -1,7 +1,7 @@
 """Pretrain the ``micro_mae`` encoder by masked image modelling on the micro_sam corpus.
 
 Same image encoder sizes as ``micro_sam`` (so features compare), same generated images (corpus
-seed and indices), 75 % of patches masked; see :mod:`convlora_lite.mae` for the model and why it
+seed and indices), 75 % of patches masked; see :mod:`convlora_lite.models.mae` for the model and why it
 masks SimMIM-style. Only the encoder (with its neck) is exported.
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..errors import ConfigError
-from ..mae import MaskedImageModel, random_patch_mask
-from ..sam import get_config, sam_from_config
-from .common import (environment_record, learning_rate, make_optimizer, optimizer_step, run_steps,
+from convlora_lite.errors import ConfigError
+from convlora_lite.models.mae import MaskedImageModel, random_patch_mask
+from convlora_lite.models.sam import get_config, sam_from_config
+from convlora_lite.pretrain.common import (environment_record, learning_rate, make_optimizer, optimizer_step, run_steps,
                      save_fp16_safetensors, to_model_input, write_card)
-from .corpus import DESCRIPTION, generate_scene
+from convlora_lite.pretrain.corpus import DESCRIPTION, generate_scene
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,12 @@ from scipy import ndimage
 from safetensors.torch import load_file
 from segment_anything.modeling import Sam
 
-from ..errors import ConfigError
-from ..mae import build_micro_mae_encoder
-from ..sam import get_config, sam_from_config
-from .common import (environment_record, learning_rate, make_optimizer, optimizer_step, run_steps,
+from convlora_lite.errors import ConfigError
+from convlora_lite.models.mae import build_micro_mae_encoder
+from convlora_lite.models.sam import get_config, sam_from_config
+from convlora_lite.pretrain.common import (environment_record, learning_rate, make_optimizer, optimizer_step, run_steps,
                      save_fp16_safetensors, to_model_input, write_card)
-from .corpus import DESCRIPTION, generate_scene
+from convlora_lite.pretrain.corpus import DESCRIPTION, generate_scene
 
 FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0
 #: ``loss_at`` -> the side of the masks the loss sees, from the model's config.

@@ -1,0 +1,247 @@
+"""Which Conv-LoRA expert (feature scale) each window chose, per layer: counts, maps, figures.
+
+Every :class:`~convlora_lite.peft.conv_lora.ConvLoRALinear` keeps the routing of its last
+forward in ``last_expert_index`` (B', k): one routing sample per window in SAM's windowed blocks
+(B' = B * windows, ``segment_anything.window_partition`` order: image-major, then window rows),
+one per image in the global blocks. This module reads those records after a forward pass:
+
+* :func:`record_routing`: run a model on images and keep each layer's choices on its window grid;
+* :func:`usage_table`: how many windows chose each expert, per layer (sums to the windows);
+* :func:`scale_map`: the chosen scale painted on every token (and pixel) of an image;
+* :func:`scale_by_region`: the mean chosen scale per window position over a batch, and
+  :func:`scale_by_mask`: per layer, the mean scale of windows on the object vs the background;
+* :func:`expert_receptive_field`: the effective receptive field of one expert (gradient of its
+  centre output with respect to its input);
+* figures: :func:`plot_usage`, :func:`plot_scale_maps`, :func:`plot_receptive_fields`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlora_lite.errors import ConfigError
+from convlora_lite.peft.conv_lora import ConvExpert, ConvLoRALinear
+
+
+def conv_lora_layers(model: nn.Module) -> list[tuple[int, ConvLoRALinear, int]]:
+    """``(block index, layer, window size)`` for every Conv-LoRA ``qkv`` of ``model.image_encoder``
+    (window size 0 = global block). Raises ConfigError when there is none."""
+    encoder = getattr(model, "image_encoder", model)
+    layers = [(i, block.attn.qkv, block.window_size) for i, block in enumerate(encoder.blocks)
+              if isinstance(block.attn.qkv, ConvLoRALinear)]
+    if not layers:
+        raise ConfigError("The model has no Conv-LoRA layers; apply_peft(model, 'conv_lora') first.")
+    return layers
+
+
+@dataclass
+class LayerRouting:
+    """The top-1 choices of one Conv-LoRA layer on a batch of B images.
+
+    Attributes:
+        block: the encoder block's index.
+        window: window side in tokens (0 for a global block).
+        choice: (B, n, n) long expert index per window (n windows per side; n = 1 for a global block).
+        scales: the experts' upsampling factors (choice e has scale ``scales[e]``).
+    """
+
+    block: int
+    window: int
+    choice: torch.Tensor
+    scales: tuple
+
+    @property
+    def kind(self) -> str:
+        return "windowed" if self.window else "global"
+
+    def scale_grid(self) -> torch.Tensor:
+        """(B, n, n) float: the chosen scale of every window."""
+        return torch.tensor(self.scales, dtype=torch.float)[self.choice]
+
+
+def layer_routing(block: int, layer: ConvLoRALinear, window: int, batch: int) -> LayerRouting:
+    """The :class:`LayerRouting` of ``layer``'s last forward on ``batch`` images (top-1 choice)."""
+    if layer.last_expert_index is None:
+        raise ConfigError(f"Block {block}'s Conv-LoRA layer has not run yet; run the model on images first.")
+    choice = layer.last_expert_index[:, 0].cpu()
+    per_side = int(round((choice.numel() // batch) ** 0.5))
+    if per_side * per_side * batch != choice.numel():
+        raise ConfigError(f"Block {block} routed {choice.numel()} samples, which is not {batch} images of square "
+                          "window grids; pass the batch size of the last forward.")
+    scales = tuple(float(e.scale) for e in layer.moe.experts)
+    return LayerRouting(block, window, choice.view(batch, per_side, per_side), scales)
+
+
+@torch.no_grad()
+def record_routing(model: nn.Module, images: torch.Tensor) -> list[LayerRouting]:
+    """Run ``model`` (a PromptFreeSAM or anything with ``image_encoder``) on ``images`` (B, 3, S, S)
+    in its current mode and return every Conv-LoRA layer's :class:`LayerRouting`, by block."""
+    encoder = getattr(model, "image_encoder", model)
+    encoder(images)
+    return [layer_routing(i, layer, window, images.shape[0]) for i, layer, window in conv_lora_layers(model)]
+
+
+def usage_table(routings: list[LayerRouting]) -> pd.DataFrame:
+    """One row per (layer, expert): ``block``, ``kind``, ``expert``, ``scale``, ``count`` (routing
+    samples that chose it), ``fraction`` (count / samples of that layer)."""
+    rows = []
+    for r in routings:
+        counts = torch.bincount(r.choice.reshape(-1), minlength=len(r.scales))
+        for expert, count in enumerate(counts.tolist()):
+            rows.append(dict(block=r.block, kind=r.kind, expert=expert, scale=r.scales[expert], count=count,
+                             fraction=count / r.choice.numel()))
+    return pd.DataFrame(rows)
+
+
+def scale_map(routing: LayerRouting, grid: int, image_size: int | None = None) -> torch.Tensor:
+    """(B, grid, grid) chosen scale of every token (each token takes its window's choice, the
+    padding cropped); with ``image_size`` upsampled (nearest) to (B, image_size, image_size)."""
+    scales = routing.scale_grid()
+    if routing.window:
+        tokens = scales.repeat_interleave(routing.window, 1).repeat_interleave(routing.window, 2)[:, :grid, :grid]
+    else:
+        tokens = scales.expand(-1, grid, grid)
+    if image_size is not None:
+        tokens = F.interpolate(tokens[:, None], size=(image_size, image_size), mode="nearest")[:, 0]
+    return tokens
+
+
+def scale_by_region(routings: list[LayerRouting]) -> dict[int, torch.Tensor]:
+    """block -> (n, n) mean chosen scale per window position over the batch (windowed layers only)."""
+    return {r.block: r.scale_grid().mean(0) for r in routings if r.window}
+
+
+def scale_by_mask(routings: list[LayerRouting], masks: torch.Tensor, grid: int) -> pd.DataFrame:
+    """Mean chosen scale of windows on the object vs the background, per windowed layer.
+
+    ``masks`` (B, S, S) in {0, 1}; a window is "object" when more than half of its (unpadded)
+    tokens are foreground after resizing the mask to the token grid, else "background".
+    Returns rows ``block``, ``region``, ``mean_scale``, ``windows``.
+    """
+    token_fg = F.adaptive_avg_pool2d(masks.float()[:, None], grid)[:, 0]  # (B, grid, grid)
+    rows = []
+    for r in routings:
+        if not r.window:
+            continue
+        n = r.choice.shape[1]
+        padded = F.pad(token_fg, (0, n * r.window - grid, 0, n * r.window - grid), value=float("nan"))
+        windows = padded.view(-1, n, r.window, n, r.window).permute(0, 1, 3, 2, 4).reshape(-1, n, n, r.window ** 2)
+        fg = torch.nanmean(windows, dim=-1) > 0.5
+        scales = r.scale_grid()
+        for region, select in (("object", fg), ("background", ~fg)):
+            chosen = scales[select]
+            rows.append(dict(block=r.block, region=region, windows=int(select.sum()),
+                             mean_scale=float(chosen.mean()) if chosen.numel() else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def expert_receptive_field(expert: ConvExpert, size: int = 15, samples: int = 8, seed: int = 0) -> torch.Tensor:
+    """(size, size) effective receptive field of ``expert`` on a size x size map: the mean over
+    ``samples`` random inputs of |d out[centre] / d in| summed over channels, normalised to sum 1
+    (Luo et al., 2016). Uses the expert's own weights."""
+    channels = expert.conv.in_channels
+    generator = torch.Generator().manual_seed(seed)
+    total = torch.zeros(size, size)
+    for _ in range(samples):
+        weight = expert.conv.weight
+        x = torch.randn(1, channels, size, size, generator=generator, dtype=weight.dtype, device=weight.device)
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            expert(x)[0, :, size // 2, size // 2].sum().backward()
+        total += x.grad.abs().sum(1)[0].float().cpu()
+    return total / total.sum()
+
+
+def receptive_field_radius(field: torch.Tensor) -> float:
+    """The root-mean-square distance (in tokens) of a receptive field's mass from its centre."""
+    size = field.shape[-1]
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    d2 = (yy - size // 2) ** 2 + (xx - size // 2) ** 2
+    return float((field * d2).sum().sqrt())
+
+
+def plot_usage(usage: pd.DataFrame, title: str = "Conv-LoRA expert usage per layer"):
+    """Heat map of :func:`usage_table`: layers (rows) x expert scale (columns), fraction of windows."""
+    import matplotlib.pyplot as plt
+
+    grid = usage.pivot_table(index=["block", "kind"], columns="scale", values="fraction")
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * grid.shape[1], 0.9 + 0.45 * grid.shape[0]))
+    image = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [f"×{s:g}" for s in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [f"block {b} ({k})" for b, k in grid.index])
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w" if value < 0.6 else "k")
+    ax.set(title=title, xlabel="expert (upsampling scale)", ylabel="layer")
+    fig.colorbar(image, ax=ax, label="fraction of routing samples")
+    fig.tight_layout()
+    return fig
+
+
+def plot_scale_maps(image: np.ndarray, routings: list[LayerRouting], index: int, grid: int,
+                    title: str = "Chosen expert scale per window, by layer"):
+    """One panel per Conv-LoRA layer: ``image`` (S, S, 3) in [0, 1] overlaid with the scale each
+    window of image ``index`` chose (global blocks: one choice for the whole image)."""
+    import matplotlib.pyplot as plt
+
+    size = image.shape[0]
+    max_scale = max(max(r.scales) for r in routings)
+    fig, axes = plt.subplots(1, len(routings) + 1, figsize=(2.2 * (len(routings) + 1), 2.6), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(image)
+    axes[0].set_title("image", fontsize=9)
+    for ax, r in zip(axes[1:], routings):
+        ax.imshow(image)
+        shown = ax.imshow(scale_map(r, grid, size)[index].numpy(), cmap="plasma", vmin=1, vmax=max_scale, alpha=0.55)
+        ax.set_title(f"block {r.block} ({r.kind})", fontsize=9)
+    for ax in axes:
+        ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
+        ax.label_outer()
+    fig.colorbar(shown, ax=axes.tolist(), label="expert scale", shrink=0.8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_receptive_fields(fields: dict[float, torch.Tensor], title: str = "Effective receptive field of each expert"):
+    """One panel per expert scale (``scale -> (size, size)`` field), with its RMS radius."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(fields), figsize=(1.9 * len(fields), 2.4), squeeze=False)
+    for ax, (scale, field) in zip(axes[0], fields.items()):
+        ax.imshow(field.numpy(), cmap="magma")
+        ax.set_title(f"×{scale:g}: r={receptive_field_radius(field):.2f}", fontsize=9)
+        ax.set(xlabel="token x", ylabel="token y")
+        ax.label_outer()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scale_by_region(region: dict[int, torch.Tensor], scales: tuple,
+                         title: str = "Mean chosen scale per window position"):
+    """One heat map per windowed layer of :func:`scale_by_region` (window rows x columns)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(region), figsize=(2.4 * len(region) + 0.8, 2.8), squeeze=False)
+    for ax, (block, grid) in zip(axes[0], region.items()):
+        shown = ax.imshow(grid.numpy(), cmap="plasma", vmin=min(scales), vmax=max(scales))
+        ax.set_title(f"block {block}", fontsize=9)
+        ax.set(xlabel="window column", ylabel="window row")
+        ax.label_outer()
+    fig.colorbar(shown, ax=axes[0].tolist(), label="mean expert scale", shrink=0.8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_scale_by_mask(table: pd.DataFrame, title: str = "Mean chosen scale: object vs background windows"):
+    """Grouped bars of :func:`scale_by_mask`: per windowed layer, object and background windows."""
+
+    wide = table.pivot(index="block", columns="region", values="mean_scale")
+    ax = wide.plot.bar(figsize=(6, 3.2), rot=0, color={"object": "tab:orange", "background": "tab:gray"})
+    ax.set(title=title, xlabel="block (windowed layers)", ylabel="mean expert scale")
+    ax.figure.tight_layout()
+    return ax.figure

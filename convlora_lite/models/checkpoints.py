@@ -1,0 +1,170 @@
+"""SAM checkpoints: find or download them, read them, check they fit, resize their position tables.
+
+``checkpoint="auto"`` fetches Meta's official weights once (sha256-verified) into the cache
+folder, uses the bundled micro model's file, or random weights for ``test_tiny``. A model built
+at another ``image_size`` than its checkpoint gets the checkpoint's absolute position embedding
+resized bicubically over the token grid and the global-attention blocks' relative-position tables
+resized linearly (as SAM/ViTDet do when they change resolution).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from convlora_lite.errors import CheckpointError, DownloadError
+from convlora_lite.http import download_file
+
+if TYPE_CHECKING:
+    from convlora_lite.models.sam import SamConfig
+
+
+#: model name -> the checkpoint file bundled in ``convlora_lite/assets`` (used by ``checkpoint="auto"``).
+BUNDLED_CHECKPOINTS = {"micro_sam": "micro_sam.safetensors"}
+#: the folder of the bundled micro checkpoints and their cards (shipped in the wheel).
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where downloaded checkpoints live: ``cache_dir``, else ``$CONVLORA_CACHE``, else
+    ``~/.cache/convlora_lite``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("CONVLORA_CACHE") or Path.home() / ".cache" / "convlora_lite").expanduser()
+
+
+def official_checkpoint(cfg: SamConfig, cache_dir=None, base_url: str | None = None) -> Path:
+    """The path of ``cfg``'s official checkpoint, downloaded first if it is not in the cache.
+
+    The file comes from ``base_url`` + file name when given, else ``$CONVLORA_SAM_BASE_URL`` +
+    file name, else Meta's URL, and is verified against ``cfg.checkpoint_sha256``. A file already
+    in the cache is trusted (downloads are verified before their atomic rename).
+    """
+    file_name = cfg.checkpoint_url.rsplit("/", 1)[-1]
+    folder = cache_folder(cache_dir)
+    dest = folder / file_name
+    if dest.is_file():
+        return dest
+    base = base_url or os.environ.get("CONVLORA_SAM_BASE_URL")
+    url = base.rstrip("/") + "/" + file_name if base else cfg.checkpoint_url
+    try:
+        return download_file(url, dest, sha256=cfg.checkpoint_sha256, desc=file_name)
+    except DownloadError as err:
+        raise DownloadError(
+            f"Could not get the {cfg.name} checkpoint: {err}\nThe file {file_name} (from {url}) belongs in "
+            f"the folder {folder.resolve()}; alternatively pass checkpoint='/path/to/{file_name}' or set "
+            f"CONVLORA_SAM_BASE_URL to a mirror that holds it."
+        ) from err
+
+
+def resolve_checkpoint(cfg: SamConfig, checkpoint, cache_dir=None, base_url: str | None = None) -> Path | None:
+    """The file ``build_sam`` loads for ``checkpoint`` (``None`` means random weights).
+
+    ``"auto"``: the official file for vit_b/l/h (downloaded when needed), the bundled file for
+    the micro model, nothing (random weights) for ``test_tiny``. Anything else is a path.
+    """
+    if checkpoint is None:
+        return None
+    if isinstance(checkpoint, str) and checkpoint == "auto":
+        if cfg.checkpoint_url is not None:
+            return official_checkpoint(cfg, cache_dir, base_url)
+        if cfg.name in BUNDLED_CHECKPOINTS:
+            path = ASSETS_DIR / BUNDLED_CHECKPOINTS[cfg.name]
+            if not path.is_file():
+                raise CheckpointError(
+                    f"The bundled {cfg.name} checkpoint {path} is missing. Create it with "
+                    f"`python -m convlora_lite.pretrain {cfg.name}`, or pass checkpoint=None for random weights."
+                )
+            return path
+        return None
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file {path} does not exist. Check the path, or pass checkpoint='auto'.")
+    return path
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file or a ``torch.save``d state dict (``.pth``/``.pt``),
+    floating point ones as float32, on the CPU."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any reader failure means the same thing to the user
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (reading it raised {type(err).__name__}). "
+            "It may be truncated or corrupt: delete it and download it again, or pass another file."
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a SAM state dict (a mapping of names to tensors). "
+                              "Pass a file saved with torch.save(sam.state_dict()) or safetensors.")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def identify_state_dict(state: dict[str, torch.Tensor]) -> tuple[str | None, str]:
+    """Guess the model a SAM state dict was saved from, from its position embedding
+    ``(1, g, g, C)`` and the number of its blocks' ``qkv`` weights ``(3C, C)``.
+
+    Returns:
+        ``(name, description)``: the :data:`MODEL_CONFIGS` name (``None`` when nothing matches)
+        and a phrase for messages, e.g. ``"vit_b (1024 px)"``.
+    """
+    pos = state.get("image_encoder.pos_embed")
+    if pos is None or pos.dim() != 4:
+        return None, "no SAM model (it has no image_encoder.pos_embed)"
+    grid, dim = pos.shape[1], pos.shape[3]
+    depth = sum(1 for k in state if re.fullmatch(r"image_encoder\.blocks\.\d+\.attn\.qkv\.weight", k))
+    from convlora_lite.models.sam import MODEL_CONFIGS
+
+    for cfg in MODEL_CONFIGS.values():
+        if (cfg.embed_dim, cfg.depth) == (dim, depth):
+            return cfg.name, f"{cfg.name} ({grid * cfg.patch_size} px)"
+    return None, f"an unknown model (embed dim {dim}, {depth} blocks, {grid}x{grid} tokens)"
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """Resize an absolute position embedding ``(1, g, g, C)`` to ``(1, grid, grid, C)``
+    (bicubic over the token grid); returned as it is when it already has that size."""
+    if pos_embed.shape[1:3] == (grid, grid):
+        return pos_embed
+    resized = F.interpolate(pos_embed.permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).contiguous()
+
+
+def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """Resize a relative-position table ``(2g-1, head_dim)`` to ``(length, head_dim)`` (linear
+    interpolation over the offsets, as ``segment_anything``'s ``get_rel_pos`` does); returned as it
+    is when it already has that length."""
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    resized = F.interpolate(rel_pos.t().unsqueeze(0), size=length, mode="linear", align_corners=False)
+    return resized.squeeze(0).t().contiguous()
+
+
+def fit_state_dict(state: dict[str, torch.Tensor], cfg: SamConfig, path) -> dict[str, torch.Tensor]:
+    """Check that ``state`` was saved from the model ``cfg`` describes and resize its position
+    tables to ``cfg.image_size`` (the global-attention blocks' ``rel_pos_h/w`` and ``pos_embed``;
+    windowed blocks keep theirs)."""
+    seems_name, seems = identify_state_dict(state)
+    if seems_name != cfg.name:
+        build_that = f"build_sam({seems_name!r}, checkpoint=...) to use it, " if seems_name else ""
+        raise CheckpointError(
+            f"Checkpoint {path} does not fit model {cfg.name!r}: it seems to be for {seems}. "
+            f"Use {build_that}or pass a {cfg.name} checkpoint (checkpoint='auto' gets the right one)."
+        )
+    fitted = dict(state)
+    fitted["image_encoder.pos_embed"] = resize_pos_embed(state["image_encoder.pos_embed"], cfg.grid_size)
+    for i in cfg.global_attn_indexes:
+        for axis in ("h", "w"):
+            key = f"image_encoder.blocks.{i}.attn.rel_pos_{axis}"
+            if key in state:
+                fitted[key] = resize_rel_pos(state[key], 2 * cfg.grid_size - 1)
+    return fitted

@@ -1,0 +1,195 @@
+"""Prompt-free SAM: SAM used as a plain semantic segmenter, as Conv-LoRA fine-tunes it.
+
+No prompts enter the decoder: the sparse prompt embeddings are empty and the dense one is the
+prompt encoder's no-mask embedding. The decoder keeps the IoU token (it takes part in the
+two-way transformer) and its IoU head (frozen by ``apply_peft`` and never computed here), and:
+
+* binary tasks (``num_classes=1``): SAM's mask token 0 and hypernetwork MLP 0 only; the other
+  three tokens and MLPs are dropped, so they are not counted as parameters;
+* multi-class tasks (``num_classes=K >= 2``, background = class 0): ``num_queries`` mask tokens
+  initialised as copies of token 0, sharing hypernetwork MLP 0, and a new class head
+  ``Linear(transformer_dim, K + 1)`` (MaskFormer style; the last class is "no object").
+
+The decoder predicts logits on a ``4 g x 4 g`` grid (``g`` = encoder tokens per side, 256 x 256
+for SAM at 1024 px), bilinearly upsampled to the input size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import MaskDecoder, Sam
+from torch import nn
+
+from convlora_lite.errors import ConfigError, DataError
+from convlora_lite.peft.base import collect_aux_loss
+
+
+@dataclass
+class SegOutput:
+    """What :class:`PromptFreeSAM` returns.
+
+    Attributes:
+        logits: ``(B, 1, S, S)`` mask logits for a binary model, else ``None``.
+        mask_logits: ``(B, Q, S, S)`` per-query mask logits for a multi-class model, else ``None``.
+        class_logits: ``(B, Q, K + 1)`` per-query class logits (last = no object), or ``None``.
+        aux_loss: 0-dim tensor, the sum of the adapters' auxiliary losses (0 when none).
+    """
+
+    logits: Optional[torch.Tensor]
+    mask_logits: Optional[torch.Tensor]
+    class_logits: Optional[torch.Tensor]
+    aux_loss: torch.Tensor
+
+
+class PromptFreeMaskDecoder(nn.Module):
+    """SAM's mask decoder without prompts, with ``num_queries`` mask tokens that share
+    hypernetwork MLP 0 and an optional class head.
+
+    Parameter names follow SAM's ``MaskDecoder`` (``mask_tokens``, ``output_hypernetworks_mlps.0``,
+    ...), so SAM decoder weights map onto it one to one.
+    """
+
+    def __init__(self, decoder: MaskDecoder, num_queries: int, num_classes: Optional[int]):
+        """Reuse ``decoder``'s modules; ``num_classes=None`` means no class head (binary)."""
+        super().__init__()
+        dim = decoder.transformer_dim
+        token0 = decoder.mask_tokens.weight[:1]
+        self.transformer_dim = dim
+        self.num_mask_tokens = num_queries
+        self.transformer = decoder.transformer
+        self.iou_token = decoder.iou_token
+        self.mask_tokens = nn.Embedding(num_queries, dim, device=token0.device)
+        with torch.no_grad():
+            self.mask_tokens.weight.copy_(token0.expand(num_queries, dim))
+        self.output_upscaling = decoder.output_upscaling
+        self.output_hypernetworks_mlps = nn.ModuleList([decoder.output_hypernetworks_mlps[0]])
+        self.iou_prediction_head = decoder.iou_prediction_head
+        self.class_head = nn.Linear(dim, num_classes + 1, device=token0.device) if num_classes else None
+
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_embeddings: torch.Tensor):
+        """
+        Args:
+            image_embeddings: ``(B, C, g, g)`` from the image encoder.
+            image_pe: ``(1, C, g, g)`` dense positional encoding of the grid.
+            dense_embeddings: ``(B, C, g, g)`` dense prompt embedding (the no-mask embedding).
+
+        Returns:
+            ``(mask_logits (B, Q, 4g, 4g), class_logits (B, Q, K + 1) or None)``.
+        """
+        batch, channels, grid_h, grid_w = image_embeddings.shape
+        tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = tokens.unsqueeze(0).expand(batch, -1, -1)
+        hs, src = self.transformer(image_embeddings + dense_embeddings, image_pe, tokens)
+        query_out = hs[:, 1 : 1 + self.num_mask_tokens, :]  # (B, Q, C)
+        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, channels, grid_h, grid_w))
+        hyper = self.output_hypernetworks_mlps[0](query_out)  # (B, Q, C / 8)
+        mask_logits = (hyper @ upscaled.flatten(2)).view(batch, self.num_mask_tokens, *upscaled.shape[-2:])
+        class_logits = self.class_head(query_out) if self.class_head is not None else None
+        return mask_logits, class_logits
+
+
+class PromptFreeSAM(nn.Module):
+    """SAM as a prompt-free segmenter (binary or MaskFormer-style multi-class).
+
+    Args:
+        sam: a ``Sam`` from :func:`convlora_lite.models.sam.build_sam` (its image encoder and prompt
+            encoder are reused, its mask decoder is trimmed as described in the module docstring).
+        num_classes: 1 for binary segmentation; ``K >= 2`` classes, background included, for
+            multi-class.
+        num_queries: multi-class only: the number of mask tokens (default ``K``).
+
+    ``forward(images)`` takes ``(B, 3, S, S)`` ImageNet-normalised float images with ``S`` =
+    ``self.image_size`` and returns a :class:`SegOutput`.
+    """
+
+    def __init__(self, sam: Sam, num_classes: int = 1, num_queries: Optional[int] = None):
+        super().__init__()
+        if not hasattr(sam, "config"):
+            raise ConfigError("PromptFreeSAM needs a Sam built by convlora_lite.build_sam (it reads sam.config).")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes={num_classes!r}: use 1 for binary segmentation or K >= 2 classes "
+                              "(background included) for multi-class.")
+        if num_classes == 1 and num_queries not in (None, 1):
+            raise ConfigError(f"num_queries={num_queries} is for multi-class models; a binary model "
+                              "(num_classes=1) has one mask token. Drop num_queries or set num_classes >= 2.")
+        if num_queries is not None and (not isinstance(num_queries, int) or num_queries < 1):
+            raise ConfigError(f"num_queries={num_queries!r} must be a positive integer (default: num_classes).")
+        self.config = sam.config
+        self.image_size = sam.image_encoder.img_size
+        self.num_classes = num_classes
+        self.num_queries = 1 if num_classes == 1 else (num_queries or num_classes)
+        self.image_encoder = sam.image_encoder
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = PromptFreeMaskDecoder(
+            sam.mask_decoder, self.num_queries, num_classes if num_classes > 1 else None
+        )
+
+    @property
+    def is_binary(self) -> bool:
+        return self.num_classes == 1
+
+    @property
+    def class_head(self) -> Optional[nn.Linear]:
+        """The multi-class head (inside ``mask_decoder`` so that it trains with it), or ``None``."""
+        return self.mask_decoder.class_head
+
+    def check_images(self, images) -> None:
+        """Raise a clear error unless ``images`` is a ``(B, 3, S, S)`` float tensor at this size."""
+        size = self.image_size
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise DataError(f"Expected a batch of images as a (B, 3, {size}, {size}) tensor, got {shape}. "
+                            "Add the batch dimension with images.unsqueeze(0) for a single image.")
+        if not images.is_floating_point():
+            raise DataError(f"Expected float images (ImageNet-normalised), got dtype {images.dtype}. "
+                            "Convert with the dataset transforms (to float, /255, ImageNet mean/std).")
+        channels = images.shape[1]
+        if channels != 3:
+            how = {1: "repeat the gray channel: images.expand(-1, 3, -1, -1)",
+                   4: "drop the alpha channel: images[:, :3]"}.get(channels, "convert the images to RGB")
+            raise DataError(f"SAM takes RGB images (3 channels), got {channels} channel(s) with shape "
+                            f"{tuple(images.shape)}; {how} (the datasets convert grayscale and RGBA to RGB).")
+        if images.shape[-2:] != (size, size):
+            raise DataError(f"This model takes {size}x{size} images, got {tuple(images.shape[-2:])}. Resize the "
+                            f"images to {size} (the dataset's image_size) or build the model with "
+                            f"build_sam(..., image_size={images.shape[-1]}) if that is a multiple of "
+                            f"{self.config.patch_size}.")
+
+    def forward(self, images: torch.Tensor) -> SegOutput:
+        """
+        Args:
+            images: ``(B, 3, S, S)`` ImageNet-normalised float images.
+
+        Returns:
+            :class:`SegOutput` with ``logits`` (binary) or ``mask_logits`` and ``class_logits``
+            (multi-class), upsampled to ``S x S``, and the adapters' ``aux_loss``.
+        """
+        self.check_images(images)
+        embeddings = self.image_encoder(images)  # (B, C, g, g)
+        batch, channels, grid_h, grid_w = embeddings.shape
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, channels, 1, 1).expand(batch, -1, grid_h, grid_w)
+        low_res, class_logits = self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), dense)
+        masks = F.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        aux_loss = collect_aux_loss(self)
+        if self.is_binary:
+            return SegOutput(logits=masks, mask_logits=None, class_logits=None, aux_loss=aux_loss)
+        return SegOutput(logits=None, mask_logits=masks, class_logits=class_logits, aux_loss=aux_loss)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities (no gradients; call ``.eval()`` first for inference).
+
+        Returns:
+            binary: ``(B, S, S)`` foreground probabilities (sigmoid of the logits);
+            multi-class: ``(B, K, S, S)`` per-class scores, MaskFormer's semantic inference
+            ``score_k = sum_q softmax(class_q)[k] * sigmoid(mask_q)`` for ``k < K`` (the
+            no-object class dropped); the predicted label map is ``scores.argmax(1)``.
+        """
+        out = self(images)
+        if self.is_binary:
+            return out.logits.sigmoid()[:, 0]
+        class_probs = out.class_logits.softmax(-1)[..., :-1]  # (B, Q, K)
+        return torch.einsum("bqk,bqhw->bkhw", class_probs, out.mask_logits.sigmoid())

@@ -1,0 +1,119 @@
+"""The configuration of one training run, :class:`TrainConfig`, and how it is resolved.
+
+The recipe behind the defaults is in ``docs/recipe.md``; the presets that override them are in
+:mod:`convlora_lite.training.presets`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from convlora_lite.errors import ConfigError
+from convlora_lite.training.presets import OFFICIAL_SEED, get_preset
+from convlora_lite.training.rundir import RunDir, jsonable
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+#: config fields that may change between a run and its resume (where the run and the data lie,
+#: how they are loaded); any other difference is a ConfigError.
+RESUME_FREE_FIELDS = ("resume", "num_workers", "output_dir", "data_root")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; written to ``config.json`` (enough to rerun it).
+
+    Build one with :meth:`resolve` (dataset recipe + preset + explicit overrides). Fields:
+    ``checkpoint`` is what :func:`~convlora_lite.models.sam.build_sam` loads (``"auto"``: official or
+    bundled weights; ``None``: random); ``num_classes`` is 1 for binary tasks, else K with the
+    background; ``max_grad_norm=None`` disables clipping; ``early_stopping_patience=None`` disables
+    early stopping; ``max_train_batches``/``max_eval_batches`` cap the batches per epoch/evaluation
+    (``None``: all); ``method_options`` are the PEFT method's options (its defaults included).
+    """
+
+    dataset: str
+    method: str
+    preset: str = "cpu"
+    model: str = "micro_sam"
+    checkpoint: Optional[str] = "auto"
+    seed: int = OFFICIAL_SEED
+    output_dir: Optional[str] = None
+    data_root: str = "data"
+    image_size: int = 256
+    num_classes: int = 1
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 1
+    grad_accum: int = 1
+    weight_decay: float = 1e-4
+    max_grad_norm: Optional[float] = 1.0
+    precision: str = "auto"
+    activation_checkpointing: bool = False
+    device: str = "auto"
+    early_stopping_patience: Optional[int] = None
+    max_train_batches: Optional[int] = None
+    max_eval_batches: Optional[int] = None
+    num_workers: int = 0
+    method_options: dict = field(default_factory=dict)
+    resume: bool = False
+
+    @classmethod
+    def resolve(cls, dataset: str, method: str, preset: str = "cpu", *, spec=None, **overrides) -> "TrainConfig":
+        """The config of ``method`` on ``dataset`` under ``preset``; explicit ``overrides`` win.
+
+        Order: the dataset's official recipe (``epochs``, ``lr``), then the preset's overrides,
+        then ``overrides`` (``image_size=None`` means the model's native size; ``checkpoint=None``
+        random weights). ``spec`` is the dataset's
+        :class:`~convlora_lite.data.registry.DatasetSpec` (default: the registry's entry).
+        """
+        from convlora_lite.data.registry import get_dataset_spec
+        from convlora_lite.models.sam import get_config
+        from convlora_lite.peft import get_method
+
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(overrides) - set(fields)
+        if unknown:
+            raise ConfigError(f"Unknown training option(s) {sorted(unknown)}; TrainConfig takes {fields}.")
+        spec = spec if spec is not None else get_dataset_spec(dataset)
+        values = dict(num_classes=1 if spec.task == "binary" else len(spec.classes), epochs=spec.epochs, lr=spec.lr)
+        values.update(get_preset(preset).overrides)
+        values.update(overrides, dataset=dataset, method=method, preset=preset)
+        values.setdefault("output_dir", str(RunDir.of("runs", dataset, method, values.get("seed", OFFICIAL_SEED)).path))
+        values["image_size"] = values.get("image_size") or get_config(values.get("model", cls.model)).image_size
+        values["method_options"] = get_method(method).options(**(overrides.get("method_options") or {}))
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a value no run can use."""
+        from convlora_lite.models.sam import get_config
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device={self.device!r}; choose one of {', '.join(DEVICES)}.")
+        for name in ("epochs", "batch_size", "grad_accum", "image_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be a positive integer.")
+        patch = get_config(self.model).patch_size
+        if self.image_size % patch:
+            raise ConfigError(f"image_size={self.image_size} must be a multiple of {self.model}'s patch size {patch}.")
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            raise ConfigError(f"lr={self.lr} must be positive.")
+
+    def to_dict(self) -> dict:
+        """The fields as plain JSON types (what ``config.json`` holds)."""
+        return jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return cls(**data)
+
+    def changed_fields(self, stored: dict) -> list[str]:
+        """The fields (other than :data:`RESUME_FREE_FIELDS`) whose value differs from ``stored``,
+        a run's ``config.json``."""
+        current = self.to_dict()
+        return sorted(k for k in current if k not in RESUME_FREE_FIELDS and stored.get(k) != current[k])
+

@@ -1,0 +1,41 @@
+"""The model of a run: built from its config, or rebuilt from a finished run directory."""
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from convlora_lite.models.checkpointing import enable_activation_checkpointing
+from convlora_lite.models.sam import build_sam
+from convlora_lite.models.segmenter import PromptFreeSAM
+from convlora_lite.peft import apply_peft
+from convlora_lite.peft.state import load_trainable
+from convlora_lite.training.config import TrainConfig
+from convlora_lite.training.rundir import RunDir
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """``PromptFreeSAM(build_sam(model, checkpoint, image_size), num_classes)`` with the PEFT
+    method applied and, if asked, activation checkpointing of the encoder blocks."""
+    sam = build_sam(config.model, config.checkpoint, image_size=config.image_size)
+    model = PromptFreeSAM(sam, num_classes=config.num_classes)
+    apply_peft(model, config.method, **config.method_options)
+    if config.activation_checkpointing:
+        enable_activation_checkpointing(model.image_encoder)
+    return model
+
+
+def load_run(run_dir) -> tuple[nn.Module, TrainConfig]:
+    """``(model, config)`` of a finished run: the model rebuilt from ``config.json`` (frozen
+    weights from ``config.checkpoint``, or from the seed for a random model) with the best
+    trainable weights, in eval mode on the CPU."""
+    from accelerate.utils import set_seed
+
+    run = RunDir(run_dir)
+    config = run.read_config()
+    set_seed(config.seed)
+    config = dataclasses.replace(config, activation_checkpointing=False)
+    model = build_model(config)
+    load_trainable(model, run.load_tensors(run.best), str(run.best))
+    return model.eval(), config
+

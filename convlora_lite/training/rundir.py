@@ -1,0 +1,131 @@
+"""One training run = one directory, owned by :class:`RunDir`: its layout, readers and atomic writers.
+
+::
+
+    <run dir>/
+      config.json               the resolved TrainConfig: everything needed to rerun
+      history.csv               one row per epoch: epoch, train_loss, aux_loss, lr, val_<metric>..., time_s
+      metrics.json              best epoch, its val metrics, and the test splits' metrics (best weights)
+      checkpoint/
+        best.safetensors        trainable tensors only (adapter + trained decoder) at the best epoch
+        last.safetensors        trainable tensors only after the last completed epoch
+        resume.pt               optimizer, scheduler, scaler, RNG states, epoch, best so far, history
+      figures/loss_curve.png
+
+A sweep keeps its runs at ``{output_dir}/{dataset}/{method}/seed{seed}`` (:meth:`RunDir.of`).
+Every file is written to a temporary name in the same folder and then moved into place with
+``os.replace``, so a crash never leaves a half-written file: ``resume.pt`` is either the old
+epoch's or the new one's.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from convlora_lite.errors import CheckpointError
+
+
+class RunDir:
+    """The paths of a run directory and the atomic readers/writers of its files."""
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, output_dir, dataset: str, method: str, seed: int) -> "RunDir":
+        """The run of (``dataset``, ``method``, ``seed``) in the sweep folder ``output_dir``."""
+        return cls(Path(output_dir) / dataset / method / f"seed{seed}")
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    config = property(lambda self: self.path / "config.json")
+    history = property(lambda self: self.path / "history.csv")
+    metrics = property(lambda self: self.path / "metrics.json")
+    checkpoint_dir = property(lambda self: self.path / "checkpoint")
+    best = property(lambda self: self.checkpoint_dir / "best.safetensors")
+    last = property(lambda self: self.checkpoint_dir / "last.safetensors")
+    resume_state = property(lambda self: self.checkpoint_dir / "resume.pt")
+    figures = property(lambda self: self.path / "figures")
+
+    def create(self) -> None:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.figures.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, path: Path, data: dict) -> None:
+        _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
+
+    def read_json(self, path: Path) -> dict:
+        if not path.exists():
+            raise CheckpointError(f"{path} does not exist: {self.path} is not a (finished) run directory.")
+        return json.loads(path.read_text())
+
+    def read_config(self):
+        """The run's :class:`~convlora_lite.training.config.TrainConfig` (from ``config.json``)."""
+        from convlora_lite.training.config import TrainConfig
+
+        return TrainConfig.from_dict(self.read_json(self.config))
+
+    def read_metrics(self) -> dict:
+        """``metrics.json``: best epoch, its val metrics, the test splits' metrics."""
+        return self.read_json(self.metrics)
+
+    def is_complete(self) -> bool:
+        """Whether the run finished (``metrics.json`` says ``completed``)."""
+        return self.metrics.exists() and bool(self.read_metrics().get("completed"))
+
+    def read_history(self) -> pd.DataFrame:
+        """``history.csv`` as a DataFrame, one row per finished epoch (every value a float)."""
+        if not self.history.exists():
+            raise CheckpointError(f"{self.history} does not exist: {self.path} is not a run directory "
+                                  "with at least one finished epoch.")
+        with open(self.history, newline="") as f:
+            return pd.DataFrame([{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)])
+
+    def write_history(self, rows: list[dict]) -> None:
+        """Write ``rows`` (one dict per epoch, same keys) as ``history.csv``."""
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
+                writer.writeheader()
+                writer.writerows(rows)
+        _atomic(self.history, write)
+
+    def save_tensors(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
+        """Save ``tensors`` (detached, contiguous, on the CPU) as safetensors."""
+        cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+        _atomic(path, lambda tmp: save_file(cpu, str(tmp)))
+
+    def load_tensors(self, path: Path) -> dict[str, torch.Tensor]:
+        if not path.exists():
+            raise CheckpointError(f"Checkpoint {path} is missing; rerun training for {self.path}.")
+        return load_file(str(path))
+
+    def save_state(self, state: dict) -> None:
+        _atomic(self.resume_state, lambda tmp: torch.save(state, tmp))
+
+    def load_state(self) -> dict:
+        return torch.load(self.resume_state, map_location="cpu", weights_only=False)
+
+
+def jsonable(value):
+    """Plain JSON types (numpy / torch scalars to float, tuples to lists)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def _atomic(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

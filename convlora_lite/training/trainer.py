@@ -1,0 +1,348 @@
+"""The training loop: official Conv-LoRA recipe, one run directory per run, resumable.
+
+``fit(config)`` trains a :class:`~convlora_lite.models.segmenter.PromptFreeSAM` with a PEFT method on a
+registry dataset and returns the run directory (layout in :mod:`convlora_lite.training.rundir`).
+
+The recipe (``docs/recipe.md``, "Training recipe"), all of it the default (the optimiser and
+schedule in :mod:`convlora_lite.training.optim`):
+
+* AdamW (0.9, 0.999, eps 1e-6), weight decay 1e-4 except on biases and normalisation weights.
+  The rule is the official one (AutoGluon's ``get_weight_decay_param_names``: every parameter of
+  a norm layer and every parameter whose name contains ``bias`` is left out); other 1-D or
+  embedding tensors (mask tokens, position tables, gates) do decay. SAM's ``LayerNorm2d`` counts
+  as a norm layer.
+* Linear decay of the learning rate to 0 over all optimizer steps, no warm-up: step ``s`` of
+  ``T`` uses ``lr * (1 - s / T)``; after the last step the rate is 0.
+* Gradient clipping at norm 1.0; mixed precision on GPU (fp16 with a gradient scaler, or bf16);
+  batch ``batch_size`` per process, ``grad_accum`` batches per optimizer step. The last group of
+  an epoch may be shorter; its loss is averaged over the batches it has (a true mean), where
+  Lightning divides by ``grad_accum`` regardless.
+* Loss = task loss (the dataset's ``loss``) + the adapters' auxiliary loss (weight 1).
+* Validation every epoch; the best checkpoint by the dataset's ``select_metric``/``select_mode``;
+  optional early stopping; at the end the test splits are scored with the best weights.
+
+Multi-process (``accelerate launch`` or ``torchrun``): data parallel through Hugging Face
+Accelerate; each process trains on its shard of every epoch's permutation, gradients are averaged;
+validation and testing run on the main process only (the others wait), which alone writes the run
+directory. Data order does not depend on the RNG state: epoch ``e`` uses the permutation seeded by
+``(seed, e)``, which is what makes ``resume`` end exactly where an uninterrupted run ends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from convlora_lite.analysis.figures import plot_history
+from convlora_lite.data.datasets import build_splits
+from convlora_lite.data.install import ensure_dataset
+from convlora_lite.data.registry import get_dataset_spec
+from convlora_lite.errors import ConfigError, DataError
+from convlora_lite.peft.state import load_trainable, trainable_state
+from convlora_lite.training.config import TrainConfig
+from convlora_lite.training.devices import make_accelerator, resolve_device, resolve_precision
+from convlora_lite.training.evaluation import evaluate_model
+from convlora_lite.training.losses import task_loss
+from convlora_lite.training.model import build_model
+from convlora_lite.training.optim import build_optimizer, linear_decay
+from convlora_lite.training.rundir import RunDir, jsonable
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+
+
+class Trainer:
+    """Trains one run. ``Trainer(config).fit()`` or :func:`fit`.
+
+    Args:
+        config: a resolved :class:`TrainConfig`.
+        spec: the dataset's spec (default: the registry's entry for ``config.dataset``); any
+            object with ``task``, ``classes``, ``loss``, ``select_metric``, ``select_mode`` and
+            ``test_splits`` works, to train on data of your own.
+        datasets: ``{"train", "val", *test splits}`` -> Dataset (default: built from the
+            registry's files); items are ``dict(image=(3,S,S) float, mask=(S,S), name=str)``.
+        on_epoch_end: called as ``on_epoch_end(epoch, history_row)`` after each epoch has been
+            saved (an exception raised there interrupts the run like a crash would).
+    """
+
+    def __init__(self, config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
+                 on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> None:
+        from accelerate.utils import set_seed
+
+        config.validate()
+        self.config = config
+        self.spec = spec if spec is not None else get_dataset_spec(config.dataset)
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.accelerator = make_accelerator(self.device, self.precision)
+        self.is_main = self.accelerator.is_main_process
+        self.run = RunDir(config.output_dir or "run")
+        self.on_epoch_end = on_epoch_end
+        self.state = self._previous_state()
+        if self.state.get("completed"):
+            return
+        if datasets is None:
+            with self.accelerator.main_process_first():
+                ensure_dataset(self.spec, config.data_root, log=self.log)
+                datasets = build_splits(self.spec, config.data_root, config.image_size)
+        missing = {"train", "val"} - set(datasets)
+        if missing:
+            raise DataError(f"datasets lacks the split(s) {sorted(missing)}; give at least train and val.")
+        empty = [split for split, data in datasets.items() if len(data) == 0]
+        if empty:
+            raise DataError(f"The split(s) {empty} of {config.dataset} hold no images; check the dataset's files.")
+        self.datasets = datasets
+        set_seed(config.seed)
+        model = build_model(config)
+        self.loss_fn = task_loss(self.spec, config.num_classes)
+        optimizer = build_optimizer(model, config.lr, config.weight_decay)
+        self.steps_per_epoch = math.ceil(self._batches_per_epoch() / config.grad_accum)
+        self.scheduler = linear_decay(optimizer, config.epochs * self.steps_per_epoch)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if "resume" in self.state:
+            self._load_resume_state(self.state["resume"])
+
+    # ---- the run directory ----------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            tqdm.write(message)
+
+    def _previous_state(self) -> dict:
+        """What the run directory already holds: ``{}`` for a fresh run, ``{"completed": True}``
+        for a finished one, ``{"resume": state}`` to continue."""
+        cfg, run = self.config, self.run
+        if not run.config.exists():
+            if cfg.resume:
+                self.log(f"Nothing to resume in {run.path}: starting a new run.")
+            return {}
+        if not cfg.resume:
+            raise ConfigError(f"{run.path} already holds a run. Pass --resume to continue it, "
+                              "or choose another --output-dir (or delete that folder).")
+        stored = run.read_json(run.config)
+        changed = cfg.changed_fields(stored)
+        if changed:
+            current = cfg.to_dict()
+            details = "; ".join(f"{k}: run has {stored.get(k)!r}, now {current[k]!r}" for k in changed)
+            raise ConfigError(f"Cannot resume {run.path} with a different configuration ({details}). "
+                              "Use the same options, or another --output-dir for a new run.")
+        if run.is_complete():
+            self.log(f"{run.path} is already complete: nothing to resume.")
+            return {"completed": True}
+        if not run.resume_state.exists():
+            self.log(f"{run.path} has no completed epoch: starting it again.")
+            return {}
+        return {"resume": run.load_state()}
+
+    def _save_epoch(self, history: list[dict], best: dict, improved: bool, patience_left, stopped: bool,
+                    rng_states: list) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        weights = trainable_state(model)
+        self.run.save_tensors(self.run.last, weights)
+        if improved:
+            self.run.save_tensors(self.run.best, weights)
+        self.run.write_history(history)
+        scaler = self.accelerator.scaler
+        self.run.save_state({
+            "epoch": len(history), "history": history, "best": best, "patience_left": patience_left,
+            "stopped_early": stopped, "weights": {k: v.cpu().clone() for k, v in weights.items()},
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_states,
+            "world_size": self.accelerator.num_processes,
+        })
+
+    def _load_resume_state(self, state: dict) -> None:
+        load_trainable(self.accelerator.unwrap_model(self.model), state["weights"], "resume state")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"] is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        rank = self.accelerator.process_index
+        if state["world_size"] == self.accelerator.num_processes:
+            _set_rng_state(state["rng"][rank])
+        else:
+            self.log(f"Resuming with {self.accelerator.num_processes} processes instead of {state['world_size']}: "
+                     "the random streams differ from an uninterrupted run.")
+            _set_rng_state(state["rng"][0])
+        self.log(f"Resuming {self.run.path} after epoch {state['epoch']} of {self.config.epochs}.")
+
+    # ---- data -------------------------------------------------------------------------------
+
+    def _epoch_indices(self, epoch: int) -> list[int]:
+        """This process's share of epoch ``epoch``'s permutation (padded so every process has
+        as many samples as the others, as ``DistributedSampler`` does)."""
+        n, world = len(self.datasets["train"]), self.accelerator.num_processes
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        order = torch.randperm(n, generator=generator).tolist()
+        padded = order + order[: (-n) % world]
+        return padded[self.accelerator.process_index::world]
+
+    def _batches_per_epoch(self) -> int:
+        per_process = math.ceil(len(self.datasets["train"]) / self.accelerator.num_processes)
+        batches = math.ceil(per_process / self.config.batch_size)
+        return batches if self.config.max_train_batches is None else min(batches, self.config.max_train_batches)
+
+    def _train_loader(self, epoch: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        return DataLoader(Subset(self.datasets["train"], self._epoch_indices(epoch)), batch_size=self.config.batch_size,
+                          shuffle=False, num_workers=self.config.num_workers, generator=generator,
+                          pin_memory=self.device == "cuda")
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One epoch; returns ``{"train_loss", "aux_loss", "lr"}`` (means over all processes)."""
+        cfg, acc = self.config, self.accelerator
+        self.model.train()
+        num_batches = self._batches_per_epoch()
+        sums = torch.zeros(3, device=acc.device)  # task loss, aux loss, batches
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar = tqdm(total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.is_main)
+        for i, batch in enumerate(self._train_loader(epoch)):
+            if i == num_batches:
+                break
+            group_start = i - i % cfg.grad_accum
+            group_size = min(cfg.grad_accum, num_batches - group_start)
+            step_now = i + 1 == group_start + group_size
+            images, masks = batch["image"].to(acc.device), batch["mask"].to(acc.device)
+            with nullcontext() if step_now else acc.no_sync(self.model):
+                with acc.autocast():
+                    out = self.model(images)
+                    task_loss = self.loss_fn(out, masks)
+                    loss = (task_loss + out.aux_loss) / group_size
+                acc.backward(loss)
+            sums += torch.stack([task_loss.detach().float(), out.aux_loss.detach().float(), torch.ones((), device=acc.device)])
+            if step_now:
+                lr = self.optimizer.param_groups[0]["lr"]
+                if cfg.max_grad_norm is not None:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                if not acc.optimizer_step_was_skipped:
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            bar.update(1)
+            bar.set_postfix(loss=f"{task_loss.item():.4f}")
+        bar.close()
+        sums = acc.reduce(sums, reduction="sum")
+        return {"train_loss": (sums[0] / sums[2]).item(), "aux_loss": (sums[1] / sums[2]).item(), "lr": lr}
+
+    def _score(self, split: str) -> dict:
+        """The task's metrics of the current weights on ``split`` (main process)."""
+        return evaluate_model(self.accelerator.unwrap_model(self.model), self.datasets[split], self.spec,
+                              batch_size=self.config.batch_size, device=self.accelerator.device,
+                              max_batches=self.config.max_eval_batches, autocast=self.accelerator.autocast,
+                              desc=f"eval {split}")
+
+    def _better(self, value: float, best: Optional[float]) -> bool:
+        if best is None:
+            return True
+        return value > best if self.spec.select_mode == "max" else value < best
+
+    def fit(self) -> Path:
+        """Train (or continue) the run; returns the run directory."""
+        from accelerate.utils import broadcast_object_list, gather_object
+
+        cfg, acc, run = self.config, self.accelerator, self.run
+        if self.state.get("completed"):
+            return run.path
+        resume = self.state.get("resume", {})
+        history = list(resume.get("history", []))
+        best = resume.get("best", {"epoch": None, "value": None, "val": None})
+        patience_left = resume.get("patience_left", cfg.early_stopping_patience)
+        stopped = resume.get("stopped_early", False)
+        if self.is_main:
+            run.create()
+            run.write_json(run.config, dataclasses.replace(cfg, resume=False).to_dict())
+        for epoch in range(len(history), cfg.epochs):
+            if stopped:
+                break
+            start = time.perf_counter()
+            row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            improved = False
+            if self.is_main:
+                val = self._score("val")
+                row.update({f"val_{k}": v for k, v in _scalars(val).items()})
+                value = float(val[self.spec.select_metric])
+                improved = self._better(value, best["value"])
+                if improved:
+                    best = {"epoch": epoch + 1, "value": value, "val": jsonable(val)}
+                    patience_left = cfg.early_stopping_patience
+                elif patience_left is not None:
+                    patience_left -= 1
+                stopped = patience_left is not None and patience_left <= 0 and epoch + 1 < cfg.epochs
+            row["time_s"] = round(time.perf_counter() - start, 3)
+            history.append(row)
+            rng_states = gather_object([_rng_state()])
+            if self.is_main:
+                self._save_epoch(history, best, improved, patience_left, stopped, rng_states)
+                if stopped:
+                    self.log(f"Early stopping after epoch {epoch + 1}: no better {self.spec.select_metric} "
+                             f"for {cfg.early_stopping_patience} epochs.")
+            flags = [stopped]
+            broadcast_object_list(flags)
+            stopped = flags[0]
+            acc.wait_for_everyone()
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch + 1, row)
+        if self.is_main:
+            self._finish(history, best, stopped)
+        acc.wait_for_everyone()
+        return run.path
+
+    def _finish(self, history: list[dict], best: dict, stopped: bool) -> None:
+        """Score the test splits with the best weights (at most ``max_eval_batches`` batches each, as
+        validation; :func:`~convlora_lite.training.evaluation.evaluate` scores a whole split); write metrics.json and the figure."""
+        model = self.accelerator.unwrap_model(self.model)
+        load_trainable(model, self.run.load_tensors(self.run.best), str(self.run.best))
+        tests = [s for s in self.datasets if s not in ("train", "val")]
+        test = {split: jsonable(self._score(split)) for split in tests}
+        self.run.write_json(self.run.metrics, {
+            "dataset": self.config.dataset, "method": self.config.method, "model": self.config.model,
+            "seed": self.config.seed, "select_metric": self.spec.select_metric, "select_mode": self.spec.select_mode,
+            "best_epoch": best["epoch"], "epochs_run": len(history), "stopped_early": stopped,
+            "val": best["val"], "test": test, "max_eval_batches": self.config.max_eval_batches, "completed": True,
+        })
+        plot_history(self.run.path, self.spec).savefig(self.run.figures / "loss_curve.png", dpi=100)
+        for split, metrics in test.items():
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in _scalars(metrics).items())
+            self.log(f"test {split}: {shown}")
+
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+
+
+def fit(config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
+        on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> Path:
+    """Train ``config`` (see :class:`Trainer` for the arguments); returns the run directory."""
+    return Trainer(config, spec=spec, datasets=datasets, on_epoch_end=on_epoch_end).fit()
+

@@ -1,0 +1,197 @@
+"""Figures of convlora_lite.analysis.figures: the arrays they draw (hand cases) and the figures' layout."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from convlora_lite.data.transforms import normalize_image
+from convlora_lite.errors import CheckpointError, DataError
+from convlora_lite.analysis.figures import (CLASS_PALETTE, ERROR_COLOURS, IGNORE_COLOUR, LABEL_ERROR_COLOURS, MASK_COLOUR,
+                               PREDICTION_COLOUR, class_iou_bars, class_statistics, colorize_labels, display_image,
+                               error_colours, error_map, label_map_figure, overlay, plot_class_statistics,
+                               plot_history, prediction_grid)
+
+CLASSES = ("background", "shelf", "jar", "freezer", "window", "door", "eyeglass", "cup", "wall", "bowl", "bottle", "box")
+
+
+def _pixels(h=4, w=6, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def _legend_labels(figure):
+    return [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+
+
+def test_display_image_undoes_the_dataset_normalisation():
+    pixels = _pixels()
+    shown = display_image(normalize_image(pixels))
+    assert shown.shape == (4, 6, 3)
+    np.testing.assert_allclose(shown, pixels / 255.0, atol=1e-5)
+    np.testing.assert_allclose(display_image(normalize_image(pixels).numpy()), pixels / 255.0, atol=1e-5)
+    np.testing.assert_allclose(display_image(pixels), pixels / 255.0)
+    with pytest.raises(DataError, match="Expected an image"):
+        display_image(np.zeros((4, 6)))
+
+
+def test_error_colours_hand_case():
+    mask = np.array([[1, 1, 0], [0, 0, 1]], dtype=np.float32)
+    prob = np.array([[0.9, 0.2, 0.7], [0.1, 0.5, 0.51]])  # 0.5 is not foreground (prob > 0.5)
+    out = error_colours(mask, torch.from_numpy(prob))
+    expected = np.array([[ERROR_COLOURS["true positive"], ERROR_COLOURS["false negative"], ERROR_COLOURS["false positive"]],
+                         [(0, 0, 0), (0, 0, 0), ERROR_COLOURS["true positive"]]])
+    np.testing.assert_allclose(out, expected)
+    # true negatives show the darkened grey image
+    pixels = np.full((2, 3, 3), 200, dtype=np.uint8)
+    pixels[1, 0] = (30, 60, 90)
+    out = error_colours(mask, prob, image=pixels)
+    np.testing.assert_allclose(out[1, 0], [60 / 255 * 0.5] * 3)
+    np.testing.assert_allclose(out[1, 1], [200 / 255 * 0.5] * 3)
+    np.testing.assert_allclose(out[0, 2], ERROR_COLOURS["false positive"])
+
+
+def test_error_colours_multiclass_marks_wrong_labels_and_ignored_pixels():
+    mask = np.array([[0, 3, 0], [255, 5, 2]])
+    pred = np.array([[0, 4, 2], [1, 5, 0]])
+    pixels = np.full((2, 3, 3), 100, dtype=np.uint8)
+    out = error_colours(mask, pred, pixels, multiclass=True)
+    np.testing.assert_allclose(out[0, 0], [100 / 255 * 0.5] * 3)  # correct background: the grey image
+    np.testing.assert_allclose(out[0, 1], LABEL_ERROR_COLOURS["wrong class"])
+    np.testing.assert_allclose(out[0, 2], LABEL_ERROR_COLOURS["wrong class"])  # background called class 2
+    np.testing.assert_allclose(out[1, 0], IGNORE_COLOUR)
+    np.testing.assert_allclose(out[1, 1], LABEL_ERROR_COLOURS["correct object class"])
+    np.testing.assert_allclose(out[1, 2], LABEL_ERROR_COLOURS["wrong class"])  # object missed
+
+
+def test_colorize_labels_uses_the_fixed_palette():
+    assert CLASS_PALETTE.shape == (12, 3) and len({tuple(c) for c in CLASS_PALETTE}) == 12
+    labels = torch.tensor([[0, 11], [255, 4]])
+    out = colorize_labels(labels)
+    np.testing.assert_allclose(out[0, 0], CLASS_PALETTE[0])
+    np.testing.assert_allclose(out[0, 1], CLASS_PALETTE[11])
+    np.testing.assert_allclose(out[1, 0], IGNORE_COLOUR)
+    np.testing.assert_allclose(out[1, 1], CLASS_PALETTE[4])
+    with pytest.raises(DataError, match="outside"):
+        colorize_labels(np.array([[12]]))
+
+
+def test_overlay_binary_panels_and_colours():
+    pixels = _pixels()
+    mask = np.zeros((4, 6))
+    mask[1, 1] = 1
+    prob = np.zeros((4, 6))
+    prob[2, 3] = 0.8
+    figure = overlay(normalize_image(pixels), torch.from_numpy(mask), prob, title="one sample")
+    axes = figure.axes
+    assert [ax.get_title() for ax in axes] == ["image", "ground truth", "prediction"]
+    assert figure._suptitle.get_text() == "one sample"
+    shown = pixels / 255.0
+    truth_panel, pred_panel = axes[1].images[0].get_array(), axes[2].images[0].get_array()
+    np.testing.assert_allclose(truth_panel[1, 1], 0.5 * shown[1, 1] + 0.5 * np.array(MASK_COLOUR), atol=1e-5)
+    np.testing.assert_allclose(truth_panel[0, 0], shown[0, 0], atol=1e-5)
+    np.testing.assert_allclose(pred_panel[2, 3], 0.5 * shown[2, 3] + 0.5 * np.array(PREDICTION_COLOUR), atol=1e-5)
+    assert not figure.legends
+
+
+def test_overlay_multiclass_has_a_class_legend():
+    labels = np.zeros((4, 6), dtype=np.int64)
+    labels[0, 0] = 7
+    figure = overlay(_pixels(), labels, labels, classes=CLASSES)
+    assert _legend_labels(figure) == list(CLASSES)
+    np.testing.assert_allclose(figure.axes[1].images[0].get_array()[0, 0],
+                               0.45 * _pixels()[0, 0] / 255 + 0.55 * CLASS_PALETTE[7], atol=1e-5)
+
+
+def test_prediction_grid_layout_as_the_papers_figure():
+    images = torch.stack([normalize_image(_pixels(seed=s)) for s in range(3)])
+    masks = torch.zeros(3, 4, 6)
+    preds = {"LoRA": torch.rand(3, 4, 6), "Conv-LoRA": [np.ones((4, 6))] * 3}
+    figure = prediction_grid(images, masks, preds, title="polyp test")
+    assert len(figure.axes) == 3 * 4
+    assert [ax.get_title() for ax in figure.axes[:4]] == ["image", "ground truth", "LoRA", "Conv-LoRA"]
+    assert figure._suptitle.get_text() == "polyp test"
+    np.testing.assert_allclose(figure.axes[3].images[0].get_array(), np.ones((4, 6, 3)))  # white foreground
+    np.testing.assert_allclose(figure.axes[1].images[0].get_array(), np.zeros((4, 6, 3)))
+    with pytest.raises(DataError, match="2 predictions for 3 images"):
+        prediction_grid(images, masks, {"LoRA": torch.rand(2, 4, 6)})
+
+
+def test_prediction_grid_multiclass_colours_and_legend():
+    labels = torch.tensor([[[0, 1], [2, 11]]])
+    figure = prediction_grid(_pixels(2, 2)[None], labels, {"Conv-LoRA": labels}, classes=CLASSES)
+    np.testing.assert_allclose(figure.axes[2].images[0].get_array(), CLASS_PALETTE[labels[0].numpy()])
+    assert _legend_labels(figure) == list(CLASSES)
+
+
+def test_error_map_figure():
+    mask = np.array([[1, 0], [0, 0]])
+    figure = error_map([_pixels(2, 2), _pixels(2, 2, 1)], [mask, mask], [np.array([[0.9, 0.9], [0, 0]])] * 2)
+    assert [ax.get_title() for ax in figure.axes] == ["sample 1", "sample 2"]
+    assert _legend_labels(figure) == list(ERROR_COLOURS)
+    np.testing.assert_allclose(figure.axes[0].images[0].get_array()[0, 1], ERROR_COLOURS["false positive"])
+    single = error_map(_pixels(2, 2), mask, mask, classes=CLASSES)  # one sample, multi-class
+    assert len(single.axes) == 1 and _legend_labels(single) == list(LABEL_ERROR_COLOURS)
+    with pytest.raises(DataError, match="give one each"):
+        error_map([_pixels(2, 2)], [mask, mask], [mask])
+
+
+def _write_run(tmp_path, rows, dataset="synth_sbu"):
+    with open(tmp_path / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "config.json").write_text(json.dumps({"dataset": dataset, "method": "conv_lora", "model": "micro_sam"}))
+    return tmp_path
+
+
+def test_plot_history_marks_the_selection_metric_and_best_epoch(tmp_path):
+    rows = [dict(epoch=e, train_loss=1 / e, aux_loss=0.01, lr=1e-3, val_ber=b, val_iou=0.5, val_mae=0.2, time_s=1.0)
+            for e, b in zip((1, 2, 3), (0.3, 0.1, 0.2))]  # SBU selects the lowest BER: epoch 2
+    figure = plot_history(_write_run(tmp_path, rows))
+    loss_ax, metric_ax = figure.axes
+    assert loss_ax.get_xlabel() == metric_ax.get_xlabel() == "epoch"
+    assert loss_ax.get_ylabel() == "loss" and "validation" in metric_ax.get_ylabel()
+    labels = [line.get_label() for line in metric_ax.get_lines()]
+    assert labels == ["ber (selection)", "iou", "mae (lower is better)", "best epoch (2)"]
+    np.testing.assert_allclose(loss_ax.get_lines()[0].get_ydata(), [1, 0.5, 1 / 3])
+    assert "conv_lora on synth_sbu" in figure._suptitle.get_text()
+    with pytest.raises(CheckpointError, match="history.csv"):
+        plot_history(tmp_path / "nothing")
+
+
+class _Pairs:
+    """A dataset stand-in with stored label maps (load_pair)."""
+
+    def __init__(self, maps):
+        self.maps = maps
+
+    def __len__(self):
+        return len(self.maps)
+
+    def load_pair(self, index):
+        return None, self.maps[index]
+
+
+def test_class_statistics_hand_counts_and_figures():
+    maps = [np.array([[0, 0], [1, 255]]), np.array([[2, 2], [2, 0]]), np.array([[1, 1], [1, 1]])]
+    stats = class_statistics(_Pairs(maps), ("background", "a", "b"), max_items=2)
+    assert stats["class"].tolist() == ["background", "a", "b"]
+    assert stats["images"].tolist() == [2, 1, 1]
+    np.testing.assert_allclose(stats["pixel share (%)"], [300 / 7, 100 / 7, 300 / 7])
+    figure = plot_class_statistics(stats, title="three classes")
+    assert [ax.get_title() for ax in figure.axes] == ["Pixel share", "Images per class (of 2)"]
+    assert figure._suptitle.get_text() == "three classes"
+
+
+def test_class_iou_bars_and_label_maps():
+    iou = {name: i / 20 for i, name in enumerate(CLASSES)}
+    iou["box"] = float("nan")
+    figure = class_iou_bars(iou, title="per category")
+    ax = figure.axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    np.testing.assert_allclose(heights, [i * 5 for i in range(11)] + [0])
+    assert ax.get_title() == "per category" and ax.get_ylabel() == "IoU (%)"
+    assert ax.get_lines()[0].get_label() == "mIoU 25.0"
+    figure = label_map_figure([_pixels(2, 2)], [np.array([[0, 3], [3, 255]])], CLASSES, title="labels")
+    assert len(figure.axes) == 2 and _legend_labels(figure) == list(CLASSES)

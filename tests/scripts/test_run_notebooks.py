@@ -1,0 +1,59 @@
+"""The main job executes notebooks with papermill, keeps going past a failure and indexes figures."""
+import json
+
+import nbformat
+
+from run_notebooks import notebook_paths, results_sections, run_notebooks
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("PRESET = 'cpu'\nDATA_ROOT = OUTPUT_DIR = CHECKPOINT = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, str(path))
+
+
+def test_runs_every_notebook_and_indexes_figures(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "00_plot.ipynb",
+              "import matplotlib\nmatplotlib.use('module://matplotlib_inline.backend_inline')\n"
+              "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0]); plt.title(PRESET); plt.show()")
+    _notebook(folder / "01_fails.ipynb", "raise RuntimeError('on purpose')")
+    _notebook(folder / "02_after.ipynb", "assert PRESET == 'smoke', PRESET")
+    (folder / "README_not_numbered.ipynb").write_text("{}")
+    assert [p.name for p in notebook_paths(folder)] == ["00_plot.ipynb", "01_fails.ipynb", "02_after.ipynb"]
+
+    out = tmp_path / "outputs"
+    results = run_notebooks(out, preset="smoke", folder=folder, timeout=120, log=lambda *_: None)
+
+    assert [r["ok"] for r in results] == [True, False, True]  # the failure did not stop 02
+    assert "on purpose" in results[1]["error"]
+    (figure,) = results[0]["figures"]
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    index = (out / "index.md").read_text()
+    assert "| [01_fails.ipynb](notebooks/01_fails.ipynb) | FAILED" in index
+    assert f"![{figure.stem}](figures/{figure.name})" in index
+    assert (out / "notebooks" / "02_after.ipynb").exists()
+
+
+def test_index_tables_every_finished_run_of_each_sweep(tmp_path):
+    def run(dataset, method, seed, s_alpha):
+        folder = tmp_path / "runs" / "sweep_cpu" / dataset / method / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed}))
+        (folder / "metrics.json").write_text(json.dumps({"test": {"test": {"s_alpha": s_alpha, "e_phi": 0.5,
+                                                                          "iou": 0.5, "dice": 0.5}}}))
+
+    run("synth_polyp", "lora", 1, 0.40)
+    run("synth_polyp", "lora", 2, 0.50)
+    run("synth_leaf", "conv_lora", 1, 0.25)
+    (tmp_path / "runs" / "sweep_smoke").mkdir()  # no finished run: no section
+    text = "\n".join(results_sections(tmp_path))
+    assert text.count("## Results: ") == 1 and "runs/sweep_cpu" in text
+    assert text.index("### synth_leaf") < text.index("### synth_polyp")
+    polyp = text[text.index("### synth_polyp"):]
+    assert "| lora | 50.0 ± 0.0 | 45.0 ± 7.1 |" in polyp  # e_phi, s_alpha: x100, mean ± sample std of 2 seeds
+    assert "| conv_lora |" not in polyp

@@ -1,0 +1,12 @@
+"""The notebooks' shared sweep settings: where data and runs go."""
+from convlora_lite.notebook import ensure_synthetic, notebook_data_root, run_path, sweep_dir
+
+
+def test_smoke_data_is_kept_apart_and_generated_small(tmp_path):
+    assert notebook_data_root("cpu", tmp_path) == tmp_path.resolve()
+    root = ensure_synthetic(["synth_polyp"], "smoke", tmp_path)
+    assert root == tmp_path.resolve() / "smoke"
+    train_csv = next(root.rglob("train.csv"))
+    assert len(train_csv.read_text().strip().splitlines()) == 1 + 4  # header + 4 training images
+    assert not (tmp_path / "synth_polyp").exists()
+    assert run_path(sweep_dir(tmp_path, "cpu"), "synth_polyp", "lora", 7) == tmp_path.resolve() / "sweep_cpu/synth_polyp/lora/seed7"

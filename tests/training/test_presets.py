@@ -1,0 +1,53 @@
+"""Presets and how a TrainConfig is resolved from preset + dataset recipe + explicit options."""
+import pytest
+
+from convlora_lite.training import presets
+from convlora_lite.errors import ConfigError
+from convlora_lite.training.presets import OFFICIAL_SEED, PRESET_NAMES, get_preset
+from convlora_lite.training import TrainConfig
+
+
+def test_every_preset_is_documented_and_unknown_names_fail():
+    assert PRESET_NAMES == ("smoke", "cpu", "colab", "paper")
+    for name in PRESET_NAMES:
+        assert get_preset(name).name == name and get_preset(name).purpose
+        assert name in presets.__doc__
+    with pytest.raises(ConfigError, match="smoke, cpu, colab, paper"):
+        get_preset("quick")
+
+
+def test_paper_preset_is_the_official_recipe():
+    # REFERENCE.md: ViT-H, 1024 px, batch 1 x accumulation 4, fp16, seed 42686693, per-dataset epochs/lr
+    cfg = TrainConfig.resolve("road", "decoder_only", "paper")
+    assert (cfg.model, cfg.image_size, cfg.batch_size, cfg.grad_accum, cfg.precision) == ("vit_h", 1024, 1, 4, "fp16")
+    assert cfg.seed == OFFICIAL_SEED == 42686693
+    assert (cfg.epochs, cfg.lr) == (20, 3e-4)
+    assert (cfg.weight_decay, cfg.max_grad_norm, cfg.num_classes) == (1e-4, 1.0, 1)
+    sbu = TrainConfig.resolve("sbu", "decoder_only", "paper")
+    assert (sbu.epochs, sbu.lr) == (10, 1e-4)
+    assert TrainConfig.resolve("trans10k", "decoder_only", "paper").num_classes == 12
+    assert cfg.output_dir == "runs/road/decoder_only/seed42686693"
+
+
+def test_colab_preset_fits_a_16_gb_gpu():
+    cfg = TrainConfig.resolve("polyp", "decoder_only", "colab")
+    assert (cfg.model, cfg.precision, cfg.activation_checkpointing) == ("vit_b", "fp16", True)
+    assert (cfg.batch_size, cfg.grad_accum, cfg.image_size, cfg.epochs) == (1, 4, 1024, 30)
+
+
+def test_cpu_and_smoke_presets_use_the_micro_model_at_its_native_size():
+    cpu = TrainConfig.resolve("synth_polyp", "decoder_only", "cpu")
+    assert (cpu.model, cpu.image_size, cpu.precision) == ("micro_sam", 256, "auto")
+    smoke = TrainConfig.resolve("synth_polyp", "decoder_only", "smoke")
+    assert (smoke.model, smoke.image_size, smoke.epochs) == ("micro_sam", 256, 1)
+    assert smoke.max_train_batches is not None and smoke.max_eval_batches is not None
+
+
+def test_explicit_options_win_over_preset_and_recipe():
+    cfg = TrainConfig.resolve("polyp", "decoder_only", "paper", epochs=2, lr=5e-5, model="vit_b", image_size=512,
+                              seed=3, max_grad_norm=None)
+    assert (cfg.epochs, cfg.lr, cfg.model, cfg.image_size, cfg.seed, cfg.max_grad_norm) == (2, 5e-5, "vit_b", 512, 3, None)
+    assert cfg.output_dir == "runs/polyp/decoder_only/seed3"
+    assert TrainConfig.resolve("polyp", "decoder_only", "paper", model="micro_sam", image_size=None).image_size == 256
+    with pytest.raises(ConfigError, match="multiple of"):
+        TrainConfig.resolve("polyp", "decoder_only", "paper", image_size=1000)
