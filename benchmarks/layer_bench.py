@@ -19,10 +19,10 @@ import time
 import torch
 from torch import nn
 
+from convlora_lite.models.sam import get_config, sized_config
 from convlora_lite.peft.conv_lora import ConvLoRALinear
 from convlora_lite.peft.conv_lora_official import OfficialConvLoRALinear
 from convlora_lite.peft.lora import LoRALinear
-from convlora_lite.models.sam import get_config, sized_config
 
 LAYERS = {"lora": LoRALinear, "conv_lora": ConvLoRALinear, "conv_lora_official": OfficialConvLoRALinear}
 

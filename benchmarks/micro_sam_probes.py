@@ -31,11 +31,11 @@ from functools import partial
 import numpy as np
 import torch
 
+from convlora_lite.models.sam import build_sam
 from convlora_lite.pretrain import sam_pretrain
 from convlora_lite.pretrain.common import learning_rate, make_optimizer, optimizer_step, to_model_input
 from convlora_lite.pretrain.corpus import generate_scene
 from convlora_lite.pretrain.sam_pretrain import SamPretrainConfig, evaluate_zero_shot, image_loss
-from convlora_lite.models.sam import build_sam
 
 WARMUP_STEPS, EVAL_EVERY = 20, 100
 BUNDLED_SCENES = 2600 * 8  # the bundled run used corpus seed 0, scenes 0 .. 2600 * 8 - 1

@@ -1,23 +1,59 @@
-"""The sweep folder the notebooks share (00 and 03 to 10), so that each run is trained once.
+"""The one namespace the notebooks import (d2l style): a session made from the parameters cell,
+the per-task steps of the domain notebooks, and the shared sweep folder.
 
-Each notebook calls :func:`run_sweep` (or ``fit`` on :func:`run_path`) with the same preset,
-folders and checkpoint; it trains what is missing through :func:`convlora_lite.training.sweep.reproduce`
-(finished runs are read back, interrupted ones resume) into
-``{output_dir}/sweep_{preset}/{dataset}/{method}/seed{seed}``.
+::
 
-The notebooks train with the presets as they are (``cpu``: 8 epochs of batch 4 on the 64
-training images of an analog, under a minute per run for micro_sam on a 2-core CPU). The only
-offline adjustment is the data: on ``smoke`` the synthetic analogs are tiny (4 training images of
-64 px) and kept in ``{data_root}/smoke`` so they never replace the full-size ones.
+    from convlora_lite import notebook as nb
+
+    session = nb.Session(PRESET, DATA_ROOT, CHECKPOINT, OUTPUT_DIR, methods=METHODS, seeds=SEEDS)
+    polyp = session.task("polyp")          # synth_polyp offline; downloaded once at paper scale
+    polyp.show_data(); polyp.show_recipe()
+    polyp.train(); polyp.show_curves(); polyp.show_results()
+    polyp.show_predictions(N_IMAGES); polyp.show_paper()
+
+Every notebook that trains (00 and 03 to 10) shares one sweep folder per preset,
+``{output_dir}/sweep_{preset}/{dataset}/{method}/seed{seed}``, filled through
+:func:`convlora_lite.training.sweep.reproduce`: a finished run is read back, an interrupted one
+resumes, so each run is trained once however many notebooks show it. The notebooks train with the
+presets as they are; the only offline adjustment is the data: on ``smoke`` the synthetic analogs
+are tiny (4 training images of 64 px) and kept in ``{data_root}/smoke`` so they never replace the
+full-size ones.
+
+The ``show_*`` methods display their tables and figures (IPython's ``display``) and return
+nothing; the computing is done by the library modules they call.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
-from convlora_lite.data.registry import get_dataset_spec
+from convlora_lite.analysis.expert_routing import plot_scale_maps, record_routing
+from convlora_lite.analysis.figures import (
+    display_image,
+    error_map,
+    metric_bars,
+    overlay,
+    plot_history,
+    prediction_grid,
+    preview_figure,
+)
+from convlora_lite.analysis.paper_tables import paper_results, param_comparison
+from convlora_lite.analysis.parameter_counts import parse_methods
+from convlora_lite.analysis.prediction import predict_run, predict_runs
+from convlora_lite.analysis.results_tables import collect_runs, results_table
+from convlora_lite.data.registry import DATASETS, get_dataset_spec
+from convlora_lite.training.presets import get_preset
+from convlora_lite.training.rundir import RunDir
+
+#: what a notebook finds in this namespace besides :class:`Session` (the library's own functions).
+__all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "error_map", "metric_bars", "overlay",
+           "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
+           "prediction_grid", "preview_figure", "record_routing", "results_table"]
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
 SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test": 2, "image_size": 64}, "cpu": {}}
+#: the presets that run offline, on the bundled micro SAM and the synthetic analogs.
+OFFLINE_PRESETS = ("smoke", "cpu")
 
 
 def notebook_data_root(preset: str, data_root) -> Path:
@@ -57,6 +93,222 @@ def run_sweep(preset: str, datasets, methods, seeds: int, output_dir, data_root,
     return folder
 
 
-def run_path(folder, dataset: str, method: str, seed: int) -> Path:
-    """The run directory of (dataset, method, seed) in a sweep folder."""
-    return Path(folder) / dataset / method / f"seed{seed}"
+def _display(*objects) -> None:
+    from IPython.display import display
+
+    display(*objects)
+
+
+def _use_inline_figures() -> None:
+    """Inside IPython, show figures inline (what ``%matplotlib inline`` does); elsewhere nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebooks extra
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.run_line_magic("matplotlib", "inline")
+
+
+class Session:
+    """A notebook's settings, read from its ``parameters`` cell.
+
+    Args:
+        preset: ``smoke``, ``cpu`` (offline), ``colab`` or ``paper``.
+        data_root, output_dir: where the datasets and the sweep folder live (made absolute).
+        checkpoint: ``"auto"``, ``"none"`` (random weights) or a path to SAM weights.
+        methods: comma-separated PEFT methods the notebook compares.
+        seeds: seeds per (dataset, method); ``0`` means 1 offline and 3 at paper scale (the
+            paper's mean of 3 seeds).
+        announce: print which mode this is (the offline caveat, or the paper-scale settings).
+    """
+
+    def __init__(self, preset: str, data_root, checkpoint="auto", output_dir="runs/notebooks",
+                 methods: str | Sequence[str] = "lora,conv_lora", seeds: int = 0, announce: bool = True) -> None:
+        from convlora_lite.training.sweep import seeds_for
+
+        get_preset(preset)  # an unknown preset fails here, with the list of names
+        self.preset = preset
+        self.offline = preset in OFFLINE_PRESETS
+        self.checkpoint = None if checkpoint == "none" else checkpoint
+        self.data_root, self.output_dir = Path(data_root).resolve(), Path(output_dir).resolve()
+        names = methods.split(",") if isinstance(methods, str) else methods
+        self.methods = [m.strip() for m in names if m.strip()]
+        self.seeds = seeds_for(preset, seeds or (1 if self.offline else 3))
+        _use_inline_figures()
+        if announce:
+            print(self.describe())
+
+    @property
+    def model(self) -> str:
+        """The SAM backbone the preset trains."""
+        return get_preset(self.preset).value("model")
+
+    @property
+    def sweep(self) -> Path:
+        """The shared sweep folder of this preset."""
+        return sweep_dir(self.output_dir, self.preset)
+
+    def describe(self) -> str:
+        """One paragraph: which mode this is, and where data, runs and weights come from."""
+        if self.offline:
+            mode = (f"OFFLINE mode (preset {self.preset!r}): the bundled micro_sam on synthetic analogs (synth_<task>), "
+                    "not the real data or SAM ViT-H; the numbers are NOT comparable with the paper's. "
+                    "Paper scale: -p PRESET colab|paper (real SAM weights, real datasets, the official recipe).")
+        else:
+            mode = (f"PAPER-SCALE mode (preset {self.preset!r}): {self.model} with real SAM weights, real datasets "
+                    "(downloaded into DATA_ROOT when missing), the official recipe.")
+        return (f"{mode}\ndata: {self.data_root} | outputs: {self.output_dir} | checkpoint: {self.checkpoint}\n"
+                f"methods: {self.methods} | seeds: {self.seeds}")
+
+    def dataset_name(self, task: str) -> str:
+        """The dataset a task trains on: its ``synth_`` analog offline, the real one at paper scale."""
+        return f"synth_{task}" if self.offline else task
+
+    def prepare(self, dataset: str) -> Path:
+        """Make ``dataset`` available (generate an analog, or download once) and return its root."""
+        from convlora_lite.data.install import download_dataset
+
+        root = ensure_synthetic([dataset], self.preset, self.data_root)
+        if not get_dataset_spec(dataset).synthetic:
+            download_dataset(dataset, root)
+        return root
+
+    def grid(self, datasets: str = "auto", methods: str = "auto") -> tuple[list[str], list[str]]:
+        """The datasets and methods of a comparison grid. ``"auto"``: offline synth_polyp with
+        decoder_only, VPT, LoRA and Conv-LoRA; at paper scale the seven real datasets and all nine
+        methods. Otherwise comma-separated names (``"all"`` for every method)."""
+        if datasets == "auto":
+            chosen = ["synth_polyp"] if self.offline else [n for n, s in DATASETS.items() if not s.synthetic]
+        else:
+            chosen = [d.strip() for d in datasets.split(",") if d.strip()]
+        for name in chosen:
+            get_dataset_spec(name)  # an unknown name fails here, with the list of names
+        if methods == "auto":
+            return chosen, ["decoder_only", "vpt", "lora", "conv_lora"] if self.offline else parse_methods("all")
+        return chosen, parse_methods(methods)
+
+    def train(self, datasets: Sequence[str], methods: Sequence[str] | None = None, seeds: int | None = None,
+              ) -> list[RunDir]:
+        """Train (or read back) every run of ``datasets`` x ``methods`` x the first ``seeds`` of the
+        session's seeds (default: all of them); returns the runs in that order."""
+        methods = list(methods or self.methods)
+        seeds = self.seeds[: seeds or len(self.seeds)]
+        for dataset in datasets:
+            self.prepare(dataset)
+        run_sweep(self.preset, datasets, methods, len(seeds), self.output_dir, self.data_root, self.checkpoint)
+        return [RunDir.of(self.sweep, d, m, s) for d in datasets for m in methods for s in seeds]
+
+    def task(self, task: str) -> "Task":
+        """The steps of one paper task (``polyp``, ``camo``, ...) in a domain notebook."""
+        return Task(self, self.dataset_name(task))
+
+
+class Task:
+    """One task of a domain notebook: its data, recipe, runs, results, predictions and the paper."""
+
+    def __init__(self, session: Session, dataset: str) -> None:
+        self.session, self.name = session, dataset
+        self.spec = get_dataset_spec(dataset)
+        self.root = session.prepare(dataset)
+        self.runs: dict[str, list[RunDir]] = {}
+
+    def dataset(self, split: str, train: bool = False):
+        """The ``split`` of this task's dataset at the model's input size."""
+        from convlora_lite.data.datasets import build_dataset
+
+        return build_dataset(self.spec, split, self.root, self.config().image_size, train=train)
+
+    def config(self, method: str = "conv_lora"):
+        """The resolved training config of ``method`` on this task under the session's preset."""
+        from convlora_lite.training.config import TrainConfig
+
+        return TrainConfig.resolve(self.name, method, self.session.preset)
+
+    def show_data(self, max_items: int = 200) -> None:
+        """The split sizes, a preview of images and masks, and what the masks hold (train split)."""
+        from convlora_lite.analysis.figures import (
+            class_statistics,
+            label_map_figure,
+            plot_class_statistics,
+            preview_figure,
+        )
+
+        print(self.spec.title, "| images per split:", {s: len(self.dataset(s)) for s in self.spec.all_splits})
+        _display(preview_figure(self.name, self.root))
+        statistics = class_statistics(self.dataset("train"), self.spec.classes, max_items=max_items)
+        _display(statistics.round(2), plot_class_statistics(statistics, title=f"{self.name}: what the masks hold "
+                                                                                "(train split)"))
+        if self.spec.task == "multiclass":
+            train = self.dataset("train")
+            items = [train[i] for i in range(min(4, len(train)))]
+            _display(label_map_figure([i["image"] for i in items], [i["mask"] for i in items], self.spec.classes,
+                                      title=f"{self.name}: label maps (train)"))
+
+    def show_recipe(self) -> None:
+        """The official recipe of this task next to what this preset runs."""
+        from convlora_lite.analysis.paper_tables import recipe_comparison
+
+        _display(recipe_comparison(self.config()))
+
+    def train(self) -> dict[str, list[RunDir]]:
+        """Train (or read back) the session's methods x seeds on this task."""
+        runs = self.session.train([self.name])
+        self.runs = {m: [r for r in runs if r.path.parent.name == m] for m in self.session.methods}
+        return self.runs
+
+    def show_curves(self, method: str | None = None) -> None:
+        """The training curves of ``method``'s first seed (default: the last method compared)."""
+        from convlora_lite.analysis.figures import plot_history
+
+        method = method or self.session.methods[-1]
+        _display(plot_history(self.runs[method][0].path, self.spec))
+
+    def show_results(self) -> None:
+        """The test metrics of every run, x100, mean (± std over seeds)."""
+        from convlora_lite.analysis.results_tables import collect_runs, results_table
+
+        _display(results_table(collect_runs([run.path for runs in self.runs.values() for run in runs])))
+        if self.spec.task == "multiclass":
+            self.show_class_iou()
+
+    def show_class_iou(self, method: str | None = None) -> None:
+        """Per-category IoU of ``method``'s first run on its first test split (multi-class tasks)."""
+        import pandas as pd
+
+        from convlora_lite.analysis.figures import class_iou_bars
+
+        method = method or self.session.methods[-1]
+        split = self.spec.test_splits[0]
+        iou = self.runs[method][0].read_metrics()["test"][split]["iou_per_class"]
+        _display(pd.Series(iou, name="IoU (%)").mul(100).round(1).to_frame(),
+                 class_iou_bars(iou, title=f"{method} on {self.name}: IoU per category ({split})"))
+
+    def show_predictions(self, n: int = 4) -> None:
+        """Per test split: images, ground truth and each method's prediction; the last method's errors."""
+        from convlora_lite.analysis.figures import error_map, prediction_grid
+        from convlora_lite.analysis.prediction import predict_runs
+
+        last = self.session.methods[-1]
+        for split in self.spec.test_splits:
+            images, masks, predictions = predict_runs({m: runs[0].path for m, runs in self.runs.items()}, split, n=n)
+            _display(prediction_grid(images, masks, predictions, classes=self.spec.classes,
+                                     title=f"{self.name}: {split} images"),
+                     error_map(images, masks, predictions[last], classes=self.spec.classes,
+                               title=f"{last} on {split}: where it is wrong"))
+
+    def show_paper(self) -> None:
+        """Offline: the paper's row for context. At paper scale: each method next to the paper."""
+        from convlora_lite.analysis.paper_tables import compare_with_paper, paper_results
+
+        if self.session.offline:
+            print(f"{self.name} is a synthetic analog, trained offline on a small model for minutes: its numbers are "
+                  "NOT comparable with the paper's (SAM ViT-H, the real data, the full schedule). The paper's row, "
+                  "for context only:")
+            _display(paper_results(self.name))
+            return
+        for method, runs in self.runs.items():
+            table = compare_with_paper([run.path for run in runs])
+            print(f"{method} ({table.attrs['model']}) next to the paper (ViT-H); difference to the paper's "
+                  f"{table.attrs['paper_row']} row:")
+            _display(table.round(2))

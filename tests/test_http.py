@@ -7,9 +7,8 @@ import socket
 
 import pytest
 
-from convlora_lite.http import MAX_RESUMES, download_file, sha256_file
 from convlora_lite.errors import DownloadError
-
+from convlora_lite.http import MAX_RESUMES, download_file, sha256_file
 
 PAYLOAD = bytes(range(256)) * 40  # 10 KiB
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()

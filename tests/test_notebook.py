@@ -1,5 +1,6 @@
 """The notebooks' shared sweep settings: where data and runs go."""
-from convlora_lite.notebook import ensure_synthetic, notebook_data_root, run_path, sweep_dir
+from convlora_lite.notebook import ensure_synthetic, notebook_data_root, sweep_dir
+from convlora_lite.training.rundir import RunDir
 
 
 def test_smoke_data_is_kept_apart_and_generated_small(tmp_path):
@@ -9,4 +10,5 @@ def test_smoke_data_is_kept_apart_and_generated_small(tmp_path):
     train_csv = next(root.rglob("train.csv"))
     assert len(train_csv.read_text().strip().splitlines()) == 1 + 4  # header + 4 training images
     assert not (tmp_path / "synth_polyp").exists()
-    assert run_path(sweep_dir(tmp_path, "cpu"), "synth_polyp", "lora", 7) == tmp_path.resolve() / "sweep_cpu/synth_polyp/lora/seed7"
+    run = RunDir.of(sweep_dir(tmp_path, "cpu"), "synth_polyp", "lora", 7)
+    assert run.path == tmp_path.resolve() / "sweep_cpu/synth_polyp/lora/seed7"

@@ -56,9 +56,9 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
     statement = _source(mode).lower()
     if mode["cell_type"] != "markdown" or not all(w in statement for w in ("offline", "micro_sam", "synth", "paper scale")):
         problems.append("cell 4 is not the markdown statement of the offline mode and what changes at paper scale")
-    printed = "".join(_source(c) for c in cells[4:6] if c["cell_type"] == "code")
-    if "print(" not in printed or "OFFLINE" not in printed:
-        problems.append("the mode is not printed by code right after the statement")
+    session = "".join(_source(c) for c in cells[4:6] if c["cell_type"] == "code")
+    if "nb.Session(PRESET, DATA_ROOT, CHECKPOINT, OUTPUT_DIR" not in session:
+        problems.append("the session (which prints the mode) is not made right after the statement")
     for i, cell in enumerate(cells):
         if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
             problems.append(f"cell {i + 1} has outputs or an execution count")
@@ -77,8 +77,12 @@ def test_notebook_follows_the_conventions(path):
 
 def _good_notebook() -> dict:
     file_name = "05_example.ipynb"
-    code = lambda s, **meta: {"cell_type": "code", "metadata": meta, "source": s, "outputs": [], "execution_count": None}
-    md = lambda s: {"cell_type": "markdown", "metadata": {}, "source": s}
+    def code(s, **meta):
+        return {"cell_type": "code", "metadata": meta, "source": s, "outputs": [], "execution_count": None}
+
+    def md(s):
+        return {"cell_type": "markdown", "metadata": {}, "source": s}
+
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": [
         md("# 05 · Example\n\n**What you will learn**\n\n- x\n\n[![Open In Colab](https://colab.research.google.com/"
            f"assets/colab-badge.svg)](https://colab.research.google.com/github/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"),
@@ -86,7 +90,7 @@ def _good_notebook() -> dict:
         code("import os\n" + "\n".join(f'{n} = os.environ.get("CONVLORA_{n}", "{"cpu" if n == "PRESET" else "x"}")'
                                        for n in REQUIRED_PARAMETERS), tags=["parameters"]),
         md("Offline: micro_sam on synth_<task> analogs; at paper scale real data."),
-        code('OFFLINE = PRESET in ("smoke", "cpu")\nprint(OFFLINE)'),
+        code('from convlora_lite import notebook as nb\nsession = nb.Session(PRESET, DATA_ROOT, CHECKPOINT, OUTPUT_DIR)'),
     ]}
 
 

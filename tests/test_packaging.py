@@ -1,9 +1,9 @@
 """The set-up files agree with each other: pyproject.toml, environment.yml, Makefile, .ci/run."""
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from segment_anything.modeling.image_encoder import Attention, add_decomposed_rel_pos
 from torch import nn
 
@@ -167,10 +168,9 @@ def attention_distance_table(encoder: nn.Module, images: torch.Tensor, batch_siz
 def plot_attention_distance(table: pd.DataFrame, title: str = "Mean attention distance per block", ax=None):
     """Scatter of :func:`attention_distance_table`: one dot per head, coloured by block kind, with
     the window side drawn as a bound for windowed blocks. Returns the figure."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
     for kind, colour in (("windowed", "tab:blue"), ("global", "tab:red")):
         part = table[table["kind"] == kind]
         ax.scatter(part["block"], part["distance_px"], c=colour, label=f"{kind} blocks (one dot per head)", s=18)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 from convlora_lite.errors import ConfigError
@@ -167,10 +168,9 @@ def receptive_field_radius(field: torch.Tensor) -> float:
 
 def plot_usage(usage: pd.DataFrame, title: str = "Conv-LoRA expert usage per layer"):
     """Heat map of :func:`usage_table`: layers (rows) x expert scale (columns), fraction of windows."""
-    import matplotlib.pyplot as plt
-
     grid = usage.pivot_table(index=["block", "kind"], columns="scale", values="fraction")
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * grid.shape[1], 0.9 + 0.45 * grid.shape[0]))
+    fig = Figure(figsize=(1.0 + 0.7 * grid.shape[1], 0.9 + 0.45 * grid.shape[0]))
+    ax = fig.subplots()
     image = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(grid.shape[1]), [f"×{s:g}" for s in grid.columns])
     ax.set_yticks(range(grid.shape[0]), [f"block {b} ({k})" for b, k in grid.index])
@@ -186,11 +186,10 @@ def plot_scale_maps(image: np.ndarray, routings: list[LayerRouting], index: int,
                     title: str = "Chosen expert scale per window, by layer"):
     """One panel per Conv-LoRA layer: ``image`` (S, S, 3) in [0, 1] overlaid with the scale each
     window of image ``index`` chose (global blocks: one choice for the whole image)."""
-    import matplotlib.pyplot as plt
-
     size = image.shape[0]
     max_scale = max(max(r.scales) for r in routings)
-    fig, axes = plt.subplots(1, len(routings) + 1, figsize=(2.2 * (len(routings) + 1), 2.6), squeeze=False)
+    fig = Figure(figsize=(2.2 * (len(routings) + 1), 2.6))
+    axes = fig.subplots(1, len(routings) + 1, squeeze=False)
     axes = axes[0]
     axes[0].imshow(image)
     axes[0].set_title("image", fontsize=9)
@@ -208,9 +207,8 @@ def plot_scale_maps(image: np.ndarray, routings: list[LayerRouting], index: int,
 
 def plot_receptive_fields(fields: dict[float, torch.Tensor], title: str = "Effective receptive field of each expert"):
     """One panel per expert scale (``scale -> (size, size)`` field), with its RMS radius."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(fields), figsize=(1.9 * len(fields), 2.4), squeeze=False)
+    fig = Figure(figsize=(1.9 * len(fields), 2.4))
+    axes = fig.subplots(1, len(fields), squeeze=False)
     for ax, (scale, field) in zip(axes[0], fields.items()):
         ax.imshow(field.numpy(), cmap="magma")
         ax.set_title(f"×{scale:g}: r={receptive_field_radius(field):.2f}", fontsize=9)
@@ -224,9 +222,8 @@ def plot_receptive_fields(fields: dict[float, torch.Tensor], title: str = "Effec
 def plot_scale_by_region(region: dict[int, torch.Tensor], scales: tuple,
                          title: str = "Mean chosen scale per window position"):
     """One heat map per windowed layer of :func:`scale_by_region` (window rows x columns)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(region), figsize=(2.4 * len(region) + 0.8, 2.8), squeeze=False)
+    fig = Figure(figsize=(2.4 * len(region) + 0.8, 2.8))
+    axes = fig.subplots(1, len(region), squeeze=False)
     for ax, (block, grid) in zip(axes[0], region.items()):
         shown = ax.imshow(grid.numpy(), cmap="plasma", vmin=min(scales), vmax=max(scales))
         ax.set_title(f"block {block}", fontsize=9)
@@ -239,9 +236,10 @@ def plot_scale_by_region(region: dict[int, torch.Tensor], scales: tuple,
 
 def plot_scale_by_mask(table: pd.DataFrame, title: str = "Mean chosen scale: object vs background windows"):
     """Grouped bars of :func:`scale_by_mask`: per windowed layer, object and background windows."""
-
     wide = table.pivot(index="block", columns="region", values="mean_scale")
-    ax = wide.plot.bar(figsize=(6, 3.2), rot=0, color={"object": "tab:orange", "background": "tab:gray"})
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    wide.plot.bar(ax=ax, rot=0, color={"object": "tab:orange", "background": "tab:gray"})
     ax.set(title=title, xlabel="block (windowed layers)", ylabel="mean expert scale")
-    ax.figure.tight_layout()
-    return ax.figure
+    fig.tight_layout()
+    return fig

@@ -375,3 +375,48 @@ def class_iou_bars(iou_per_class: Mapping[str, float], *, title: str = "IoU per 
     ax.legend()
     figure.tight_layout()
     return figure
+
+
+def preview_figure(name: str, root, n: int = 4, split: str = "train"):
+    """A matplotlib Figure: the first ``n`` images of ``split`` (top row) and their masks (bottom).
+
+    ``name`` is any registered dataset (``"synth_polyp"``, or a real one once downloaded);
+    images and masks are shown as stored, before the training transform.
+    """
+    from convlora_lite.data.datasets import build_dataset
+    from convlora_lite.data.registry import get_dataset_spec
+
+    spec = get_dataset_spec(name)
+    dataset = build_dataset(spec, split, root, image_size=256, train=False)
+    n = min(n, len(dataset))
+    figure = Figure(figsize=(2.2 * n, 4.6))
+    axes = figure.subplots(2, n, squeeze=False)
+    for column in range(n):
+        image, labels = dataset.load_pair(column)
+        axes[0, column].imshow(image)
+        if spec.task == "binary":
+            axes[1, column].imshow(labels, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            axes[1, column].imshow(np.where(labels == 255, np.nan, labels), cmap="tab20",
+                                   vmin=0, vmax=19, interpolation="nearest")
+        axes[0, column].set_title(dataset.pairs[column][0].stem, fontsize=8)
+        for row in range(2):
+            axes[row, column].axis("off")
+    axes[0, 0].text(-0.08, 0.5, "image", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
+    axes[1, 0].text(-0.08, 0.5, "mask", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
+    figure.suptitle(f"{spec.title} ({split})")
+    figure.tight_layout()
+    return figure
+
+
+def metric_bars(results: pd.DataFrame, *, title: str = "Test metrics per method (x100)") -> Figure:
+    """Grouped bars of a :func:`~convlora_lite.analysis.results_tables.results_table`'s means: one
+    group per method, one bar per (dataset, split, metric)."""
+    mean = results.attrs["mean"]
+    figure = Figure(figsize=(7, 3.6))
+    ax = figure.subplots()
+    mean.plot.bar(ax=ax, rot=0)
+    ax.set(title=title, xlabel="method", ylabel="metric value (x100)")
+    ax.legend([f"{d}/{s} {m}" for d, s, m in mean.columns], fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
@@ -258,10 +259,9 @@ def plot_probe_accuracies(results: dict[str, ProbeResult], paper: dict[str, floa
                           title: str = "Linear probing of frozen encoder features"):
     """Bars of test accuracy per encoder (``name -> ProbeResult``), chance as a dashed line, and
     the paper's numbers (``name -> accuracy``) as hatched bars when given. Returns the figure."""
-    import matplotlib.pyplot as plt
-
     names = list(results)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * (len(names) + len(paper or {})), 3.6))
+    fig = Figure(figsize=(1.6 + 1.3 * (len(names) + len(paper or {})), 3.6))
+    ax = fig.subplots()
     bars = ax.bar(names, [100 * results[n].test_accuracy for n in names], color="tab:blue", label="measured here (test)")
     ax.bar_label(bars, fmt="%.1f")
     if paper:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -52,7 +53,7 @@ def _rows(dataset: str, split: str, test_set: str, cells: dict) -> tuple:
     return tuple(PaperResult(dataset, split, test_set, metric, lora, conv) for metric, (lora, conv) in cells.items())
 
 
-#: the paper's LoRA and Conv-LoRA rows (REFERENCE.md, "Paper results to reproduce").
+#: the paper's LoRA and Conv-LoRA rows (``docs/recipe.md``, "Paper results").
 PAPER_RESULTS: tuple[PaperResult, ...] = (
     *_rows("polyp", "test_kvasir", "Kvasir", {"s_alpha": (91.2, 92.0), "e_phi": (93.8, 94.7)}),
     *_rows("polyp", "test_cvc", "CVC-612", {"s_alpha": (90.7, 91.3), "e_phi": (92.5, 94.0)}),
@@ -92,16 +93,17 @@ def _labels(result: PaperResult) -> dict:
             "metric": METRIC_LABELS[result.metric], "better": better}
 
 
-def paper_results(dataset: str | None = None) -> pd.DataFrame:
+def paper_results(dataset: str | Sequence[str] | None = None) -> pd.DataFrame:
     """The paper's LoRA and Conv-LoRA numbers (in %, as printed), one row per (test set, metric).
 
     ``dataset``: a registry name (``"polyp"``; a ``synth_`` analog gives its real task's rows),
-    or ``None`` for all. Columns: dataset, split, test set, metric (paper's label), better
+    several names, or ``None`` for all. Columns: dataset, split, test set, metric (paper's label), better
     (``"higher"``/``"lower"``), LoRA, Conv-LoRA. ``attrs["citation"]`` holds :data:`CITATION`.
     """
-    wanted = None if dataset is None else _real_name(dataset)
+    names = [dataset] if isinstance(dataset, str) else dataset
+    wanted = None if names is None else {_real_name(name) for name in names}
     rows = [{**_labels(r), "LoRA": r.lora, "Conv-LoRA": r.conv_lora}
-            for r in PAPER_RESULTS if wanted is None or r.dataset == wanted]
+            for r in PAPER_RESULTS if wanted is None or r.dataset in wanted]
     table = pd.DataFrame(rows)
     table.attrs["citation"] = CITATION
     return table
@@ -111,6 +113,20 @@ def paper_param_rows() -> pd.DataFrame:
     """The paper's parameter table (SAM ViT-H): columns method, #Params (M), Ratio (%)."""
     table = pd.DataFrame([{"method": m, "#Params (M)": p, "Ratio (%)": r} for m, (p, r) in PAPER_PARAMS.items()])
     table.attrs["citation"] = CITATION
+    return table
+
+
+def param_comparison(model_name: str = "vit_h") -> pd.DataFrame:
+    """Our #Params / Ratio of every method on ``model_name`` next to the paper's (ViT-H) columns."""
+    from convlora_lite.analysis.parameter_counts import paper_param_table
+
+    ours = pd.DataFrame(paper_param_table(model_name))
+    table = ours.merge(paper_param_rows(), on="method")
+    table["ours #Params (M)"] = (table["trainable"] / 1e6).round(2)
+    table["ours Ratio (%)"] = (100 * table["ratio"]).round(2)
+    table = table[["method", "trainable", "ours #Params (M)", "#Params (M)", "ours Ratio (%)", "Ratio (%)"]]
+    table = table.rename(columns={"#Params (M)": "paper #Params (M)", "Ratio (%)": "paper Ratio (%)"})
+    table.attrs["sam_total"] = int(ours["total"][0] - ours["added"][0])
     return table
 
 

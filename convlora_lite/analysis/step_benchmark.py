@@ -106,9 +106,9 @@ class _Entry:
 
 
 def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str, seed: int, fp16: bool) -> _Entry:
-    from convlora_lite.peft import apply_peft
     from convlora_lite.models.sam import build_sam
     from convlora_lite.models.segmenter import PromptFreeSAM
+    from convlora_lite.peft import apply_peft
     from convlora_lite.training.optim import param_groups
 
     torch.manual_seed(seed)

@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"convlora {args.command}: error: {err}", file=sys.stderr)
         return 2
-    from convlora_lite.training import end_distributed  # only after success: a destroy while other ranks still talk can hang
+    from convlora_lite.training import (
+        end_distributed,  # only after success: a destroy while other ranks still talk can hang
+    )
 
     end_distributed()
     return status

@@ -11,8 +11,8 @@ import json
 import os
 
 from convlora_lite.peft.base import parse_options
-from convlora_lite.training.presets import PRESET_NAMES
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
+from convlora_lite.training.presets import PRESET_NAMES
 
 
 def register(subparsers) -> None:

@@ -33,9 +33,9 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from convlora_lite.errors import ConfigError, DataError
 from convlora_lite.data.registry import DatasetSpec, get_dataset_spec
 from convlora_lite.data.transforms import SegmentationTransform, binary_labels, class_labels, to_rgb
+from convlora_lite.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

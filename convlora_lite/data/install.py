@@ -21,10 +21,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from convlora_lite.http import download_file
-from convlora_lite.errors import ConfigError, DataError, DownloadError
 from convlora_lite.data.registry import DatasetSpec, get_dataset_spec
 from convlora_lite.data.verify import check_layout
+from convlora_lite.errors import ConfigError, DataError, DownloadError
+from convlora_lite.http import download_file
 
 #: environment variable that replaces the official S3 prefix (a mirror, or a local folder).
 BASE_URL_ENV = "CONVLORA_DATA_BASE_URL"

@@ -45,8 +45,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from convlora_lite.errors import ConfigError
 from convlora_lite.data.registry import DatasetSpec, get_dataset_spec
+from convlora_lite.errors import ConfigError
 
 SYNTHETIC_TASKS = ("polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k")
 SPLIT_ORDER = ("train", "val", "test")
@@ -480,34 +480,3 @@ def generate_synthetic(name: str, root, *, image_size: int = 256, n_train: int =
     (directory / "SYNTHETIC.json").write_text(json.dumps(info, indent=2) + "\n")
     return directory
 
-
-def preview_figure(name: str, root, n: int = 4, split: str = "train"):
-    """A matplotlib Figure: the first ``n`` images of ``split`` (top row) and their masks (bottom).
-
-    ``name`` is any registered dataset (``"synth_polyp"``, or a real one once downloaded);
-    images and masks are shown as stored, before the training transform.
-    """
-    import matplotlib.pyplot as plt
-
-    from convlora_lite.data.datasets import build_dataset
-
-    spec = get_dataset_spec(name)
-    dataset = build_dataset(spec, split, root, image_size=256, train=False)
-    n = min(n, len(dataset))
-    figure, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
-    for column in range(n):
-        image, labels = dataset.load_pair(column)
-        axes[0, column].imshow(image)
-        if spec.task == "binary":
-            axes[1, column].imshow(labels, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        else:
-            axes[1, column].imshow(np.where(labels == 255, np.nan, labels), cmap="tab20",
-                                   vmin=0, vmax=19, interpolation="nearest")
-        axes[0, column].set_title(dataset.pairs[column][0].stem, fontsize=8)
-        for row in range(2):
-            axes[row, column].axis("off")
-    axes[0, 0].text(-0.08, 0.5, "image", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
-    axes[1, 0].text(-0.08, 0.5, "mask", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
-    figure.suptitle(f"{spec.title} ({split})")
-    figure.tight_layout()
-    return figure

@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from convlora_lite.errors import DataError
 from convlora_lite.data.datasets import build_dataset
 from convlora_lite.data.registry import IGNORE_INDEX, DatasetSpec, get_dataset_spec
 from convlora_lite.data.transforms import binary_labels
+from convlora_lite.errors import DataError
 
 _BINARY_VALUE_SETS = ({0, 255}, {0, 1})
 

@@ -21,7 +21,6 @@ from convlora_lite.errors import CheckpointError, ConfigError
 from convlora_lite.models.checkpoints import fit_state_dict, load_state_dict_file, resolve_checkpoint
 
 
-
 @dataclass(frozen=True)
 class SamConfig:
     """The sizes of one SAM variant (defaults are SAM's own)."""

@@ -1,7 +1,7 @@
 """Conv-LoRA (Zhong et al., ICLR 2024): LoRA whose bottleneck passes through a mixture of
 convolution experts, on the fused ``qkv`` projection of every SAM image-encoder block.
 
-The layer (official defaults, REFERENCE.md)::
+The layer (official defaults, ``docs/method.md``, "The Conv-LoRA layer")::
 
     h  = A dropout(x)                       rank-r bottleneck, viewed as an r-channel image
     h' = h + MoEConv(h)
@@ -25,9 +25,8 @@ as the test oracle and the benchmark baseline;
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence
 
 import torch

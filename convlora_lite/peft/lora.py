@@ -14,9 +14,8 @@ Subclasses change only what happens to the rank-r bottleneck ``h = A x`` by over
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

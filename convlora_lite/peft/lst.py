@@ -36,7 +36,6 @@ would read 1.79 %.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from functools import partial
 from typing import Optional, Sequence
 

@@ -30,9 +30,8 @@ decoder's 3,505,536 that is 3,980,576 = 3.98 M, the paper's SAM-Adapter row (Rat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

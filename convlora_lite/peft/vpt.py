@@ -36,13 +36,17 @@ default n = 12 gives 32 x 12 x 1280 = 491,520, with the decoder's 3,505,536 that
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import math
-
 import torch
-from segment_anything.modeling.image_encoder import (Attention, Block, add_decomposed_rel_pos, window_partition,
-                                                     window_unpartition)
+from segment_anything.modeling.image_encoder import (
+    Attention,
+    Block,
+    add_decomposed_rel_pos,
+    window_partition,
+    window_unpartition,
+)
 from torch import nn
 
 from convlora_lite.errors import ConfigError

@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         for f in dataclasses.fields(config_cls):
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                            help=f"(default {f.default})")
-        p.add_argument("--threads", type=int, default=1, help="torch threads; part of what fixes the weights (default 1; the bundled "
-                       "micro_sam used 2 on an otherwise idle 2-core machine: 2 threads on a busy one ran ~10x slower)")
+        p.add_argument("--threads", type=int, default=1, help="torch threads; part of what fixes the weights "
+                       "(default 1; the card records the count the bundled weights used)")
         p.add_argument("--out", default=str(ASSETS_DIR / f"{name}.safetensors"), help="weights file (card: same name .json)")
         p.add_argument("--work-dir", default=f"runs/pretrain/{name}", help="resumable state (default runs/pretrain/NAME)")
         p.add_argument("--resume", action="store_true", help="continue the run saved in --work-dir")

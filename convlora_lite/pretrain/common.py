@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from convlora_lite.errors import CheckpointError
 from convlora_lite.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
+from convlora_lite.errors import CheckpointError
 
 
 def to_model_input(images: list[np.ndarray]) -> torch.Tensor:

@@ -16,8 +16,16 @@ from safetensors.torch import load_file
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.mae import MaskedImageModel, random_patch_mask
 from convlora_lite.models.sam import get_config, sam_from_config
-from convlora_lite.pretrain.common import (environment_record, learning_rate, make_optimizer, optimizer_step, run_steps,
-                     save_fp16_safetensors, to_model_input, write_card)
+from convlora_lite.pretrain.common import (
+    environment_record,
+    learning_rate,
+    make_optimizer,
+    optimizer_step,
+    run_steps,
+    save_fp16_safetensors,
+    to_model_input,
+    write_card,
+)
 from convlora_lite.pretrain.corpus import DESCRIPTION, generate_scene
 
 

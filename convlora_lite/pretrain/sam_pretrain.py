@@ -24,15 +24,23 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from safetensors.torch import load_file
+from scipy import ndimage
 from segment_anything.modeling import Sam
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.mae import build_micro_mae_encoder
 from convlora_lite.models.sam import get_config, sam_from_config
-from convlora_lite.pretrain.common import (environment_record, learning_rate, make_optimizer, optimizer_step, run_steps,
-                     save_fp16_safetensors, to_model_input, write_card)
+from convlora_lite.pretrain.common import (
+    environment_record,
+    learning_rate,
+    make_optimizer,
+    optimizer_step,
+    run_steps,
+    save_fp16_safetensors,
+    to_model_input,
+    write_card,
+)
 from convlora_lite.pretrain.corpus import DESCRIPTION, generate_scene
 
 FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convlora_lite.analysis.results_tables import collect_runs, results_table, table_markdown
 from convlora_lite.errors import ConfigError
 from convlora_lite.training.presets import get_preset
-from convlora_lite.analysis.results_tables import collect_runs, results_table, table_markdown
 
 
 def seeds_for(preset: str, n: int) -> list[int]:

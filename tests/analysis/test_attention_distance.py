@@ -4,10 +4,16 @@ import math
 import pytest
 import torch
 
-from convlora_lite.analysis.attention_distance import (attention_distance_table, attention_probabilities, capture_attention,
-                                     mean_attention_distance, token_coords, window_validity)
-from convlora_lite.peft import apply_peft
+from convlora_lite.analysis.attention_distance import (
+    attention_distance_table,
+    attention_probabilities,
+    capture_attention,
+    mean_attention_distance,
+    token_coords,
+    window_validity,
+)
 from convlora_lite.models.sam import build_sam
+from convlora_lite.peft import apply_peft
 
 
 def test_distance_equals_hand_computation_on_a_tiny_map():

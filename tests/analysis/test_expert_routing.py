@@ -2,12 +2,21 @@
 import pytest
 import torch
 
+from convlora_lite.analysis.expert_routing import (
+    conv_lora_layers,
+    expert_receptive_field,
+    layer_routing,
+    receptive_field_radius,
+    record_routing,
+    scale_by_mask,
+    scale_by_region,
+    scale_map,
+    usage_table,
+)
 from convlora_lite.errors import ConfigError
+from convlora_lite.models.sam import build_sam
 from convlora_lite.peft import apply_peft
 from convlora_lite.peft.conv_lora import ConvExpert
-from convlora_lite.analysis.expert_routing import (conv_lora_layers, expert_receptive_field, layer_routing, receptive_field_radius,
-                                   record_routing, scale_by_mask, scale_by_region, scale_map, usage_table)
-from convlora_lite.models.sam import build_sam
 
 
 def _model_with_random_gates():

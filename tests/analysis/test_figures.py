@@ -6,12 +6,27 @@ import numpy as np
 import pytest
 import torch
 
+from convlora_lite.analysis.figures import (
+    CLASS_PALETTE,
+    ERROR_COLOURS,
+    IGNORE_COLOUR,
+    LABEL_ERROR_COLOURS,
+    MASK_COLOUR,
+    PREDICTION_COLOUR,
+    class_iou_bars,
+    class_statistics,
+    colorize_labels,
+    display_image,
+    error_colours,
+    error_map,
+    label_map_figure,
+    overlay,
+    plot_class_statistics,
+    plot_history,
+    prediction_grid,
+)
 from convlora_lite.data.transforms import normalize_image
 from convlora_lite.errors import CheckpointError, DataError
-from convlora_lite.analysis.figures import (CLASS_PALETTE, ERROR_COLOURS, IGNORE_COLOUR, LABEL_ERROR_COLOURS, MASK_COLOUR,
-                               PREDICTION_COLOUR, class_iou_bars, class_statistics, colorize_labels, display_image,
-                               error_colours, error_map, label_map_figure, overlay, plot_class_statistics,
-                               plot_history, prediction_grid)
 
 CLASSES = ("background", "shelf", "jar", "freezer", "window", "door", "eyeglass", "cup", "wall", "bowl", "bottle", "box")
 

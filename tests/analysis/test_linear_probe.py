@@ -2,9 +2,15 @@
 import pytest
 import torch
 
+from convlora_lite.analysis.linear_probe import (
+    build_mae_vit_b_encoder,
+    encoder_features,
+    image_folder_tensors,
+    linear_probe,
+    mae_state_to_encoder,
+    make_shape_classes,
+)
 from convlora_lite.errors import CheckpointError, DataError
-from convlora_lite.analysis.linear_probe import (build_mae_vit_b_encoder, encoder_features, image_folder_tensors, linear_probe,
-                                 make_shape_classes, mae_state_to_encoder)
 
 
 def test_probe_separates_separable_classes():

@@ -1,13 +1,21 @@
-"""The paper's numbers in convlora_lite.analysis.paper_tables against REFERENCE.md, and the comparison tables."""
+"""The paper's numbers in convlora_lite.analysis.paper_tables against docs/recipe.md, and the comparison tables."""
 import json
 
 import numpy as np
 import pytest
 
+from convlora_lite.analysis.paper_tables import (
+    CITATION,
+    PAPER_PARAMS,
+    PAPER_RESULTS,
+    PAPER_TOTAL_PARAMS_M,
+    compare_with_paper,
+    paper_param_rows,
+    paper_results,
+    recipe_comparison,
+)
 from convlora_lite.data.registry import get_dataset_spec
 from convlora_lite.errors import ConfigError
-from convlora_lite.analysis.paper_tables import (CITATION, PAPER_PARAMS, PAPER_RESULTS, PAPER_TOTAL_PARAMS_M, compare_with_paper,
-                                 paper_param_rows, paper_results, recipe_comparison)
 from convlora_lite.training import TrainConfig
 
 
@@ -19,7 +27,7 @@ def _cell(table, test_set, metric):
 
 def test_results_equal_the_reference_table():
     table = paper_results()
-    # spot checks, copied from REFERENCE.md's "Paper results to reproduce"
+    # spot checks, copied from docs/recipe.md, "Paper results"
     assert _cell(table, "Kvasir", "S_alpha") == (91.2, 92.0)
     assert _cell(table, "CVC-612", "E_phi") == (92.5, 94.0)
     assert _cell(table, "ISIC 2017", "IoU") == (76.6, 77.6)

@@ -6,10 +6,10 @@ import pytest
 from torch import nn
 
 from convlora_lite.analysis import parameter_counts as params_module
-from convlora_lite.cli import main
 from convlora_lite.analysis.parameter_counts import count_parameters, paper_param_table, sam_parameter_count
-from convlora_lite.peft import METHOD_NAMES
+from convlora_lite.cli import main
 from convlora_lite.models.sam import build_sam
+from convlora_lite.peft import METHOD_NAMES
 
 DECODER_ONLY_VIT_H = 3_505_536
 LORA_EXTRA_VIT_H = 32 * (3 * 1280 + 3840 * 3)  # 491,520

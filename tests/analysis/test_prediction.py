@@ -2,9 +2,9 @@
 import pytest
 import torch
 
+from convlora_lite.analysis.prediction import predict_items, predict_run, predict_runs
 from convlora_lite.data import generate_synthetic
 from convlora_lite.errors import ConfigError, DataError
-from convlora_lite.analysis.prediction import predict_items, predict_run, predict_runs
 from convlora_lite.training import TrainConfig, fit, load_run
 
 

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from convlora_lite.analysis.results_tables import collect_runs, find_run_dirs, results_table, table_markdown
 from convlora_lite.cli import main
 from convlora_lite.errors import DataError
-from convlora_lite.analysis.results_tables import collect_runs, find_run_dirs, results_table, table_markdown
 
 
 def _write_run(path, dataset, method, seed, test):

@@ -9,13 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_verify import write_csv_layout, write_trans10k_layout
 
 from convlora_lite.cli import main
 from convlora_lite.data import install as fetch
 from convlora_lite.data.install import COMPLETE_MARKER, download_dataset, is_installed
 from convlora_lite.data.registry import DATASETS, get_dataset_spec
 from convlora_lite.errors import ConfigError, DataError, DownloadError
-from test_verify import write_csv_layout, write_trans10k_layout
 
 
 def _zip_of(folder: Path, arc_root: str) -> bytes:

@@ -8,10 +8,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from convlora_lite.errors import CheckpointError
-from convlora_lite.models.mae import (MICRO_MAE_PATH, MaskedImageModel, build_micro_mae_encoder, patchify,
-                               random_patch_mask, unpatchify)
-from convlora_lite.pretrain.__main__ import main
+from convlora_lite.models.mae import (
+    MICRO_MAE_PATH,
+    MaskedImageModel,
+    build_micro_mae_encoder,
+    patchify,
+    random_patch_mask,
+    unpatchify,
+)
 from convlora_lite.models.sam import get_config, sam_from_config
+from convlora_lite.pretrain.__main__ import main
 
 
 def tiny_model():

@@ -11,8 +11,8 @@ import pytest
 import torch
 from segment_anything.modeling.image_encoder import get_rel_pos
 
-from convlora_lite.models import checkpoints as sam_module
 from convlora_lite.errors import CheckpointError, ConfigError, DownloadError
+from convlora_lite.models import checkpoints as sam_module
 from convlora_lite.models.checkpoints import identify_state_dict, resize_pos_embed, resize_rel_pos
 from convlora_lite.models.sam import MODEL_CONFIGS, build_sam
 

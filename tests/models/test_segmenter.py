@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, TwoWayTransformer
 
 from convlora_lite.errors import ConfigError, DataError
-from convlora_lite.peft import apply_peft
-from convlora_lite.peft.base import AuxLossModule
 from convlora_lite.models.sam import build_sam
 from convlora_lite.models.segmenter import PromptFreeSAM
+from convlora_lite.peft import apply_peft
+from convlora_lite.peft.base import AuxLossModule
 
 S = 64  # test_tiny's input size; its grid is 8x8 tokens, its decoder predicts 32x32 logits
 

@@ -12,13 +12,13 @@ from safetensors.torch import load_file, save_file
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
-from convlora_lite.errors import ConfigError
 from convlora_lite.analysis.parameter_counts import count_parameters
+from convlora_lite.errors import ConfigError
+from convlora_lite.models.sam import build_sam, get_config, sam_from_config
+from convlora_lite.models.segmenter import PromptFreeSAM
 from convlora_lite.peft import apply_peft
 from convlora_lite.peft.sam_adapter import high_frequency_component
 from convlora_lite.peft.vpt import prompted_attention
-from convlora_lite.models.sam import build_sam, get_config, sam_from_config
-from convlora_lite.models.segmenter import PromptFreeSAM
 
 BASELINES = ("bitfit", "adapter", "vpt", "lst", "sam_adapter", "ssf")
 #: Methods designed to start as the unadapted model (VPT's random prompts do not).
@@ -62,8 +62,8 @@ def expected_trainable(base, method) -> set:
     if method == "bitfit":
         return {n for n in names if n.endswith(".bias")}
     if method == "adapter":
-        return {f"blocks.{i}.{a}_adapter.{l}.{w}" for i in blocks for a in ("attn", "mlp")
-                for l in ("down", "up") for w in ("weight", "bias")}
+        return {f"blocks.{i}.{a}_adapter.{layer}.{w}" for i in blocks for a in ("attn", "mlp")
+                for layer in ("down", "up") for w in ("weight", "bias")}
     if method == "vpt":
         return {f"blocks.{i}.prompts" for i in blocks}
     if method == "ssf":

@@ -7,10 +7,10 @@ from scipy.stats import norm
 from torch import nn
 
 from convlora_lite.errors import ConfigError
+from convlora_lite.models.sam import build_sam
 from convlora_lite.peft import apply_peft, collect_aux_loss
 from convlora_lite.peft.conv_lora import ConvExpert, ConvLoRALinear, MoEConv, NoisyTopKGate
 from convlora_lite.peft.conv_lora_official import OfficialConvLoRALinear
-from convlora_lite.models.sam import build_sam
 
 
 def _randomise(module: nn.Module, scale: float = 1.0) -> None:

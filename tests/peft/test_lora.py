@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from convlora_lite.errors import ConfigError
+from convlora_lite.models.sam import build_sam
 from convlora_lite.peft import apply_peft
 from convlora_lite.peft.lora import LoRALinear
-from convlora_lite.models.sam import build_sam
 
 
 def test_equals_base_at_init_on_4d_input():

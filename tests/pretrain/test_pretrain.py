@@ -8,14 +8,24 @@ import torch
 from safetensors.torch import load_file
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from convlora_lite.models.mae import build_micro_mae_encoder
-from convlora_lite.pretrain.__main__ import main
 from convlora_lite.models.checkpoints import ASSETS_DIR
+from convlora_lite.models.mae import build_micro_mae_encoder
+from convlora_lite.models.sam import build_sam, get_config, sam_from_config
+from convlora_lite.pretrain.__main__ import main
 from convlora_lite.pretrain.common import learning_rate
 from convlora_lite.pretrain.corpus import generate_scene
-from convlora_lite.pretrain.sam_pretrain import (FOCAL_WEIGHT, centre_point, dice_loss, evaluate_zero_shot, jitter_box,
-                                                 loss_targets, mask_box, mask_iou, prompt_loss, sigmoid_focal_loss)
-from convlora_lite.models.sam import build_sam, get_config, sam_from_config
+from convlora_lite.pretrain.sam_pretrain import (
+    FOCAL_WEIGHT,
+    centre_point,
+    dice_loss,
+    evaluate_zero_shot,
+    jitter_box,
+    loss_targets,
+    mask_box,
+    mask_iou,
+    prompt_loss,
+    sigmoid_focal_loss,
+)
 
 TINY = ["--model", "test_tiny", "--steps", "2", "--batch-size", "2", "--instances-per-image", "2",
         "--eval-images", "2", "--warmup-steps", "1", "--checkpoint-every", "0"]

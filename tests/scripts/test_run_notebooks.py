@@ -2,7 +2,6 @@
 import json
 
 import nbformat
-
 from run_notebooks import notebook_paths, results_sections, run_notebooks
 
 

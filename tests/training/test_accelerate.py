@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_trainer import BINARY, Discs, config
+
 from convlora_lite.training import end_distributed, fit
 
 SCRIPT = """

@@ -1,10 +1,9 @@
 """Presets and how a TrainConfig is resolved from preset + dataset recipe + explicit options."""
 import pytest
 
-from convlora_lite.training import presets
 from convlora_lite.errors import ConfigError
+from convlora_lite.training import TrainConfig, presets
 from convlora_lite.training.presets import OFFICIAL_SEED, PRESET_NAMES, get_preset
-from convlora_lite.training import TrainConfig
 
 
 def test_every_preset_is_documented_and_unknown_names_fail():
@@ -17,7 +16,7 @@ def test_every_preset_is_documented_and_unknown_names_fail():
 
 
 def test_paper_preset_is_the_official_recipe():
-    # REFERENCE.md: ViT-H, 1024 px, batch 1 x accumulation 4, fp16, seed 42686693, per-dataset epochs/lr
+    # docs/recipe.md: ViT-H, 1024 px, batch 1 x accumulation 4, fp16, seed 42686693, per-dataset epochs/lr
     cfg = TrainConfig.resolve("road", "decoder_only", "paper")
     assert (cfg.model, cfg.image_size, cfg.batch_size, cfg.grad_accum, cfg.precision) == ("vit_h", 1024, 1, 4, "fp16")
     assert cfg.seed == OFFICIAL_SEED == 42686693

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.checkpointing import enable_activation_checkpointing
-from convlora_lite.training import Trainer, TrainConfig, build_model, evaluate, fit, load_run
+from convlora_lite.training import TrainConfig, Trainer, build_model, evaluate, fit, load_run
 from convlora_lite.training.optim import linear_decay, param_groups
 
 BINARY = SimpleNamespace(name="discs", task="binary", classes=("background", "foreground"), loss="structure",
