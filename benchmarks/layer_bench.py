@@ -3,8 +3,9 @@
 Complements ``convlora bench`` (the whole training step) by isolating the layer the methods change,
 on the input shapes SAM gives it: the windowed blocks' (B x windows, 14, 14, C) and the global
 blocks' (B, g, g, C); the two MoE computations are also timed alone (ratios are to the LoRA
-layer, so "MoE only" reads as the fraction a LoRA layer's cost they add). Timings are interleaved, and both the median and the minimum are printed
-(on a shared machine noise only adds time, so the minimum is the steadiest estimate).
+layer, so "MoE only" reads as the fraction a LoRA layer's cost they add). Timings are interleaved,
+and both the median and the minimum are printed (on a shared machine noise only adds time, so the
+minimum is the steadiest estimate).
 
     python benchmarks/layer_bench.py --model vit_b --image-size 256 --reps 30 --threads 1 [--device cuda]
 """

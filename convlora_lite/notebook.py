@@ -152,8 +152,8 @@ class Session:
     def describe(self) -> str:
         """One paragraph: which mode this is, and where data, runs and weights come from."""
         if self.offline:
-            mode = (f"OFFLINE mode (preset {self.preset!r}): the bundled micro_sam on synthetic analogs (synth_<task>), "
-                    "not the real data or SAM ViT-H; the numbers are NOT comparable with the paper's. "
+            mode = (f"OFFLINE mode (preset {self.preset!r}): the bundled micro_sam on synthetic analogs "
+                    "(synth_<task>), not the real data or SAM ViT-H; the numbers are NOT comparable with the paper's. "
                     "Paper scale: -p PRESET colab|paper (real SAM weights, real datasets, the official recipe).")
         else:
             mode = (f"PAPER-SCALE mode (preset {self.preset!r}): {self.model} with real SAM weights, real datasets "

@@ -68,7 +68,8 @@ def run_notebooks(output_dir: Path, preset: str = "cpu", only: list[str] | None 
         except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
             error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
         seconds = time.perf_counter() - start
-        figures = extract_figures(executed / path.name, output_dir / "figures") if (executed / path.name).exists() else []
+        figures = (extract_figures(executed / path.name, output_dir / "figures") if (executed / path.name).exists()
+                   else [])
         results.append(dict(name=path.name, ok=error is None, seconds=seconds, figures=figures, error=error))
         log(f"  {'ok' if error is None else 'FAILED'} in {seconds:.0f} s, {len(figures)} figure(s)"
             + (f": {error}" if error else ""))

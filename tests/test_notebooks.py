@@ -1,6 +1,7 @@
 """Every notebook follows the conventions (notebook brief): header cells in order, Colab badge naming
 its own file, Colab-only install, one `parameters` cell with environment defaults, offline statement,
-papermill reads every parameter, python3 kernel, no outputs. The checker is shown to catch each broken rule on a bad notebook."""
+papermill reads every parameter, python3 kernel, no outputs. The checker is shown to catch each broken
+rule on a bad notebook."""
 import copy
 import json
 import re
@@ -50,11 +51,14 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
     for name in REQUIRED_PARAMETERS:
         if not re.search(rf"^{name} = os\.environ\.get\(\"CONVLORA_{name}\"", p, re.M):
             problems.append(f"the parameters cell does not take {name} from the environment")
-    unparsed = set(re.findall(r"^(\w+) = ", p, re.M)) - {q.name for q in PythonTranslator.inspect(nbformat.from_dict({**params, "source": p}))}
+    unparsed = set(re.findall(r"^(\w+) = ", p, re.M)) - {
+        q.name for q in PythonTranslator.inspect(nbformat.from_dict({**params, "source": p}))}
     if unparsed:
-        problems.append(f"papermill cannot read the parameter(s) {sorted(unparsed)} (a second '=' on the line, e.g. in the comment)")
+        problems.append(f"papermill cannot read the parameter(s) {sorted(unparsed)} "
+                        "(a second '=' on the line, e.g. in the comment)")
     statement = _source(mode).lower()
-    if mode["cell_type"] != "markdown" or not all(w in statement for w in ("offline", "micro_sam", "synth", "paper scale")):
+    if mode["cell_type"] != "markdown" or not all(w in statement
+                                                  for w in ("offline", "micro_sam", "synth", "paper scale")):
         problems.append("cell 4 is not the markdown statement of the offline mode and what changes at paper scale")
     session = "".join(_source(c) for c in cells[4:6] if c["cell_type"] == "code")
     if "nb.Session(PRESET, DATA_ROOT, CHECKPOINT, OUTPUT_DIR" not in session:
@@ -90,24 +94,30 @@ def _good_notebook() -> dict:
         code("import os\n" + "\n".join(f'{n} = os.environ.get("CONVLORA_{n}", "{"cpu" if n == "PRESET" else "x"}")'
                                        for n in REQUIRED_PARAMETERS), tags=["parameters"]),
         md("Offline: micro_sam on synth_<task> analogs; at paper scale real data."),
-        code('from convlora_lite import notebook as nb\nsession = nb.Session(PRESET, DATA_ROOT, CHECKPOINT, OUTPUT_DIR)'),
+        code('from convlora_lite import notebook as nb\n'
+             'session = nb.Session(PRESET, DATA_ROOT, CHECKPOINT, OUTPUT_DIR)'),
     ]}
 
 
 BREAKAGES = {
-    "wrong badge file": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("05_example", "06_other")),
-    "no what you will learn": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("What you will learn", "")),
+    "wrong badge file": lambda nb: nb["cells"][0].update(
+        source=nb["cells"][0]["source"].replace("05_example", "06_other")),
+    "no what you will learn": lambda nb: nb["cells"][0].update(
+        source=nb["cells"][0]["source"].replace("What you will learn", "")),
     "install not colab-only": lambda nb: nb["cells"][1].update(source="!pip install -q convlora_lite"),
     "parameters untagged": lambda nb: nb["cells"][2].update(metadata={}),
     "two parameters cells": lambda nb: nb["cells"][4]["metadata"].update(tags=["parameters"]),
-    "preset default smoke": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"].replace('"cpu"', '"smoke"')),
+    "preset default smoke": lambda nb: nb["cells"][2].update(
+        source=nb["cells"][2]["source"].replace('"cpu"', '"smoke"')),
     "hard-coded data root": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"].replace(
         'DATA_ROOT = os.environ.get("CONVLORA_DATA_ROOT", "x")', 'DATA_ROOT = "data"')),
     "kernel": lambda nb: nb["metadata"]["kernelspec"].update(name="python2"),
-    "outputs kept": lambda nb: nb["cells"][4].update(outputs=[{"output_type": "stream", "text": "x"}], execution_count=3),
+    "outputs kept": lambda nb: nb["cells"][4].update(outputs=[{"output_type": "stream", "text": "x"}],
+                                                     execution_count=3),
     "no offline statement": lambda nb: nb["cells"][3].update(source="Let us start."),
     "mode not printed": lambda nb: nb["cells"][4].update(source="x = 1"),
-    "parameter papermill cannot read": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"] + "\nSEEDS = 0  # 0 = auto"),
+    "parameter papermill cannot read": lambda nb: nb["cells"][2].update(
+        source=nb["cells"][2]["source"] + "\nSEEDS = 0  # 0 = auto"),
     "title without number": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("# 05 · ", "# ")),
 }
 

@@ -350,7 +350,8 @@ def plot_class_statistics(statistics: pd.DataFrame, title: str = "Class statisti
     share_ax.bar(statistics["class"], statistics["pixel share (%)"], color=colours, edgecolor="0.3")
     share_ax.set(yscale="log" if multiclass else "linear", ylabel="% of labelled pixels", title="Pixel share")
     count_ax.bar(statistics["class"], statistics["images"], color=colours, edgecolor="0.3")
-    count_ax.set(ylabel="images containing the class", title=f"Images per class (of {statistics.attrs.get('items', '?')})")
+    count_ax.set(ylabel="images containing the class",
+                 title=f"Images per class (of {statistics.attrs.get('items', '?')})")
     for ax in (share_ax, count_ax):
         ax.set_xlabel("class")
         _rotate_class_names(ax, statistics["class"])

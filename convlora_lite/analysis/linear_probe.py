@@ -138,7 +138,8 @@ def encoder_features(encoder: ImageEncoderViT, images: torch.Tensor, batch_size:
     return torch.cat(pooled)
 
 
-def split_indices(labels: torch.Tensor, test_fraction: float = 1 / 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(labels: torch.Tensor, test_fraction: float = 1 / 3,
+                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded stratified split: ``(train indices, test indices)``, ``test_fraction`` of every
     class (at least one image) in the test part."""
     generator = torch.Generator().manual_seed(seed)
@@ -230,7 +231,8 @@ def mae_state_to_encoder(state: dict) -> ImageEncoderViT:
         pos = state["pos_embed"]
         patch_weight = state["patch_embed.proj.weight"]
     except KeyError as err:
-        raise CheckpointError(f"Not a timm/MAE ViT state dict (missing {err}); pass mae_pretrain_vit_base.pth.") from err
+        raise CheckpointError(f"Not a timm/MAE ViT state dict (missing {err}); "
+                              "pass mae_pretrain_vit_base.pth.") from err
     dim, patch = patch_weight.shape[0], patch_weight.shape[-1]
     grid = int(round((pos.shape[1] - 1) ** 0.5))
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
@@ -251,7 +253,8 @@ def mae_state_to_encoder(state: dict) -> ImageEncoderViT:
     try:
         encoder.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"The MAE weights do not fit a ViT of width {dim} and depth {depth}: {str(err)[:400]}") from err
+        raise CheckpointError(f"The MAE weights do not fit a ViT of width {dim} and depth {depth}: "
+                              f"{str(err)[:400]}") from err
     return encoder.eval()
 
 
@@ -262,7 +265,8 @@ def plot_probe_accuracies(results: dict[str, ProbeResult], paper: dict[str, floa
     names = list(results)
     fig = Figure(figsize=(1.6 + 1.3 * (len(names) + len(paper or {})), 3.6))
     ax = fig.subplots()
-    bars = ax.bar(names, [100 * results[n].test_accuracy for n in names], color="tab:blue", label="measured here (test)")
+    bars = ax.bar(names, [100 * results[n].test_accuracy for n in names], color="tab:blue",
+                  label="measured here (test)")
     ax.bar_label(bars, fmt="%.1f")
     if paper:
         ref = ax.bar([f"{n}\n(paper, ImageNet)" for n in paper], [100 * v for v in paper.values()], color="white",

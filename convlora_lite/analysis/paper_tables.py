@@ -180,8 +180,9 @@ def compare_with_paper(run_dirs) -> pd.DataFrame:
 def recipe_comparison(config) -> pd.DataFrame:
     """The official recipe of ``config.dataset`` next to what ``config`` (a resolved
     :class:`~convlora_lite.training.TrainConfig`) runs on this machine: one row per setting, columns
-    ``official`` and ``this run`` (precision ``auto`` shown as what it resolves to here). The official column is the paper's setting (ViT-H, 1024 px, batch 1 x
-    accumulation 4, fp16) with the registry's per-task loss, selection, epochs and lr."""
+    ``official`` and ``this run`` (precision ``auto`` shown as what it resolves to here). The official
+    column is the paper's setting (ViT-H, 1024 px, batch 1 x accumulation 4, fp16) with the registry's
+    per-task loss, selection, epochs and lr."""
     from convlora_lite.training.devices import resolve_device, resolve_precision
 
     spec = get_dataset_spec(config.dataset)

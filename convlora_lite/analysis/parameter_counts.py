@@ -4,9 +4,10 @@
 head, with one mask token and one hypernetwork MLP (the prompt-free binary decoder of
 :class:`~convlora_lite.models.segmenter.PromptFreeSAM`). ``Ratio`` divides it by the parameter count of
 the *full* SAM (ViT-H: 641,090,608; ViT-L: 312,342,832; ViT-B: 93,735,472) plus the parameters
-the method adds. The paper (``docs/recipe.md``, "Parameter table") writes the denominator as 641.09 M; for every row but LST the two
-readings round to the same percentage, and LST's 1.77 % (11.49 M) only comes out with the added
-7.98 M in the denominator (11.49 / 641.09 would be 1.79 %), so that is the paper's reading.
+the method adds. The paper (``docs/recipe.md``, "Parameter table") writes the denominator as
+641.09 M; for every row but LST the two readings round to the same percentage, and LST's 1.77 %
+(11.49 M) only comes out with the added 7.98 M in the denominator (11.49 / 641.09 would be 1.79 %),
+so that is the paper's reading.
 The tables are computed on the meta device: nothing is allocated or downloaded.
 """
 from __future__ import annotations

@@ -56,7 +56,8 @@ def results_table(runs: pd.DataFrame, precision: int = 1) -> pd.DataFrame:
     ``"mean ± std"`` over seeds, x100 (``std`` is the sample standard deviation; a single seed
     shows the mean alone). Also exposes the numbers: ``table.attrs["mean"]``, ``["std"]``, ``["n"]``."""
     grouped = runs.groupby(["method", "dataset", "split", "metric"])["value"]
-    mean, std, n = (grouped.mean() * 100).unstack([1, 2, 3]), (grouped.std() * 100).unstack([1, 2, 3]), grouped.count().unstack([1, 2, 3])
+    mean, std, n = ((grouped.mean() * 100).unstack([1, 2, 3]), (grouped.std() * 100).unstack([1, 2, 3]),
+                    grouped.count().unstack([1, 2, 3]))
     order = [m for m in METHOD_NAMES if m in mean.index] + [m for m in mean.index if m not in METHOD_NAMES]
     mean, std, n = mean.loc[order], std.loc[order], n.loc[order]
 
@@ -65,7 +66,8 @@ def results_table(runs: pd.DataFrame, precision: int = 1) -> pd.DataFrame:
             return "–"
         return f"{m:.{precision}f}" if k < 2 or np.isnan(s) else f"{m:.{precision}f} ± {s:.{precision}f}"
 
-    table = pd.DataFrame({col: [cell(mean.at[i, col], std.at[i, col], n.at[i, col]) for i in order] for col in mean.columns},
+    table = pd.DataFrame({col: [cell(mean.at[i, col], std.at[i, col], n.at[i, col]) for i in order]
+                          for col in mean.columns},
                          index=pd.Index(order, name="method"))
     table.columns = pd.MultiIndex.from_tuples(mean.columns, names=["dataset", "split", "metric"])
     table.attrs.update(mean=mean, std=std, n=n)

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     listing.set_defaults(func=_list)
 
     download = actions.add_parser("download", help="download, check and extract a dataset")
-    download.add_argument("name", help="a real dataset: " + ", ".join(n for n, s in DATASETS.items() if not s.synthetic))
+    download.add_argument("name",
+                          help="a real dataset: " + ", ".join(n for n, s in DATASETS.items() if not s.synthetic))
     download.add_argument("--root", default=_DEFAULT_ROOT, help="data root (default: %(default)s)")
     download.add_argument("--base-url", default=None,
                           help="mirror that replaces the official S3 prefix (also $CONVLORA_DATA_BASE_URL)")

@@ -13,12 +13,14 @@ def register(subparsers) -> None:
         "params", help="trainable parameters and ratio per PEFT method (the paper's table)",
         description="For each method: trainable parameters, the full SAM parameter count and their ratio.")
     parser.add_argument("--model", default="vit_h", choices=list(MODEL_CONFIGS), help="SAM backbone (default vit_h)")
-    parser.add_argument("--method", default="all", help="'all' (default) or a comma-separated list, e.g. lora,conv_lora")
+    parser.add_argument("--method", default="all",
+                        help="'all' (default) or a comma-separated list, e.g. lora,conv_lora")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     rows = paper_param_table(args.model, args.method)
-    print(json.dumps({"model": args.model, "rows": rows}, indent=2) if args.json else format_param_table(rows, args.model))
+    print(json.dumps({"model": args.model, "rows": rows}, indent=2) if args.json
+          else format_param_table(rows, args.model))
     return 0

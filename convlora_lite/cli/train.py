@@ -24,12 +24,14 @@ def register(subparsers) -> None:
     parser.add_argument("--method", required=True, help="PEFT method, e.g. conv_lora, lora, decoder_only")
     parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES, help="settings bundle (default cpu)")
     parser.add_argument("--model", help="SAM backbone: vit_b, vit_l, vit_h, micro_sam, test_tiny")
-    parser.add_argument("--checkpoint", help="SAM weights: 'auto' (official/bundled, the default), a file, or 'none' (random)")
+    parser.add_argument("--checkpoint",
+                        help="SAM weights: 'auto' (official/bundled, the default), a file, or 'none' (random)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--output-dir", help="run directory (default runs/<dataset>/<method>/seed<S>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--image-size", type=int, help="input side in pixels (default: the preset's, or the model's own)")
+    parser.add_argument("--image-size", type=int,
+                        help="input side in pixels (default: the preset's, or the model's own)")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int, help="images per process and step")
     parser.add_argument("--grad-accum", type=int, help="batches per optimizer step")

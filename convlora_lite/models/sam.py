@@ -132,7 +132,8 @@ def sized_config(cfg: SamConfig, image_size: int | None) -> SamConfig:
     if image_size is None or image_size == cfg.image_size:
         return cfg
     if not isinstance(image_size, int) or image_size <= 0 or image_size % cfg.patch_size:
-        nearest = cfg.patch_size * max(1, round(image_size / cfg.patch_size)) if isinstance(image_size, int) else cfg.image_size
+        nearest = (cfg.patch_size * max(1, round(image_size / cfg.patch_size)) if isinstance(image_size, int)
+                   else cfg.image_size)
         raise ConfigError(f"image_size={image_size!r} is not a positive multiple of {cfg.name}'s patch size "
                           f"{cfg.patch_size} (native size {cfg.image_size}); pass a multiple such as {nearest}.")
     return replace(cfg, image_size=image_size)

@@ -67,7 +67,8 @@ class OfficialMoEConv(MoEConv):
         gates, aux_loss = self._official_gate(h)
         dispatcher = SparseDispatcher(self.num_experts, gates)
         expert_inputs = dispatcher.dispatch(h)
-        expert_outputs = [expert(expert_inputs[i]) for i, expert in enumerate(self.experts) if len(expert_inputs[i]) > 0]
+        expert_outputs = [expert(expert_inputs[i]) for i, expert in enumerate(self.experts)
+                          if len(expert_inputs[i]) > 0]
         delta = dispatcher.combine(expert_outputs, multiply_by_gates=self.gated)
         gate_values, expert_index = gates.topk(self.gate.top_k, dim=1)
         return delta, Routing(expert_index, gate_values, aux_loss)

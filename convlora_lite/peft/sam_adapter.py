@@ -149,7 +149,8 @@ def inject(model: nn.Module, config: SamAdapterConfig) -> None:
         raise ConfigError(f"SAM-Adapter scale_factor must be a positive integer dividing the encoder width {dim}, "
                           f"got {scale_factor!r}.")
     if not 0.0 <= freq_ratio < 1.0:
-        raise ConfigError(f"SAM-Adapter freq_ratio (the low-frequency area removed) must be in [0, 1), got {freq_ratio}.")
+        raise ConfigError("SAM-Adapter freq_ratio (the low-frequency area removed) must be in [0, 1), "
+                          f"got {freq_ratio}.")
     ref = encoder.patch_embed.proj.weight
     generator = PromptGenerator(dim, len(encoder.blocks), encoder.patch_embed.proj.kernel_size[0], scale_factor,
                                 freq_ratio, zero_init, device=ref.device, dtype=ref.dtype)

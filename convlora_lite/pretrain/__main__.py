@@ -34,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"(default {f.default})")
         p.add_argument("--threads", type=int, default=1, help="torch threads; part of what fixes the weights "
                        "(default 1; the card records the count the bundled weights used)")
-        p.add_argument("--out", default=str(ASSETS_DIR / f"{name}.safetensors"), help="weights file (card: same name .json)")
-        p.add_argument("--work-dir", default=f"runs/pretrain/{name}", help="resumable state (default runs/pretrain/NAME)")
+        p.add_argument("--out", default=str(ASSETS_DIR / f"{name}.safetensors"),
+                       help="weights file (card: same name .json)")
+        p.add_argument("--work-dir", default=f"runs/pretrain/{name}",
+                       help="resumable state (default runs/pretrain/NAME)")
         p.add_argument("--resume", action="store_true", help="continue the run saved in --work-dir")
         p.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds between resume states")
     return parser

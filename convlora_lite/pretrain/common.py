@@ -100,7 +100,8 @@ def write_card(path: str | Path, card: dict) -> None:
     Path(path).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
-def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   grad_clip: float) -> None:
     """Backpropagate ``loss``, clip the gradient norm of ``model`` to ``grad_clip`` and step."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -68,13 +68,15 @@ def make_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarra
         weight = (u - u.min()) / max(float(u.max() - u.min()), 1.0)
     else:  # smooth_noise
         noise = ndimage.gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), rng.uniform(1.5, 6))
-        weight = (noise > 0).astype(np.float32) if rng.random() < 0.5 else 1 / (1 + np.exp(-noise / (noise.std() + 1e-6) * 2))
+        weight = ((noise > 0).astype(np.float32) if rng.random() < 0.5
+                  else 1 / (1 + np.exp(-noise / (noise.std() + 1e-6) * 2)))
     tex = c1 * (1 - weight[..., None]) + c2 * weight[..., None]
     tex += rng.normal(0, rng.uniform(0.0, 0.08), size=tex.shape).astype(np.float32)
     return np.clip(tex, 0.0, 1.0)
 
 
-def make_shape(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, radius: float) -> np.ndarray:
+def make_shape(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
+               radius: float) -> np.ndarray:
     """A random shape centred at (cy, cx) with size ``radius`` on the grids ``yy``, ``xx``; bool mask."""
     kind = SHAPES[rng.integers(len(SHAPES))]
     theta = rng.uniform(0, 2 * np.pi)

@@ -69,7 +69,8 @@ class SamPretrainConfig:
     eval_images: int = 100
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
     """Focal loss (Lin et al., 2017) averaged over pixels: logits, targets (N, H, W) -> (N,).
 
     ``alpha`` weights the positives (1 - alpha the negatives); ``alpha < 0`` turns the weighting off
@@ -132,7 +133,8 @@ def centre_point(mask: np.ndarray) -> np.ndarray:
     return np.array([x + 0.5, y + 0.5], np.float32)
 
 
-def decode(sam: Sam, embedding: torch.Tensor, points=None, boxes=None, multimask: bool = False, size: int | None = None):
+def decode(sam: Sam, embedding: torch.Tensor, points=None, boxes=None, multimask: bool = False,
+           size: int | None = None):
     """Decode prompts against one image embedding (1, C, h, w).
 
     Args:
@@ -151,7 +153,8 @@ def decode(sam: Sam, embedding: torch.Tensor, points=None, boxes=None, multimask
     return low_res, iou_pred
 
 
-def prompt_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, focal_alpha: float = 0.25) -> torch.Tensor:
+def prompt_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor,
+                focal_alpha: float = 0.25) -> torch.Tensor:
     """SAM's loss for N prompts: logits (N, M, S, S), iou_pred (N, M), targets (N, S, S) -> (N,).
 
     With M > 1 only the mask with the lowest focal + dice loss counts (SAM's multimask rule); the
@@ -159,7 +162,8 @@ def prompt_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Ten
     n, m = logits.shape[:2]
     tgt = targets[:, None].expand(-1, m, -1, -1).reshape(n * m, *targets.shape[1:])
     flat = logits.reshape(n * m, *logits.shape[2:])
-    mask_term = (FOCAL_WEIGHT * sigmoid_focal_loss(flat, tgt, alpha=focal_alpha) + DICE_WEIGHT * dice_loss(flat, tgt)).view(n, m)
+    mask_term = (FOCAL_WEIGHT * sigmoid_focal_loss(flat, tgt, alpha=focal_alpha)
+                 + DICE_WEIGHT * dice_loss(flat, tgt)).view(n, m)
     with torch.no_grad():
         true_iou = mask_iou(flat, tgt).view(n, m)
     iou_term = F.mse_loss(iou_pred, true_iou, reduction="none").mean(1)

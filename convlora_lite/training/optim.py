@@ -17,7 +17,8 @@ from torch import nn
 def _is_norm(module: nn.Module) -> bool:
     from segment_anything.modeling.common import LayerNorm2d
 
-    norms = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, LayerNorm2d)
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+             LayerNorm2d)
     return isinstance(module, norms)
 
 

@@ -239,7 +239,8 @@ class Trainer:
                     task_loss = self.loss_fn(out, masks)
                     loss = (task_loss + out.aux_loss) / group_size
                 acc.backward(loss)
-            sums += torch.stack([task_loss.detach().float(), out.aux_loss.detach().float(), torch.ones((), device=acc.device)])
+            sums += torch.stack([task_loss.detach().float(), out.aux_loss.detach().float(),
+                                 torch.ones((), device=acc.device)])
             if step_now:
                 lr = self.optimizer.param_groups[0]["lr"]
                 if cfg.max_grad_norm is not None:
@@ -319,7 +320,8 @@ class Trainer:
 
     def _finish(self, history: list[dict], best: dict, stopped: bool) -> None:
         """Score the test splits with the best weights (at most ``max_eval_batches`` batches each, as
-        validation; :func:`~convlora_lite.training.evaluation.evaluate` scores a whole split); write metrics.json and the figure."""
+        validation; :func:`~convlora_lite.training.evaluation.evaluate` scores a whole split); write
+        metrics.json and the figure."""
         model = self.accelerator.unwrap_model(self.model)
         load_trainable(model, self.run.load_tensors(self.run.best), str(self.run.best))
         tests = [s for s in self.datasets if s not in ("train", "val")]

@@ -67,8 +67,10 @@ def test_table_windowed_blocks_are_bounded_by_their_window_and_peft_layers_are_m
     # the batched mean equals the per-image mean of capture_attention
     att = capture_attention(sam.image_encoder, images)[1]
     direct = mean_attention_distance(att.probs, att.coords, att.valid, patch_size=8)
-    assert torch.allclose(torch.tensor(table[table.block == 1]["distance_px"].to_numpy(), dtype=torch.float), direct, atol=1e-5)
+    assert torch.allclose(torch.tensor(table[table.block == 1]["distance_px"].to_numpy(), dtype=torch.float), direct,
+                          atol=1e-5)
     # a LoRA-wrapped qkv (B = 0 at init) measures the same attention
     adapted = apply_peft(sam, "lora")
     again = attention_distance_table(adapted.image_encoder, images, batch_size=2)
-    assert torch.allclose(torch.tensor(again["distance_px"].to_numpy()), torch.tensor(table["distance_px"].to_numpy()), atol=1e-5)
+    assert torch.allclose(torch.tensor(again["distance_px"].to_numpy()), torch.tensor(table["distance_px"].to_numpy()),
+                          atol=1e-5)

@@ -49,7 +49,8 @@ def test_scale_map_paints_each_window_and_crops_the_padding():
     windowed = routings[0]
     tokens = scale_map(windowed, grid=8)
     assert tokens.shape == (1, 8, 8)
-    assert tokens[0, 4, 7].item() == windowed.scales[windowed.choice[0, 1, 2].item()]  # row 4 -> window row 1, col 7 -> 2
+    # row 4 -> window row 1, col 7 -> 2
+    assert tokens[0, 4, 7].item() == windowed.scales[windowed.choice[0, 1, 2].item()]
     pixels = scale_map(windowed, grid=8, image_size=64)
     assert pixels.shape == (1, 64, 64) and pixels[0, 63, 63] == tokens[0, 7, 7]
     assert torch.all(scale_map(routings[1], grid=8) == routings[1].scales[routings[1].choice[0, 0, 0].item()])

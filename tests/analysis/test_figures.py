@@ -28,7 +28,8 @@ from convlora_lite.analysis.figures import (
 from convlora_lite.data.transforms import normalize_image
 from convlora_lite.errors import CheckpointError, DataError
 
-CLASSES = ("background", "shelf", "jar", "freezer", "window", "door", "eyeglass", "cup", "wall", "bowl", "bottle", "box")
+CLASSES = ("background", "shelf", "jar", "freezer", "window", "door", "eyeglass", "cup", "wall", "bowl", "bottle",
+           "box")
 
 
 def _pixels(h=4, w=6, seed=0):
@@ -54,7 +55,8 @@ def test_error_colours_hand_case():
     mask = np.array([[1, 1, 0], [0, 0, 1]], dtype=np.float32)
     prob = np.array([[0.9, 0.2, 0.7], [0.1, 0.5, 0.51]])  # 0.5 is not foreground (prob > 0.5)
     out = error_colours(mask, torch.from_numpy(prob))
-    expected = np.array([[ERROR_COLOURS["true positive"], ERROR_COLOURS["false negative"], ERROR_COLOURS["false positive"]],
+    expected = np.array([[ERROR_COLOURS["true positive"], ERROR_COLOURS["false negative"],
+                          ERROR_COLOURS["false positive"]],
                          [(0, 0, 0), (0, 0, 0), ERROR_COLOURS["true positive"]]])
     np.testing.assert_allclose(out, expected)
     # true negatives show the darkened grey image

@@ -79,7 +79,8 @@ def test_parameter_table_matches_our_counts_on_vit_h():
 
 def _fake_run(path, dataset, method, seed, test):
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed, "model": "vit_b"}))
+    (path / "config.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed,
+                                                  "model": "vit_b"}))
     (path / "metrics.json").write_text(json.dumps({"test": test, "completed": True}))
     return path
 

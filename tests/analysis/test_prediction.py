@@ -15,8 +15,9 @@ def tiny_runs(tmp_path_factory):
     runs = {}
     for name in ("synth_polyp", "synth_trans10k"):
         generate_synthetic(name, root, image_size=64, n_train=2, n_val=1, n_test=3)
-        config = TrainConfig.resolve(name, "conv_lora", "smoke", model="test_tiny", checkpoint=None, data_root=str(root),
-                                     output_dir=str(root / "runs" / name), epochs=1, max_train_batches=1)
+        config = TrainConfig.resolve(name, "conv_lora", "smoke", model="test_tiny", checkpoint=None,
+                                     data_root=str(root), output_dir=str(root / "runs" / name), epochs=1,
+                                     max_train_batches=1)
         runs[name] = fit(config)
     return runs
 

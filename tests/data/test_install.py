@@ -192,7 +192,8 @@ def test_trans10k_from_google_drive_is_unwrapped_and_installed(tmp_path, monkeyp
 
 def test_trans10k_offline_says_where_to_put_the_folders(tmp_path, monkeypatch):
     _fake_gdown(monkeypatch, error=ConnectionError("Failed to resolve 'drive.google.com'"))
-    with pytest.raises(DownloadError, match="(?s)drive.google.com/file/d/.* copy the archive to .*trans10k.archive.* train/, validation/ and test/") as err:
+    with pytest.raises(DownloadError, match="(?s)drive.google.com/file/d/.* copy the archive to "
+                                            ".*trans10k.archive.* train/, validation/ and test/") as err:
         download_dataset("trans10k", tmp_path)
     assert str((tmp_path / "trans10k").resolve()) in str(err.value)
     assert _entries(tmp_path) == []

@@ -25,7 +25,8 @@ def _reference_decoder(model: PromptFreeSAM) -> MaskDecoder:
         iou_head_depth=3, iou_head_hidden_dim=cfg.iou_head_hidden_dim)
     ours = model.mask_decoder.state_dict()
     mlp0 = {k.split(".", 2)[2]: v for k, v in ours.items() if k.startswith("output_hypernetworks_mlps.0.")}
-    state = {k: v for k, v in ours.items() if not k.startswith(("output_hypernetworks_mlps.", "iou_prediction_head.", "class_head."))}
+    state = {k: v for k, v in ours.items()
+             if not k.startswith(("output_hypernetworks_mlps.", "iou_prediction_head.", "class_head."))}
     state.update({f"output_hypernetworks_mlps.{i}.{k}": v for i in range(q) for k, v in mlp0.items()})
     missing, unexpected = ref.load_state_dict(state, strict=False)
     assert all(k.startswith("iou_prediction_head.") for k in missing) and not unexpected

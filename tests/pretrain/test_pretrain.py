@@ -147,20 +147,22 @@ def test_script_refuses_bad_resume_and_leaked_eval_seed(tmp_path, capsys):
 
 def test_script_options_loss_at_decoder_size_and_encoder_from_micro_mae(tmp_path, capsys):
     out = tmp_path / "low.safetensors"
-    assert main(["micro_sam", *TINY, "--loss-at", "decoder", "--out", str(out), "--work-dir", str(tmp_path / "low")]) == 0
+    assert main(["micro_sam", *TINY, "--loss-at", "decoder", "--out", str(out),
+                 "--work-dir", str(tmp_path / "low")]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["config"]["loss_at"] == "decoder" and "decoder-size masks" in card["objective"]
     assert load_file(str(out)).keys() == sam_from_config(get_config("test_tiny")).state_dict().keys()
     upsampled = tmp_path / "input.safetensors"
-    assert main(["micro_sam", *TINY, "--loss-at", "input", "--out", str(upsampled), "--work-dir", str(tmp_path / "input")]) == 0
+    assert main(["micro_sam", *TINY, "--loss-at", "input", "--out", str(upsampled),
+                 "--work-dir", str(tmp_path / "input")]) == 0
     assert out.read_bytes() != upsampled.read_bytes()  # the option changes the training, not only the card
     assert "input-size masks" in json.loads(upsampled.with_suffix(".json").read_text())["objective"]
     assert main(["micro_sam", *TINY, "--loss-at", "pixels", "--work-dir", str(tmp_path / "bad")]) == 2
     assert "--loss-at must be one of input, decoder" in capsys.readouterr().err
     assert main(["micro_sam", *TINY, "--init-encoder", "micro_mae", "--work-dir", str(tmp_path / "bad")]) == 2
     assert "Use --model micro_sam or --init-encoder none" in capsys.readouterr().err
-    assert main(["micro_sam", "--steps", "0", "--eval-images", "1", "--init-encoder", str(tmp_path / "none.safetensors"),
-                 "--work-dir", str(tmp_path / "bad")]) == 2
+    assert main(["micro_sam", "--steps", "0", "--eval-images", "1",
+                 "--init-encoder", str(tmp_path / "none.safetensors"), "--work-dir", str(tmp_path / "bad")]) == 2
     assert "No micro_mae weights" in capsys.readouterr().err
 
     started = tmp_path / "from_mae.safetensors"  # zero steps: the exported encoder is micro_mae's, bit for bit

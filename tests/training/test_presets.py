@@ -45,8 +45,30 @@ def test_cpu_and_smoke_presets_use_the_micro_model_at_its_native_size():
 def test_explicit_options_win_over_preset_and_recipe():
     cfg = TrainConfig.resolve("polyp", "decoder_only", "paper", epochs=2, lr=5e-5, model="vit_b", image_size=512,
                               seed=3, max_grad_norm=None)
-    assert (cfg.epochs, cfg.lr, cfg.model, cfg.image_size, cfg.seed, cfg.max_grad_norm) == (2, 5e-5, "vit_b", 512, 3, None)
+    assert ((cfg.epochs, cfg.lr, cfg.model, cfg.image_size, cfg.seed, cfg.max_grad_norm)
+            == (2, 5e-5, "vit_b", 512, 3, None))
     assert cfg.output_dir == "runs/polyp/decoder_only/seed3"
     assert TrainConfig.resolve("polyp", "decoder_only", "paper", model="micro_sam", image_size=None).image_size == 256
     with pytest.raises(ConfigError, match="multiple of"):
         TrainConfig.resolve("polyp", "decoder_only", "paper", image_size=1000)
+
+
+def test_presets_are_named_overrides_of_train_config_fields():
+    fields = set(TrainConfig.__dataclass_fields__)
+    for name in PRESET_NAMES:
+        assert set(get_preset(name).overrides) <= fields, name
+    assert get_preset("cpu").value("epochs") == 8
+    assert get_preset("paper").value("seed") == TrainConfig.__dataclass_fields__["seed"].default == OFFICIAL_SEED
+    # a preset that leaves image_size out gets the model's native size, whatever the model
+    assert TrainConfig.resolve("synth_polyp", "decoder_only", "cpu", model="test_tiny").image_size == 64
+
+
+def test_method_options_come_from_the_method_config_with_its_defaults():
+    cfg = TrainConfig.resolve("synth_polyp", "conv_lora", "smoke", method_options={"num_experts": 4})
+    assert cfg.method_options == {"rank": 3, "alpha": 32, "dropout": 0.0, "num_experts": 4, "scales": None,
+                                  "top_k": 1, "gated": False, "loss_coef": 0.01, "implementation": "fast"}
+    assert TrainConfig.resolve("synth_polyp", "decoder_only", "smoke").method_options == {}
+    with pytest.raises(ConfigError, match=r"Unknown option\(s\) \['experts'\] for method 'conv_lora'; it takes"):
+        TrainConfig.resolve("synth_polyp", "conv_lora", "smoke", method_options={"experts": 4})
+    with pytest.raises(ConfigError, match="it takes none"):
+        TrainConfig.resolve("synth_polyp", "decoder_only", "smoke", method_options={"rank": 4})
