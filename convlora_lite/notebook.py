@@ -227,12 +227,8 @@ class Task:
 
     def show_data(self, max_items: int = 200) -> None:
         """The split sizes, a preview of images and masks, and what the masks hold (train split)."""
-        from convlora_lite.analysis.figures import (
-            class_statistics,
-            label_map_figure,
-            plot_class_statistics,
-            preview_figure,
-        )
+        from convlora_lite.analysis.class_statistics import class_statistics, plot_class_statistics
+        from convlora_lite.analysis.figures import label_map_figure
 
         print(self.spec.title, "| images per split:", {s: len(self.dataset(s)) for s in self.spec.all_splits})
         _display(preview_figure(self.name, self.root))
@@ -276,7 +272,7 @@ class Task:
         """Per-category IoU of ``method``'s first run on its first test split (multi-class tasks)."""
         import pandas as pd
 
-        from convlora_lite.analysis.figures import class_iou_bars
+        from convlora_lite.analysis.class_statistics import class_iou_bars
 
         method = method or self.session.methods[-1]
         split = self.spec.test_splits[0]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from convlora_lite.analysis.class_statistics import class_iou_bars, class_statistics, plot_class_statistics
 from convlora_lite.analysis.figures import (
     CLASS_PALETTE,
     ERROR_COLOURS,
@@ -13,15 +14,12 @@ from convlora_lite.analysis.figures import (
     LABEL_ERROR_COLOURS,
     MASK_COLOUR,
     PREDICTION_COLOUR,
-    class_iou_bars,
-    class_statistics,
     colorize_labels,
     display_image,
     error_colours,
     error_map,
     label_map_figure,
     overlay,
-    plot_class_statistics,
     plot_history,
     prediction_grid,
 )
