@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convlora_lite.data.install import is_installed
 from convlora_lite.data.registry import get_dataset_spec
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
@@ -27,14 +28,16 @@ def notebook_data_root(preset: str, data_root) -> Path:
 
 
 def ensure_synthetic(datasets, preset: str, data_root) -> Path:
-    """Generate every missing ``synth_<task>`` of ``datasets`` at the preset's size (real
-    datasets are left alone: training says how to download them). Returns the data root used."""
+    """Generate every ``synth_<task>`` of ``datasets`` that is not installed (missing, or its
+    generation was interrupted; :func:`~convlora_lite.data.install.is_installed`) at the preset's
+    size. Real datasets are left alone: the notebooks' ``download_dataset`` installs them, and
+    accepts a folder once ``convlora data install`` adopted it. Returns the data root used."""
     from convlora_lite.data.synthetic import generate_synthetic
 
     root = notebook_data_root(preset, data_root)
     for name in datasets:
         spec = get_dataset_spec(name)
-        if spec.synthetic and not spec.dataset_dir(root).exists():
+        if spec.synthetic and not is_installed(spec, root):
             generate_synthetic(spec.name, root, **SYNTHETIC_SIZES.get(preset, {}))
     return root
 

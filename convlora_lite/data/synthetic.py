@@ -33,10 +33,13 @@ the official CSVs) plus ``images/*.png`` and 0/255 ``masks/*.png``; ``synth_tran
 ``{root}/synth_trans10k/{train,validation,test}/{images/N.jpg, masks_12/N_mask.png}`` with
 palette index masks. Defaults: 256 px, 64 train / 16 val / 32 test images (about a second or two
 per task on one CPU core; small enough to train on a CPU in minutes). Same arguments -> the same
-bytes on disk.
+bytes on disk. The note ``SYNTHETIC.json`` is written last, into the folder of the split
+listings: an analog is complete (installed, see :func:`~convlora_lite.data.install.is_installed`)
+when it is there, and an interrupted generation is redone.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -45,11 +48,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from convlora_lite.errors import ConfigError
 from convlora_lite.data.registry import DatasetSpec, get_dataset_spec
+from convlora_lite.errors import ConfigError
 
 SYNTHETIC_TASKS = ("polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k")
 SPLIT_ORDER = ("train", "val", "test")
+#: note written last into ``spec.dataset_dir(root)`` of an analog; its presence means "complete".
+SYNTHETIC_MARKER = "SYNTHETIC.json"
 
 
 # ----------------------------------------------------------------------------- drawing helpers
@@ -122,7 +127,7 @@ def _segment_distance(yy, xx, p, q) -> np.ndarray:
 
 
 def _polyline_distance(yy, xx, points) -> np.ndarray:
-    return np.minimum.reduce([_segment_distance(yy, xx, p, q) for p, q in zip(points, points[1:])])
+    return np.minimum.reduce([_segment_distance(yy, xx, p, q) for p, q in itertools.pairwise(points)])
 
 
 def _small_blobs(rng, size, centres, radii, roughness, margin=4.0):
@@ -477,7 +482,7 @@ def generate_synthetic(name: str, root, *, image_size: int = 256, n_train: int =
             _write_csv_split(spec, task, directory, split, count, image_size, seed)
     info = {"name": spec.name, "synthetic": True, "seed": seed, "image_size": image_size,
             "counts": counts, "note": "procedural analog, not the real data (convlora_lite.data.synthetic)"}
-    (directory / "SYNTHETIC.json").write_text(json.dumps(info, indent=2) + "\n")
+    (directory / SYNTHETIC_MARKER).write_text(json.dumps(info, indent=2) + "\n")
     return directory
 
 
