@@ -2,8 +2,8 @@
 
 Every option left out comes from the preset (see ``convlora_lite.training.presets``) or the dataset's
 official recipe. A ``synth_`` dataset missing from ``--root`` is generated first; a real one must
-be downloaded (``convlora data download NAME``). Multi-GPU: ``accelerate launch -m
-convlora_lite train ...`` (or ``torchrun``).
+be installed (``convlora data download NAME``, or ``convlora data install NAME ARCHIVE_OR_FOLDER``
+for data fetched by hand). Multi-GPU: ``accelerate launch -m convlora_lite train ...`` (or ``torchrun``).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import json
 import os
 
 from convlora_lite.peft.base import parse_options
-from convlora_lite.training.presets import PRESET_NAMES
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
+from convlora_lite.training.presets import PRESET_NAMES
 
 
 def register(subparsers) -> None:

@@ -523,3 +523,38 @@ def test_missing_real_dataset_names_the_download_and_the_install_commands(tmp_pa
     assert f"fetch its archive by hand from {DRIVE_PAGE} " in message
     assert f"`convlora data install trans10k ARCHIVE --root {tmp_path}`" in message
 
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_cli_install_exit_codes_and_messages(tmp_path, capsys):
+    root, archive = tmp_path / "data", tmp_path / "polyp.zip"
+    archive.write_bytes(official_zip(tmp_path, "polyp"))
+    assert main(["data", "install", "polyp", str(archive), "--root", str(root)]) == 0
+    assert capsys.readouterr().out == f"polyp: ready at {root / 'polyp' / 'polyp'}\n"
+    assert main(["data", "install", "polyp", str(archive), "--root", str(root)]) == 0
+    assert capsys.readouterr().out == (f"polyp is already installed at {root / 'polyp'}; nothing was done. Delete that "
+                                       f"folder first to install {archive} instead.\npolyp: ready at {root / 'polyp' / 'polyp'}\n")
+
+    spec = get_dataset_spec("leaf")
+    write_csv_layout(spec.dataset_dir(root), spec.splits, n=1)
+    (spec.dataset_dir(root) / "images/test_0.png").unlink()
+    leaf = str(root / spec.folder)
+    assert main(["data", "install", "leaf", leaf, "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert (f"convlora data: error: {spec.dataset_dir(root)} was not installed as leaf: verifying it found 1 problem(s):"
+            f"\n  - test: missing file {spec.dataset_dir(root) / 'images/test_0.png'}\n") in err
+    write_csv_layout(spec.dataset_dir(root), spec.splits, n=1)
+    assert main(["data", "verify", "leaf", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.endswith(f"OK: no problems found.\nNot installed yet (no completion marker): training "
+                                            f"and the notebooks use it once adopted with `convlora data install leaf "
+                                            f"{leaf} --root {root}`.\n")
+    assert main(["data", "install", "leaf", leaf, "--root", str(root)]) == 0
+    assert is_installed("leaf", root)
+    assert main(["data", "verify", "leaf", "--root", str(root)]) == 0
+    assert "Not installed" not in capsys.readouterr().out
+
+    assert main(["data", "install", "sbu", str(tmp_path / "nope.zip"), "--root", str(root)]) == 2
+    assert "nope.zip does not exist" in capsys.readouterr().err
+    assert main(["data", "install", "synth_polyp", str(archive), "--root", str(root)]) == 2
+    assert "convlora data synth synth_polyp" in capsys.readouterr().err
