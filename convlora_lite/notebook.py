@@ -41,6 +41,7 @@ from convlora_lite.analysis.paper_tables import paper_results, param_comparison
 from convlora_lite.analysis.parameter_counts import parse_methods
 from convlora_lite.analysis.prediction import predict_run, predict_runs
 from convlora_lite.analysis.results_tables import collect_runs, results_table
+from convlora_lite.data.install import is_installed
 from convlora_lite.data.registry import DATASETS, get_dataset_spec
 from convlora_lite.training.presets import get_preset
 from convlora_lite.training.rundir import RunDir
@@ -63,14 +64,16 @@ def notebook_data_root(preset: str, data_root) -> Path:
 
 
 def ensure_synthetic(datasets, preset: str, data_root) -> Path:
-    """Generate every missing ``synth_<task>`` of ``datasets`` at the preset's size (real
-    datasets are left alone: training says how to download them). Returns the data root used."""
+    """Generate every ``synth_<task>`` of ``datasets`` that is not installed (missing, or its
+    generation was interrupted; :func:`~convlora_lite.data.install.is_installed`) at the preset's
+    size. Real datasets are left alone: the notebooks' ``download_dataset`` installs them, and
+    accepts a folder once ``convlora data install`` adopted it. Returns the data root used."""
     from convlora_lite.data.synthetic import generate_synthetic
 
     root = notebook_data_root(preset, data_root)
     for name in datasets:
         spec = get_dataset_spec(name)
-        if spec.synthetic and not spec.dataset_dir(root).exists():
+        if spec.synthetic and not is_installed(spec, root):
             generate_synthetic(spec.name, root, **SYNTHETIC_SIZES.get(preset, {}))
     return root
 

@@ -1,9 +1,15 @@
-"""``convlora data``: list, download, verify and synthesise the datasets of the registry.
+"""``convlora data``: list, download, install, verify and synthesise the datasets of the registry.
 
     convlora data list
     convlora data download NAME [--root DIR] [--base-url URL] [--keep-zip]
+    convlora data install NAME ARCHIVE_OR_FOLDER [--root DIR] [--move]
     convlora data verify NAME [--root DIR]
     convlora data synth NAME|all [--root DIR] [--size N] [--seed S] [--n-train N] [--n-val N] [--n-test N]
+
+``install`` is for data fetched by hand: an archive as downloaded (checked like a download) or a
+folder holding the dataset (verified file by file, then adopted where it is, or copied into
+place). A dataset is installed when it has its completion marker; training and the notebooks
+use only installed datasets.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ _DEFAULT_ROOT = "data"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="list, download, verify or synthesise datasets",
+    parser = subparsers.add_parser("data", help="list, download, install, verify or synthesise datasets",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -30,6 +36,19 @@ def register(subparsers) -> None:
                           help="mirror that replaces the official S3 prefix (also $CONVLORA_DATA_BASE_URL)")
     download.add_argument("--keep-zip", action="store_true", help="keep the archive after extracting it")
     download.set_defaults(func=_download)
+
+    install = actions.add_parser("install", help="install an archive downloaded by hand, or adopt a folder",
+                                 description="Install a dataset from an archive you downloaded (checked like a "
+                                             "download: CRCs, layout, every file) or a folder that holds it "
+                                             "(verified file by file, then adopted in place or copied into place).")
+    install.add_argument("name", help="a real dataset: " + ", ".join(n for n, s in DATASETS.items() if not s.synthetic))
+    install.add_argument("source", metavar="ARCHIVE_OR_FOLDER",
+                         help="the downloaded archive (zip, or Trans10K-v2's archive as Google Drive serves it), "
+                              "or the folder that holds the dataset")
+    install.add_argument("--root", default=_DEFAULT_ROOT, help="data root (default: %(default)s)")
+    install.add_argument("--move", action="store_true",
+                         help="move a folder that lies elsewhere into place instead of copying it")
+    install.set_defaults(func=_install)
 
     verify = actions.add_parser("verify", help="check every file of a dataset; exit 1 on problems")
     verify.add_argument("name")
@@ -68,11 +87,26 @@ def _download(args) -> int:
     return 0
 
 
+def _install(args) -> int:
+    from convlora_lite.data.install import install_dataset
+
+    path = install_dataset(args.name, args.source, args.root, move=args.move)
+    print(f"{args.name}: ready at {path}")
+    return 0
+
+
 def _verify(args) -> int:
+    from convlora_lite.data.install import install_dir, is_installed
+    from convlora_lite.data.registry import get_dataset_spec
     from convlora_lite.data.verify import verify_dataset
 
     report = verify_dataset(args.name, args.root)
     print(report)
+    spec = get_dataset_spec(args.name)
+    if report.ok and not is_installed(spec, args.root):
+        target = install_dir(spec, args.root)
+        print(f"Not installed yet (no completion marker): training and the notebooks use it once adopted with "
+              f"`convlora data install {spec.name} {target} --root {args.root}`.")
     return 0 if report.ok else 1
 
 

@@ -2,8 +2,8 @@
 
 Every option left out comes from the preset (see ``convlora_lite.training.presets``) or the dataset's
 official recipe. A ``synth_`` dataset missing from ``--root`` is generated first; a real one must
-be downloaded (``convlora data download NAME``). Multi-GPU: ``accelerate launch -m
-convlora_lite train ...`` (or ``torchrun``).
+be installed (``convlora data download NAME``, or ``convlora data install NAME ARCHIVE_OR_FOLDER``
+for data fetched by hand). Multi-GPU: ``accelerate launch -m convlora_lite train ...`` (or ``torchrun``).
 """
 from __future__ import annotations
 

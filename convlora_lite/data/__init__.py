@@ -1,9 +1,9 @@
-"""Datasets: the registry of specs, download + verification, and the torch datasets."""
-from convlora_lite.data.install import download_dataset, is_installed
+"""Datasets: the registry of specs, download, install + verification, and the torch datasets."""
+from convlora_lite.data.install import download_dataset, install_dataset, is_installed
 from convlora_lite.data.registry import DATASETS, DatasetSpec, get_dataset_spec
 from convlora_lite.data.verify import VerifyReport, verify_dataset
 
-__all__ = ["DATASETS", "DatasetSpec", "get_dataset_spec", "download_dataset", "is_installed",
+__all__ = ["DATASETS", "DatasetSpec", "get_dataset_spec", "download_dataset", "install_dataset", "is_installed",
            "verify_dataset", "VerifyReport"]
 
 from convlora_lite.data.datasets import (

@@ -34,7 +34,9 @@ the official CSVs) plus ``images/*.png`` and 0/255 ``masks/*.png``; ``synth_tran
 ``{root}/synth_trans10k/{train,validation,test}/{images/N.jpg, masks_12/N_mask.png}`` with
 palette index masks. Defaults: 256 px, 64 train / 16 val / 32 test images (about a second or two
 per task on one CPU core; small enough to train on a CPU in minutes). Same arguments -> the same
-bytes on disk.
+bytes on disk. The note ``SYNTHETIC.json`` is written last, into the folder of the split
+listings: an analog is complete (installed, see :func:`~convlora_lite.data.install.is_installed`)
+when it is there, and an interrupted generation is redone.
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ from convlora_lite.errors import ConfigError
 
 SYNTHETIC_TASKS = ("polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k")
 SPLIT_ORDER = ("train", "val", "test")
+#: note written last into ``spec.dataset_dir(root)`` of an analog; its presence means "complete".
+SYNTHETIC_MARKER = "SYNTHETIC.json"
 
 
 _TRANS10K_PALETTE = [0, 0, 0, 120, 120, 70, 235, 255, 7, 6, 230, 230, 204, 255, 4, 120, 120, 120,
@@ -131,6 +135,6 @@ def generate_synthetic(name: str, root, *, image_size: int = 256, n_train: int =
             _write_csv_split(spec, task, directory, split, count, image_size, seed)
     info = {"name": spec.name, "synthetic": True, "seed": seed, "image_size": image_size,
             "counts": counts, "note": "procedural analog, not the real data (convlora_lite.data.synthetic)"}
-    (directory / "SYNTHETIC.json").write_text(json.dumps(info, indent=2) + "\n")
+    (directory / SYNTHETIC_MARKER).write_text(json.dumps(info, indent=2) + "\n")
     return directory
 

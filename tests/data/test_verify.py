@@ -1,6 +1,7 @@
 """verify_dataset on tiny datasets written in the official layouts, with problems planted.
 
-``write_csv_layout`` and ``write_trans10k_layout`` are also used by test_fetch.py.
+``write_csv_layout`` and ``write_trans10k_layout`` are also used by test_install.py and the
+training and notebook tests.
 """
 from pathlib import Path
 
@@ -29,13 +30,14 @@ def _binary_mask() -> np.ndarray:
     return mask
 
 
-def write_csv_layout(dataset_dir: Path, splits: dict, n: int = 2) -> None:
+def write_csv_layout(dataset_dir: Path, splits: dict, n: int = 2, suffix: str = ".png") -> None:
     """The AutoGluon zip layout: ``{split csv}`` with an index column, ``image`` and ``label``
-    paths relative to ``dataset_dir``; ``n`` PNG pairs per split."""
+    paths relative to ``dataset_dir``; ``n`` pairs per split, images and 0/255 masks saved as
+    ``suffix`` (``".jpg"``: JPEG, as Kvasir-SEG's, so the masks get compression noise)."""
     for split, csv_name in splits.items():
         rows = []
         for i in range(n):
-            image, label = f"images/{split}_{i}.png", f"masks/{split}_{i}.png"
+            image, label = f"images/{split}_{i}{suffix}", f"masks/{split}_{i}{suffix}"
             _png(dataset_dir / image, _rgb(i))
             _png(dataset_dir / label, _binary_mask())
             rows.append(f"{i},{image},{label}")
@@ -123,8 +125,8 @@ def test_multiclass_values_outside_the_classes_and_rgb_masks(tmp_path):
 
 def test_missing_dataset_says_how_to_get_it(tmp_path):
     report = verify_dataset("synth_road", tmp_path, progress=False)
-    assert report.problems == [f"{tmp_path}/synth_road/synth_road does not exist; run "
-                               f"`convlora data synth synth_road --root {tmp_path}`"]
+    assert report.problems == [(f"{tmp_path}/synth_road/synth_road does not exist; run "
+                                f"`convlora data synth synth_road --root {tmp_path}`")]
 
 
 def test_check_layout_only_checks_presence(tmp_path):
