@@ -40,6 +40,7 @@ from convlora_lite.analysis.figures import (
 from convlora_lite.analysis.paper_tables import paper_results, param_comparison
 from convlora_lite.analysis.parameter_counts import parse_methods
 from convlora_lite.analysis.prediction import predict_run, predict_runs
+from convlora_lite.analysis.readings import routing_reading
 from convlora_lite.analysis.results_tables import collect_runs, results_table
 from convlora_lite.data.install import is_installed
 from convlora_lite.data.registry import DATASETS, get_dataset_spec
@@ -49,7 +50,7 @@ from convlora_lite.training.rundir import RunDir
 #: what a notebook finds in this namespace besides :class:`Session` (the library's own functions).
 __all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "error_map", "metric_bars", "overlay",
            "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
-           "prediction_grid", "preview_figure", "record_routing", "results_table"]
+           "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading"]
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
 SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test": 2, "image_size": 64}, "cpu": {}}
@@ -215,6 +216,7 @@ class Task:
         self.spec = get_dataset_spec(dataset)
         self.root = session.prepare(dataset)
         self.runs: dict[str, list[RunDir]] = {}
+        self.zero_shot = None  # filled by show_zero_shot
 
     def dataset(self, split: str, train: bool = False):
         """The ``split`` of this task's dataset at the model's input size."""
@@ -244,6 +246,22 @@ class Task:
             _display(label_map_figure([i["image"] for i in items], [i["mask"] for i in items], self.spec.classes,
                                       title=f"{self.name}: label maps (train)"))
 
+    def show_zero_shot(self, max_items: int | None = None) -> None:
+        """Zero-shot promptable SAM (one box, one point) on the first test split, next to the filled box.
+        Multi-class tasks say why they have none."""
+        from convlora_lite.analysis.zero_shot import zero_shot_scores
+        from convlora_lite.models.sam import build_sam
+
+        if self.spec.task != "binary":
+            print(f"{self.name} is multi-class: promptable SAM gives class-agnostic masks, so there is no zero-shot "
+                  "reading of its classes; fine-tuning adds the class head.")
+            return
+        split = self.spec.test_splits[0]
+        sam = build_sam(self.session.model, self.session.checkpoint, image_size=self.config().image_size)
+        self.zero_shot = zero_shot_scores(sam, self.dataset(split), self.spec, max_items=max_items)
+        print(f"Zero-shot {self.session.model} on {self.name}/{split}, prompts from the test masks (x100):")
+        _display(self.zero_shot.round(1))
+
     def show_recipe(self) -> None:
         """The official recipe of this task next to what this preset runs."""
         from convlora_lite.analysis.paper_tables import recipe_comparison
@@ -264,12 +282,28 @@ class Task:
         _display(plot_history(self.runs[method][0].path, self.spec))
 
     def show_results(self) -> None:
-        """The test metrics of every run, x100, mean (± std over seeds)."""
-        from convlora_lite.analysis.results_tables import collect_runs, results_table
-
+        """The test metrics of every run, x100, mean (± std over seeds), then what they show."""
         _display(results_table(collect_runs([run.path for runs in self.runs.values() for run in runs])))
         if self.spec.task == "multiclass":
             self.show_class_iou()
+        self.show_reading()
+
+    def show_reading(self) -> None:
+        """What this task's runs show, computed: which method is ahead and by how much against the seed
+        spread, Conv-LoRA against LoRA, the all-background floor, and whether training had converged."""
+        from convlora_lite.analysis import readings
+
+        runs = collect_runs([run.path for runs in self.runs.values() for run in runs])
+        lines = readings.method_readings(runs)
+        verdict = readings.conv_lora_verdict(runs)
+        lines += [verdict] if verdict else []
+        for split in self.spec.test_splits:
+            floor = readings.trivial_baseline(self.dataset(split), self.spec)
+            lines += readings.baseline_readings(runs, floor, split)
+        lines += readings.convergence_readings([r.path for runs in self.runs.values() for r in runs], self.spec)
+        if self.zero_shot is not None:
+            lines += readings.zero_shot_readings(self.zero_shot, runs, self.spec.test_splits[0])
+        print("What these runs show (computed from their run directories):\n- " + "\n- ".join(lines))
 
     def show_class_iou(self, method: str | None = None) -> None:
         """Per-category IoU of ``method``'s first run on its first test split (multi-class tasks)."""

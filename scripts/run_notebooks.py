@@ -10,18 +10,27 @@ and absolute paths for its data and runs, so everything it writes lands under ``
       figures/NN_*_k.png     every figure the notebooks drew, extracted from their outputs
       data/  runs/           the synthetic datasets and the run directories they trained
 
-A failing notebook does not stop the others; the job exits non-zero when any failed.
+The notebooks run headless (``CONVLORA_HEADLESS=1``: no progress bars). A notebook also fails when
+one of its cells displayed a figure that became no picture (a ``<Figure size ...>`` text where an
+image belongs), or when it stores more than :data:`MAX_OUTPUTS_PER_CELL` outputs per code cell
+(progress-bar debris, warnings). A failing notebook does not stop the others; the job exits non-zero
+when any failed.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: more outputs than this per code cell, on average, means debris (bars, warnings, echoed reprs).
+MAX_OUTPUTS_PER_CELL = 3
+_FIGURE_TEXT = re.compile(r"^<Figure size \d+(\.\d+)?x\d+(\.\d+)? with \d+ Axes>$")
 
 
 def notebook_paths(folder: Path = REPO / "notebooks", only: list[str] | None = None) -> list[Path]:
@@ -48,12 +57,32 @@ def extract_figures(notebook: Path, figures: Path) -> list[Path]:
     return written
 
 
+def output_problems(notebook: Path) -> list[str]:
+    """What is wrong with an executed notebook's outputs: figures shown as text instead of a
+    picture, and more outputs than :data:`MAX_OUTPUTS_PER_CELL` per code cell."""
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    problems = []
+    for number, cell in enumerate(cells, 1):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            text = "".join(data.get("text/plain", ""))
+            if _FIGURE_TEXT.match(text.strip()) and "image/png" not in data:
+                problems.append(f"code cell {number} shows {text.strip()!r} but no image")
+    outputs = sum(len(c.get("outputs", [])) for c in cells)
+    if outputs > MAX_OUTPUTS_PER_CELL * max(len(cells), 1):
+        problems.append(f"{outputs} outputs for {len(cells)} code cells (more than {MAX_OUTPUTS_PER_CELL} per cell)")
+    return problems
+
+
 def run_notebooks(output_dir: Path, preset: str = "cpu", only: list[str] | None = None,
                   timeout: int = 1800, folder: Path = REPO / "notebooks", log=print) -> list[dict]:
     """Execute the notebooks into ``output_dir`` and write ``index.md``; returns one dict per notebook
     (``name``, ``ok``, ``seconds``, ``figures``, ``error``)."""
     import papermill
 
+    from convlora_lite.training.progress import HEADLESS_ENV
+
+    os.environ[HEADLESS_ENV] = "1"  # the kernels inherit it: no progress bars in the stored outputs
     output_dir = output_dir.resolve()
     executed = output_dir / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
@@ -67,6 +96,9 @@ def run_notebooks(output_dir: Path, preset: str = "cpu", only: list[str] | None 
                                        cwd=str(path.parent), execution_timeout=timeout, progress_bar=False)
         except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
             error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
+        if error is None:
+            problems = output_problems(executed / path.name)
+            error = "; ".join(problems) if problems else None
         seconds = time.perf_counter() - start
         figures = (extract_figures(executed / path.name, output_dir / "figures") if (executed / path.name).exists()
                    else [])

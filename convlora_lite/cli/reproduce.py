@@ -32,5 +32,6 @@ def run(args) -> int:
                                                     max_eval_batches=args.max_eval_batches).items()
                  if value is not None}
     path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, **overrides)
+    print(path.read_text())
     print(f"Table written to {path}")
     return 0

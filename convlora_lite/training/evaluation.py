@@ -11,7 +11,6 @@ from typing import Optional
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from convlora_lite.data.datasets import build_dataset
 from convlora_lite.data.install import ensure_dataset
@@ -20,6 +19,7 @@ from convlora_lite.errors import ConfigError
 from convlora_lite.training.devices import resolve_device
 from convlora_lite.training.metrics import task_metrics
 from convlora_lite.training.model import load_run
+from convlora_lite.training.progress import progress_bar
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset, spec, *, batch_size: int 
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    for i, batch in enumerate(tqdm(loader, total=total, desc=desc, leave=False)):
+    for i, batch in enumerate(progress_bar(loader, total=total, desc=desc)):
         if i == total:
             break
         with autocast():

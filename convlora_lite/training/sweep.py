@@ -44,7 +44,5 @@ def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int =
         fit(config)
     runs = collect_runs([c.output_dir for c in configs])
     runs.to_csv(root / "results.csv", index=False)
-    markdown = table_markdown(results_table(runs))
-    (root / "results.md").write_text(markdown)
-    log(markdown)
+    (root / "results.md").write_text(table_markdown(results_table(runs)))
     return root / "results.md"

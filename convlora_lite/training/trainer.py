@@ -40,7 +40,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm  # tqdm.write keeps log lines clear of a live bar
 
 from convlora_lite.analysis.figures import plot_history
 from convlora_lite.data.datasets import build_splits
@@ -54,6 +54,7 @@ from convlora_lite.training.evaluation import evaluate_model
 from convlora_lite.training.losses import task_loss
 from convlora_lite.training.model import build_model
 from convlora_lite.training.optim import build_optimizer, linear_decay
+from convlora_lite.training.progress import progress_bar
 from convlora_lite.training.rundir import RunDir, jsonable
 
 
@@ -225,7 +226,7 @@ class Trainer:
         num_batches = self._batches_per_epoch()
         sums = torch.zeros(3, device=acc.device)  # task loss, aux loss, batches
         lr = self.optimizer.param_groups[0]["lr"]
-        bar = tqdm(total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.is_main)
+        bar = progress_bar(total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.is_main)
         for i, batch in enumerate(self._train_loader(epoch)):
             if i == num_batches:
                 break
@@ -333,10 +334,6 @@ class Trainer:
             "val": best["val"], "test": test, "max_eval_batches": self.config.max_eval_batches, "completed": True,
         })
         plot_history(self.run.path, self.spec).savefig(self.run.figures / "loss_curve.png", dpi=100)
-        for split, metrics in test.items():
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in _scalars(metrics).items())
-            self.log(f"test {split}: {shown}")
-
 
 
 # --------------------------------------------------------------------------------------------

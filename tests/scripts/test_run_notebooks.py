@@ -56,3 +56,22 @@ def test_index_tables_every_finished_run_of_each_sweep(tmp_path):
     polyp = text[text.index("### synth_polyp"):]
     assert "| lora | 50.0 ± 0.0 | 45.0 ± 7.1 |" in polyp  # e_phi, s_alpha: x100, mean ± sample std of 2 seeds
     assert "| conv_lora |" not in polyp
+
+
+def test_a_figure_without_a_picture_and_output_debris_fail_the_notebook(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    # a bare Figure displayed with the inline backend off: IPython shows only its text repr
+    _notebook(folder / "00_text_figure.ipynb",
+              "import matplotlib\nmatplotlib.use('agg')\nfrom matplotlib.figure import Figure\n"
+              "fig = Figure(figsize=(2, 2)); fig.subplots().plot([0, 1])\ndisplay(fig)")
+    _notebook(folder / "01_debris.ipynb", "import sys\nfor i in range(20):\n    display(i)")
+    _notebook(folder / "02_inline.ipynb",  # what Session does: %matplotlib inline registers the PNG formatter
+              "get_ipython().run_line_magic('matplotlib', 'inline')\n"
+              "from matplotlib.figure import Figure\nfig = Figure(figsize=(2, 2)); fig.subplots().plot([0, 1])\n"
+              "display(fig)")
+    results = run_notebooks(tmp_path / "out", preset="smoke", folder=folder, timeout=120, log=lambda *_: None)
+    assert [r["ok"] for r in results] == [False, False, True]
+    assert "shows '<Figure size 200x200 with 1 Axes>' but no image" in results[0]["error"]
+    assert "20 outputs for" in results[1]["error"]
+    assert len(results[2]["figures"]) == 1

@@ -1,0 +1,158 @@
+"""Readings: the sentences a notebook states about its own results, computed from run directories.
+
+A notebook never types a claim about its numbers; it prints what these functions return:
+
+* :func:`method_readings`: per test metric, which method is ahead and whether the gap is larger
+  than the spread over seeds (one seed: no conclusion);
+* :func:`baseline_readings`: whether each method beat the task's trivial baseline (predicting
+  background everywhere, scored with the task's own metrics: :func:`trivial_baseline`);
+* :func:`convergence_readings`: whether the selection metric was still improving at the last epoch;
+* :func:`zero_shot_readings`: the zero-shot promptable SAM against the filled box and the fine-tuned runs;
+* :func:`routing_reading`: how Conv-LoRA's routing is spread over the experts.
+
+Why Conv-LoRA may not beat LoRA offline is measured in ``benchmarks/transfer_micro_sam_cpu.md``;
+:data:`CONV_LORA_OFFLINE_NOTE` points there.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from convlora_lite.training.metrics import METRIC_DIRECTIONS, task_metrics
+from convlora_lite.training.rundir import RunDir
+
+#: said when Conv-LoRA is not ahead of LoRA on an offline run.
+CONV_LORA_OFFLINE_NOTE = (
+    "Conv-LoRA does not beat LoRA here. What the project measured about why (micro SAM: 6 blocks, 16x16 "
+    "tokens and 6x6 windows, so the experts' larger scales have little room; a few minutes of training on 64 "
+    "images) is in benchmarks/transfer_micro_sam_cpu.md.")
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a > b if METRIC_DIRECTIONS.get(metric, "max") == "max" else a < b
+
+
+def method_readings(runs: pd.DataFrame) -> list[str]:
+    """One sentence per (dataset, split, metric) of :func:`~convlora_lite.analysis.results_tables.collect_runs`
+    output: the leading method, its margin over the next one (x100), and whether that margin exceeds
+    the larger of the two standard deviations over seeds."""
+    sentences = []
+    for (dataset, split, metric), rows in runs.groupby(["dataset", "split", "metric"], sort=False):
+        stats = rows.groupby("method")["value"].agg(["mean", "std", "count"]).mul([100, 100, 1])
+        order = sorted(stats.index, key=lambda m: stats.at[m, "mean"],
+                       reverse=METRIC_DIRECTIONS.get(metric, "max") == "max")
+        lower = " (lower is better)" if METRIC_DIRECTIONS.get(metric) == "min" else ""
+        head = f"{dataset}/{split} {metric}{lower}:"
+        if len(order) < 2:
+            sentences.append(f"{head} only {order[0]} was run ({stats.at[order[0], 'mean']:.1f}).")
+            continue
+        first, second = order[0], order[1]
+        gap = abs(stats.at[first, "mean"] - stats.at[second, "mean"])
+        seeds = int(stats.loc[[first, second], "count"].min())
+        line = (f"{head} {first} {stats.at[first, 'mean']:.1f} ahead of {second} "
+                f"{stats.at[second, 'mean']:.1f} by {gap:.1f}")
+        if seeds < 2:
+            sentences.append(f"{line}; one seed: no conclusion.")
+            continue
+        spread = float(np.nanmax(stats.loc[[first, second], "std"]))
+        verdict = "larger than" if gap > spread else "within"
+        sentences.append(f"{line}, {verdict} the spread over seeds (std up to {spread:.1f}, {seeds} seeds).")
+    return sentences
+
+
+def conv_lora_verdict(runs: pd.DataFrame) -> str | None:
+    """Whether Conv-LoRA's mean is ahead of LoRA's on every test metric, on some, or on none
+    (``None`` when the runs do not hold both)."""
+    if not {"lora", "conv_lora"} <= set(runs["method"]):
+        return None
+    means = runs.groupby(["dataset", "split", "metric", "method"])["value"].mean().unstack("method")
+    ahead = [_better(metric, row["conv_lora"], row["lora"]) for (_, _, metric), row in means.iterrows()]
+    if all(ahead):
+        return f"Conv-LoRA's mean is ahead of LoRA's on all {len(ahead)} test metrics."
+    share = f"{sum(ahead)} of {len(ahead)}"
+    return f"Conv-LoRA's mean is ahead of LoRA's on {share} test metrics. {CONV_LORA_OFFLINE_NOTE}"
+
+
+@torch.no_grad()
+def trivial_baseline(dataset, spec, max_items: int | None = None) -> dict:
+    """The task's metrics of predicting background everywhere on ``dataset`` (binary: probability 0
+    for every pixel; multi-class: class 0 everywhere): the floor a trained model must clear."""
+    metrics = task_metrics(spec, len(spec.classes) if spec.task == "multiclass" else 1)
+    count = len(dataset) if max_items is None else min(len(dataset), max_items)
+    for i in range(count):
+        mask = dataset[i]["mask"][None]
+        if spec.task == "binary":
+            metrics.update(torch.zeros(mask.shape, dtype=torch.float32), mask)
+        else:
+            metrics.update(torch.zeros(mask.shape, dtype=torch.long), mask.long())
+    return metrics.compute()
+
+
+def baseline_readings(runs: pd.DataFrame, baseline: dict, split: str) -> list[str]:
+    """Per metric of ``split``: the all-background score and which methods beat it (means over seeds)."""
+    sentences = []
+    rows = runs[runs["split"] == split]
+    for metric, part in rows.groupby("metric", sort=False):
+        if metric not in baseline:
+            continue
+        floor = 100 * baseline[metric]
+        means = part.groupby("method")["value"].mean() * 100
+        beat = [m for m, v in means.items() if _better(metric, v, floor)]
+        missed = [m for m in means.index if m not in beat]
+        verdict = ("every method beats it" if not missed else
+                   f"{', '.join(missed)} {'does' if len(missed) == 1 else 'do'} NOT beat it")
+        sentences.append(f"{split} {metric}: predicting background everywhere scores {floor:.1f}; {verdict}.")
+    return sentences
+
+
+def convergence_readings(run_dirs, spec) -> list[str]:
+    """Per run: the best epoch of the selection metric, and whether it was still improving at the end."""
+    sentences = []
+    for run in map(RunDir, run_dirs):
+        history = run.read_history()
+        column = f"val_{spec.select_metric}"
+        values = history[column].to_numpy()
+        best = int(np.argmax(values) if spec.select_mode == "max" else np.argmin(values))
+        config = run.read_config()
+        name = f"{config.method} (seed {config.seed})"
+        if best == len(values) - 1 and len(values) > 1:
+            sentences.append(f"{name}: val {spec.select_metric} was still improving at the last epoch "
+                             f"({len(values)}): a longer schedule would likely score higher.")
+        else:
+            sentences.append(f"{name}: best val {spec.select_metric} at epoch {best + 1} of {len(values)}.")
+    return sentences
+
+
+def zero_shot_readings(zero_shot: pd.DataFrame, runs: pd.DataFrame, split: str) -> list[str]:
+    """For the first metric of :func:`~convlora_lite.analysis.zero_shot.zero_shot_scores`' table: one
+    box against the filled box (what needs no model), and the best fine-tuned method (prompt-free,
+    mean over seeds) against one box."""
+    metric = next(c for c in zero_shot.columns if c != "images")
+    box, point = zero_shot.at["one box", metric], zero_shot.at["one point", metric]
+    filled = zero_shot.at["filled box (no model)", metric]
+    diff = box - filled
+    relation = "level with" if abs(diff) < 0.5 else "above" if _better(metric, box, filled) else "below"
+    lines = [f"zero-shot {split} {metric}: one box {box:.1f}, one point {point:.1f}; one box is {relation} the "
+             f"filled box alone ({filled:.1f}, difference {diff:+.1f})."]
+    means = runs[(runs["split"] == split) & (runs["metric"] == metric)].groupby("method")["value"].mean() * 100
+    if len(means):
+        best = max(means.index, key=lambda m: means[m] if METRIC_DIRECTIONS.get(metric, "max") == "max"
+                   else -means[m])
+        verdict = "beats" if _better(metric, means[best], box) else "does not beat"
+        lines.append(f"fine-tuned without prompts, the best method ({best}, {means[best]:.1f}) {verdict} zero-shot "
+                     f"SAM with one box ({box:.1f}).")
+    return lines
+
+
+def routing_reading(usage: pd.DataFrame, collapsed: float = 0.9) -> str:
+    """How :func:`~convlora_lite.analysis.expert_routing.usage_table` is spread: per layer the share of
+    its two most chosen experts; layers where they take more than ``collapsed`` are called collapsed."""
+    top_two = usage.groupby("block")["fraction"].apply(lambda f: float(np.sort(f.to_numpy())[-2:].sum()))
+    used = usage[usage["fraction"] > 0].groupby("block")["expert"].count()
+    narrow = [int(b) for b, share in top_two.items() if share > collapsed]
+    summary = ", ".join(f"block {b}: {used[b]} experts used, top two {100 * s:.0f} %" for b, s in top_two.items())
+    if narrow:
+        return (f"Routing collapses onto one or two experts in {len(narrow)} of {len(top_two)} layers "
+                f"(blocks {narrow}), despite the load-balancing loss. {summary}.")
+    return f"Routing is spread over the experts in every layer. {summary}."

@@ -1,0 +1,91 @@
+"""Readings: sentences computed from runs, checked against hand-made tables and direct formulas."""
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from convlora_lite.analysis import readings
+from convlora_lite.training.rundir import RunDir
+
+BINARY = SimpleNamespace(task="binary", classes=("background", "foreground"), select_metric="iou", select_mode="max")
+
+
+def _runs(values: dict, metric="iou", dataset="synth_polyp", split="test"):
+    rows = [dict(dataset=dataset, method=m, seed=s, split=split, metric=metric, value=v, run_dir="x")
+            for m, vs in values.items() for s, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_one_seed_draws_no_conclusion():
+    (sentence,) = readings.method_readings(_runs({"lora": [0.70], "conv_lora": [0.68]}))
+    assert sentence == "synth_polyp/test iou: lora 70.0 ahead of conv_lora 68.0 by 2.0; one seed: no conclusion."
+
+
+def test_gap_is_weighed_against_the_spread_over_seeds():
+    # conv_lora mean 0.75 (std 0.01), lora mean 0.70 (std 0.01): 5.0 points > 1.0
+    (clear,) = readings.method_readings(_runs({"lora": [0.69, 0.70, 0.71], "conv_lora": [0.74, 0.75, 0.76]}))
+    assert clear.startswith("synth_polyp/test iou: conv_lora 75.0 ahead of lora 70.0 by 5.0, larger than")
+    assert "std up to 1.0, 3 seeds" in clear
+    (noisy,) = readings.method_readings(_runs({"lora": [0.60, 0.70, 0.80], "conv_lora": [0.70, 0.72, 0.74]}))
+    assert "by 2.0, within the spread over seeds (std up to 10.0" in noisy
+
+
+def test_lower_is_better_metrics_rank_the_other_way():
+    (sentence,) = readings.method_readings(_runs({"lora": [0.10], "conv_lora": [0.05]}, metric="ber"))
+    assert sentence.startswith("synth_polyp/test ber (lower is better): conv_lora 5.0 ahead of lora 10.0")
+
+
+def test_conv_lora_verdict_points_to_the_measured_reasons():
+    runs = pd.concat([_runs({"lora": [0.7], "conv_lora": [0.6]}), _runs({"lora": [0.1], "conv_lora": [0.05]}, "ber")])
+    verdict = readings.conv_lora_verdict(runs)
+    assert verdict.startswith("Conv-LoRA's mean is ahead of LoRA's on 1 of 2 test metrics.")
+    assert "benchmarks/transfer_micro_sam_cpu.md" in verdict
+    assert readings.conv_lora_verdict(_runs({"lora": [0.7]})) is None
+
+
+def test_trivial_baseline_is_the_all_background_score():
+    masks = [torch.zeros(8, 8), torch.zeros(8, 8)]
+    masks[0][:4] = 1  # half foreground
+    masks[1][:2] = 1  # a quarter
+    data = [dict(mask=m) for m in masks]
+    floor = readings.trivial_baseline(data, BINARY)
+    assert floor["iou"] == 0.0 and floor["dice"] == 0.0
+    assert floor["ber"] == pytest.approx(0.5)  # TPR 0, TNR 1
+    assert floor["mae"] == pytest.approx((0.5 + 0.25) / 2)  # |0 - gt| averaged per image
+    multi = SimpleNamespace(task="multiclass", classes=("background", "a", "b"))
+    labels = torch.zeros(4, 4, dtype=torch.long)
+    labels[0] = 1
+    floor = readings.trivial_baseline([dict(mask=labels)], multi)
+    assert floor["acc"] == pytest.approx(12 / 16)
+
+
+def test_baseline_and_convergence_readings(tmp_path):
+    runs = _runs({"lora": [0.2], "conv_lora": [0.0]})
+    (sentence,) = readings.baseline_readings(runs, {"iou": 0.0}, "test")
+    assert sentence == "test iou: predicting background everywhere scores 0.0; conv_lora does NOT beat it."
+    run = RunDir(tmp_path / "run")
+    run.write_json(run.config, dict(dataset="synth_polyp", method="lora", seed=3))
+    run.write_history([{"epoch": 1, "val_iou": 0.1}, {"epoch": 2, "val_iou": 0.3}])
+    (still,) = readings.convergence_readings([run.path], BINARY)
+    assert still.startswith("lora (seed 3): val iou was still improving at the last epoch (2)")
+    run.write_history([{"epoch": 1, "val_iou": 0.4}, {"epoch": 2, "val_iou": 0.3}])
+    assert readings.convergence_readings([run.path], BINARY) == ["lora (seed 3): best val iou at epoch 1 of 2."]
+
+
+def test_routing_reading_names_collapsed_layers():
+    usage = pd.DataFrame([dict(block=0, expert=e, fraction=f) for e, f in enumerate([0.95, 0.05, 0.0])]
+                         + [dict(block=1, expert=e, fraction=f) for e, f in enumerate([0.4, 0.3, 0.3])])
+    sentence = readings.routing_reading(usage)
+    assert sentence.startswith("Routing collapses onto one or two experts in 1 of 2 layers (blocks [0])")
+    assert "block 1: 3 experts used, top two 70 %" in sentence
+
+
+def test_zero_shot_readings_compare_box_filled_box_and_fine_tuned():
+    table = pd.DataFrame({"iou": [55.8, 40.0, 55.9], "images": [3, 3, 3]},
+                         index=pd.Index(["one box", "one point", "filled box (no model)"], name="prompt"))
+    box_line, tuned_line = readings.zero_shot_readings(table, _runs({"lora": [0.70], "conv_lora": [0.5]}), "test")
+    assert box_line == ("zero-shot test iou: one box 55.8, one point 40.0; one box is level with the filled box "
+                        "alone (55.9, difference -0.1).")
+    assert tuned_line == ("fine-tuned without prompts, the best method (lora, 70.0) beats zero-shot SAM with one box "
+                          "(55.8).")
