@@ -1,6 +1,7 @@
 # convlora_lite: the two set-up commands of the README.
 #   make run    runs the main job (headless, offline default) into outputs/
 #   make test   runs ruff, the unit tests and the notebooks under nbval (smoke preset)
+#   make lab    opens JupyterLab on notebooks/ (localhost only, token authentication on)
 # Both create the local virtual environment .venv when it is missing.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv clean-venv
+.PHONY: run test lab venv clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,11 @@ test: $(STAMP)
 	rm -rf .nbval
 	CONVLORA_HEADLESS=1 CONVLORA_PRESET=smoke CONVLORA_DATA_ROOT=$(CURDIR)/.nbval/data CONVLORA_OUTPUT_DIR=$(CURDIR)/.nbval/runs \
 	  $(PY) -m pytest -q -n 2 --dist loadfile tests notebooks --nbval-lax --nbval-current-env
+
+# JupyterLab from the project's environment, so its python3 kernel is this venv; it listens on
+# 127.0.0.1 only and keeps JupyterLab's token authentication (the URL with the token is printed).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean-venv:
 	rm -rf $(VENV)

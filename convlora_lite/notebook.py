@@ -42,6 +42,7 @@ from convlora_lite.analysis.parameter_counts import parse_methods
 from convlora_lite.analysis.prediction import predict_run, predict_runs
 from convlora_lite.analysis.readings import routing_reading
 from convlora_lite.analysis.results_tables import collect_runs, results_table
+from convlora_lite.analysis.widgets import expert_explorer, prediction_explorer, routing_explorer, use_inline_figures
 from convlora_lite.data.install import is_installed
 from convlora_lite.data.registry import DATASETS, get_dataset_spec
 from convlora_lite.training.presets import get_preset
@@ -50,7 +51,8 @@ from convlora_lite.training.rundir import RunDir
 #: what a notebook finds in this namespace besides :class:`Session` (the library's own functions).
 __all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "error_map", "metric_bars", "overlay",
            "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
-           "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading"]
+           "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
+           "prediction_explorer", "routing_explorer", "expert_explorer"]
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
 SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test": 2, "image_size": 64}, "cpu": {}}
@@ -103,17 +105,6 @@ def _display(*objects) -> None:
     display(*objects)
 
 
-def _use_inline_figures() -> None:
-    """Inside IPython, show figures inline (what ``%matplotlib inline`` does); elsewhere nothing."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython comes with the notebooks extra
-        return
-    shell = get_ipython()
-    if shell is not None:
-        shell.run_line_magic("matplotlib", "inline")
-
-
 class Session:
     """A notebook's settings, read from its ``parameters`` cell.
 
@@ -139,7 +130,7 @@ class Session:
         names = methods.split(",") if isinstance(methods, str) else methods
         self.methods = [m.strip() for m in names if m.strip()]
         self.seeds = seeds_for(preset, seeds or (1 if self.offline else 3))
-        _use_inline_figures()
+        use_inline_figures()
         if announce:
             print(self.describe())
 

@@ -45,8 +45,10 @@ def test_environment_yml_pip_part_resolves(tmp_path):
 
 def test_ci_runs_exactly_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
-    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines()
+    ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
           if line and not line.startswith(("#", "set ", "cd "))]
-    assert ci == ["make test"]
+    assert ci[-1] == "make test"
+    # before it, only the guarded install of the browser test's Debian packages
+    assert all("chrom" in line or line == "fi" for line in ci[:-1]), ci
     assert "make test" in readme and "make run" in readme
     assert "test:" in (ROOT / "Makefile").read_text()

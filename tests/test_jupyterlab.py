@@ -1,0 +1,125 @@
+"""JupyterLab in a real headless browser: a notebook's widget cell runs, the widget renders and
+answers a change. Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them as root)."""
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None,
+    reason="no headless browser: install Debian's chromium and chromium-driver "
+           "(apt-get install chromium chromium-driver; .ci/run does it when it runs as root)")
+
+CELL = """import torch
+from convlora_lite.analysis.widgets import prediction_explorer
+
+torch.manual_seed(0)
+images, masks = torch.rand(3, 3, 32, 32), (torch.rand(3, 32, 32) > 0.5).float()
+ramp = torch.linspace(0, 1, 32).expand(32, 32)
+prediction_explorer(images, masks, {"lora": [ramp] * 3, "conv_lora": [1 - ramp] * 3})"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until(predicate, seconds: float, what: str):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    notebook = {"nbformat": 4, "nbformat_minor": 5,
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "cells": [{"cell_type": "code", "id": "widget", "metadata": {}, "source": CELL, "outputs": [],
+                           "execution_count": None}]}
+    (tmp_path / "explore.ipynb").write_text(json.dumps(notebook))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {k: v for k, v in os.environ.items() if k != "CONVLORA_HEADLESS"}  # a live frontend: widgets
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    try:
+        _wait_until(up, 90, "JupyterLab to answer")
+        yield url, token, tmp_path
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_widget_renders_and_responds_in_a_browser(lab):
+    from selenium import webdriver
+    from selenium.common.exceptions import (
+        ElementNotInteractableException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, token, folder = lab
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    screenshot = folder / "jupyterlab_widget.png"
+    try:
+        driver.get(f"{url}/lab/tree/explore.ipynb?token={token}")
+        def run_the_cell():
+            try:
+                editor = driver.find_element(By.CSS_SELECTOR, ".jp-Cell .cm-content")
+                editor.click()
+                editor.send_keys(Keys.SHIFT, Keys.ENTER)
+                return True
+            except (NoSuchElementException, ElementNotInteractableException, StaleElementReferenceException):
+                return False  # the page is still being laid out
+
+        _wait_until(run_the_cell, 120, "the notebook's cell to take input")
+
+        def caption():
+            labels = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-label")
+            return next((label.text for label in labels if label.text.startswith("index ")), None)
+
+        assert _wait_until(caption, 180, "the widget") == "index 0, method conv_lora, threshold 0.5"
+        _wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-output img"), 60,
+                    "the widget's figure as a picture")
+        handle = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-slider .noUi-handle")[0]
+        handle.click()
+        handle.send_keys(Keys.ARROW_RIGHT)
+        _wait_until(lambda: caption() == "index 1, method conv_lora, threshold 0.5", 60, "the widget to respond")
+    finally:
+        driver.save_screenshot(str(screenshot))  # also when a wait failed: it shows what the browser saw
+        driver.quit()
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
