@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from convlora_lite.analysis.diagrams import conv_lora_diagram, sam_diagram
 from convlora_lite.analysis.expert_routing import plot_scale_maps, record_routing
 from convlora_lite.analysis.figures import (
     display_image,
@@ -52,7 +53,7 @@ from convlora_lite.training.rundir import RunDir
 __all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "error_map", "metric_bars", "overlay",
            "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
            "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
-           "prediction_explorer", "routing_explorer", "expert_explorer"]
+           "prediction_explorer", "routing_explorer", "expert_explorer", "sam_diagram", "conv_lora_diagram"]
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
 SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test": 2, "image_size": 64}, "cpu": {}}
@@ -81,21 +82,28 @@ def ensure_synthetic(datasets, preset: str, data_root) -> Path:
     return root
 
 
-def sweep_dir(output_dir, preset: str) -> Path:
-    """The shared sweep folder of ``preset`` under ``output_dir``."""
-    return Path(output_dir).resolve() / f"sweep_{preset}"
+#: the budget knobs of every notebook's parameters cell -> the TrainConfig field each one sets.
+BUDGET_KNOBS = {"EPOCHS": "epochs", "IMAGE_SIZE": "image_size", "MAX_TRAIN_BATCHES": "max_train_batches"}
+_KNOB_TAGS = {"epochs": "e", "image_size": "px", "max_train_batches": "b"}
+
+
+def sweep_dir(output_dir, preset: str, budget: dict | None = None) -> Path:
+    """The shared sweep folder of ``preset`` under ``output_dir``; a shrunk or grown budget (TrainConfig
+    overrides such as ``{"epochs": 2}``) gets its own folder, so its runs never meet the preset's."""
+    tag = "".join(f"_{_KNOB_TAGS[k]}{v}" for k, v in sorted((budget or {}).items()))
+    return Path(output_dir).resolve() / f"sweep_{preset}{tag}"
 
 
 def run_sweep(preset: str, datasets, methods, seeds: int, output_dir, data_root, checkpoint="auto",
-              log=print) -> Path:
-    """Train the grid datasets x methods x ``seeds`` seeds on ``preset`` (finished runs are read back)
-    and write ``results.md``/``results.csv``; returns the sweep folder."""
+              log=print, budget: dict | None = None) -> Path:
+    """Train the grid datasets x methods x ``seeds`` seeds on ``preset`` with the ``budget`` overrides
+    (finished runs are read back) and write ``results.md``/``results.csv``; returns the sweep folder."""
     from convlora_lite.training.sweep import reproduce
 
     root = ensure_synthetic(datasets, preset, data_root)
-    folder = sweep_dir(output_dir, preset)
+    folder = sweep_dir(output_dir, preset, budget)
     reproduce(preset, list(datasets), list(methods), seeds, output_dir=folder, log=log, data_root=str(root),
-              checkpoint=checkpoint)
+              checkpoint=checkpoint, **(budget or {}))
     return folder
 
 
@@ -113,13 +121,18 @@ class Session:
         data_root, output_dir: where the datasets and the sweep folder live (made absolute).
         checkpoint: ``"auto"``, ``"none"`` (random weights) or a path to SAM weights.
         methods: comma-separated PEFT methods the notebook compares.
-        seeds: seeds per (dataset, method); ``0`` means 1 offline and 3 at paper scale (the
-            paper's mean of 3 seeds).
+        seeds: seeds per (dataset, method); ``0`` or ``None`` means 1 offline and 3 at paper scale
+            (the paper's mean of 3 seeds).
+        epochs, image_size, max_train_batches: the budget knobs (``None``: the preset's), passed
+            to every run's TrainConfig; named ``EPOCHS``, ``IMAGE_SIZE``, ``MAX_TRAIN_BATCHES`` in the
+            notebooks and ``--epochs``, ``--image-size``, ``--max-train-batches`` on the command line.
         announce: print which mode this is (the offline caveat, or the paper-scale settings).
     """
 
     def __init__(self, preset: str, data_root, checkpoint="auto", output_dir="runs/notebooks",
-                 methods: str | Sequence[str] = "lora,conv_lora", seeds: int = 0, announce: bool = True) -> None:
+                 methods: str | Sequence[str] = "lora,conv_lora", seeds: int | None = 0, *,
+                 epochs: int | None = None, image_size: int | None = None, max_train_batches: int | None = None,
+                 announce: bool = True) -> None:
         from convlora_lite.training.sweep import seeds_for
 
         get_preset(preset)  # an unknown preset fails here, with the list of names
@@ -130,6 +143,9 @@ class Session:
         names = methods.split(",") if isinstance(methods, str) else methods
         self.methods = [m.strip() for m in names if m.strip()]
         self.seeds = seeds_for(preset, seeds or (1 if self.offline else 3))
+        self.tasks: list[Task] = []
+        given = dict(epochs=epochs, image_size=image_size, max_train_batches=max_train_batches)
+        self.budget = {k: v for k, v in given.items() if v not in (None, "", 0)}
         use_inline_figures()
         if announce:
             print(self.describe())
@@ -142,7 +158,7 @@ class Session:
     @property
     def sweep(self) -> Path:
         """The shared sweep folder of this preset."""
-        return sweep_dir(self.output_dir, self.preset)
+        return sweep_dir(self.output_dir, self.preset, self.budget)
 
     def describe(self) -> str:
         """One paragraph: which mode this is, and where data, runs and weights come from."""
@@ -153,8 +169,9 @@ class Session:
         else:
             mode = (f"PAPER-SCALE mode (preset {self.preset!r}): {self.model} with real SAM weights, real datasets "
                     "(downloaded into DATA_ROOT when missing), the official recipe.")
+        budget = ", ".join(f"{k}={v}" for k, v in self.budget.items()) or "the preset's"
         return (f"{mode}\ndata: {self.data_root} | outputs: {self.output_dir} | checkpoint: {self.checkpoint}\n"
-                f"methods: {self.methods} | seeds: {self.seeds}")
+                f"methods: {self.methods} | seeds: {self.seeds} | budget: {budget}")
 
     def dataset_name(self, task: str) -> str:
         """The dataset a task trains on: its ``synth_`` analog offline, the real one at paper scale."""
@@ -191,12 +208,28 @@ class Session:
         seeds = self.seeds[: seeds or len(self.seeds)]
         for dataset in datasets:
             self.prepare(dataset)
-        run_sweep(self.preset, datasets, methods, len(seeds), self.output_dir, self.data_root, self.checkpoint)
+        run_sweep(self.preset, datasets, methods, len(seeds), self.output_dir, self.data_root, self.checkpoint,
+                  budget=self.budget)
         return [RunDir.of(self.sweep, d, m, s) for d in datasets for m in methods for s in seeds]
 
     def task(self, task: str) -> "Task":
         """The steps of one paper task (``polyp``, ``camo``, ...) in a domain notebook."""
-        return Task(self, self.dataset_name(task))
+        self.tasks.append(Task(self, self.dataset_name(task)))
+        return self.tasks[-1]
+
+    def show_takeaways(self) -> None:
+        """The notebook's closing numbers, computed: the trainable budget here and on ViT-H, and for
+        every task trained in this session, Conv-LoRA against LoRA and the all-background floor."""
+        from convlora_lite.analysis import readings
+
+        lines = [readings.budget_reading(self.model)]
+        for task in self.tasks:
+            if task.runs:
+                runs = collect_runs([run.path for runs in task.runs.values() for run in runs])
+                verdict = readings.conv_lora_verdict(runs)
+                best = readings.method_readings(runs)[0]
+                lines += [f"{task.name}: {best}"] + ([verdict.split(". ")[0] + "."] if verdict else [])
+        print("Takeaways (computed from this run):\n- " + "\n- ".join(lines))
 
 
 class Task:
@@ -219,7 +252,7 @@ class Task:
         """The resolved training config of ``method`` on this task under the session's preset."""
         from convlora_lite.training.config import TrainConfig
 
-        return TrainConfig.resolve(self.name, method, self.session.preset)
+        return TrainConfig.resolve(self.name, method, self.session.preset, **self.session.budget)
 
     def show_data(self, max_items: int = 200) -> None:
         """The split sizes, a preview of images and masks, and what the masks hold (train split)."""

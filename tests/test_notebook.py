@@ -25,3 +25,19 @@ def test_an_analog_whose_generation_was_interrupted_is_generated_again(tmp_path)
     assert not is_installed(spec, root)
     ensure_synthetic([spec.name], "smoke", tmp_path)
     assert is_installed(spec, root) and (spec.dataset_dir(root) / "test.csv").is_file()
+
+
+def test_budget_knobs_reach_every_run_and_get_their_own_sweep_folder(tmp_path):
+    from convlora_lite.notebook import Session
+
+    session = Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", methods="lora", epochs=2,
+                      image_size=None, max_train_batches=1, announce=False)
+    assert session.budget == {"epochs": 2, "max_train_batches": 1}
+    assert session.sweep == tmp_path.resolve() / "out" / "sweep_smoke_e2_b1"
+    assert "budget: epochs=2, max_train_batches=1" in session.describe()
+    task = session.task("polyp")
+    config = task.config("lora")
+    assert (config.epochs, config.max_train_batches) == (2, 1)
+    (run,) = session.train([task.name])
+    assert run.read_config().epochs == 2 and run.read_config().max_train_batches == 1
+    assert run.path.parent.parent.parent == session.sweep

@@ -13,6 +13,8 @@ from papermill.translators import PythonTranslator
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 REQUIRED_PARAMETERS = ("PRESET", "DATA_ROOT", "CHECKPOINT", "OUTPUT_DIR")
+#: the same budget knobs in every notebook (None: the preset's), see convlora_lite.notebook.BUDGET_KNOBS
+BUDGET_KNOBS = ("SEEDS", "EPOCHS", "IMAGE_SIZE", "MAX_TRAIN_BATCHES")
 
 
 def _source(cell) -> str:
@@ -51,6 +53,9 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
     for name in REQUIRED_PARAMETERS:
         if not re.search(rf"^{name} = os\.environ\.get\(\"CONVLORA_{name}\"", p, re.M):
             problems.append(f"the parameters cell does not take {name} from the environment")
+    for knob in BUDGET_KNOBS:
+        if not re.search(rf"^{knob} = ", p, re.M):
+            problems.append(f"the parameters cell lacks the budget knob {knob}")
     unparsed = set(re.findall(r"^(\w+) = ", p, re.M)) - {
         q.name for q in PythonTranslator.inspect(nbformat.from_dict({**params, "source": p}))}
     if unparsed:
@@ -92,7 +97,8 @@ def _good_notebook() -> dict:
            f"assets/colab-badge.svg)](https://colab.research.google.com/github/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"),
         code('import sys\nif "google.colab" in sys.modules:\n    !pip install -q convlora_lite'),
         code("import os\n" + "\n".join(f'{n} = os.environ.get("CONVLORA_{n}", "{"cpu" if n == "PRESET" else "x"}")'
-                                       for n in REQUIRED_PARAMETERS), tags=["parameters"]),
+                                       for n in REQUIRED_PARAMETERS)
+             + "\nSEEDS = 0\nEPOCHS = None\nIMAGE_SIZE = None\nMAX_TRAIN_BATCHES = None", tags=["parameters"]),
         md("Offline: micro_sam on synth_<task> analogs; at paper scale real data."),
         code('from convlora_lite import notebook as nb\n'
              'session = nb.Session(PRESET, DATA_ROOT, CHECKPOINT, OUTPUT_DIR)'),
@@ -117,7 +123,8 @@ BREAKAGES = {
     "no offline statement": lambda nb: nb["cells"][3].update(source="Let us start."),
     "mode not printed": lambda nb: nb["cells"][4].update(source="x = 1"),
     "parameter papermill cannot read": lambda nb: nb["cells"][2].update(
-        source=nb["cells"][2]["source"] + "\nSEEDS = 0  # 0 = auto"),
+        source=nb["cells"][2]["source"] + "\nN_IMAGES = 4  # 4 = shown"),
+    "no budget knob": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"].replace("EPOCHS = None", "")),
     "title without number": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("# 05 · ", "# ")),
 }
 

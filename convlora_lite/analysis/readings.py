@@ -8,6 +8,7 @@ A notebook never types a claim about its numbers; it prints what these functions
   background everywhere, scored with the task's own metrics: :func:`trivial_baseline`);
 * :func:`convergence_readings`: whether the selection metric was still improving at the last epoch;
 * :func:`zero_shot_readings`: the zero-shot promptable SAM against the filled box and the fine-tuned runs;
+* :func:`budget_reading`: how many parameters a method trains here and on SAM ViT-H, and the decoder's share;
 * :func:`routing_reading`: how Conv-LoRA's routing is spread over the experts.
 
 Why Conv-LoRA may not beat LoRA offline is measured in ``benchmarks/transfer_micro_sam_cpu.md``;
@@ -156,3 +157,22 @@ def routing_reading(usage: pd.DataFrame, collapsed: float = 0.9) -> str:
         return (f"Routing collapses onto one or two experts in {len(narrow)} of {len(top_two)} layers "
                 f"(blocks {narrow}), despite the load-balancing loss. {summary}.")
     return f"Routing is spread over the experts in every layer. {summary}."
+
+
+def budget_reading(model_name: str, method: str = "conv_lora") -> str:
+    """``method``'s trainable parameters on ``model_name`` and on SAM ViT-H (the paper's Ratio), with
+    the mask decoder's share of the trainable budget (decoder-only trains the decoder alone)."""
+    from convlora_lite.analysis.parameter_counts import paper_param_table
+
+    def counts(name):
+        (decoder,), (row,) = paper_param_table(name, ["decoder_only"]), paper_param_table(name, [method])
+        return row, decoder["trainable"] / row["trainable"]
+
+    here, decoder_share = counts(model_name)
+    line = (f"{method} on {model_name}: {here['trainable']:,} of {here['total']:,} parameters train "
+            f"({100 * here['ratio']:.2f} %), {100 * decoder_share:.0f} % of them in the mask decoder")
+    if model_name == "vit_h":
+        return line + "."
+    paper, paper_share = counts("vit_h")
+    return (line + f"; on SAM ViT-H: {paper['trainable']:,} ({100 * paper['ratio']:.2f} %), "
+            f"{100 * paper_share:.0f} % in the decoder.")

@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output-dir", help="run directory (default runs/<dataset>/<method>/seed<S>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--max-train-batches", type=int, help="cap the training batches per epoch")
     parser.add_argument("--image-size", type=int,
                         help="input side in pixels (default: the preset's, or the model's own)")
     parser.add_argument("--lr", type=float)
@@ -48,6 +49,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     options = {
         "model": args.model, "seed": args.seed, "output_dir": args.output_dir, "epochs": args.epochs,
+        "max_train_batches": args.max_train_batches,
         "image_size": args.image_size, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
         "precision": args.precision, "device": args.device, "num_workers": args.num_workers, "data_root": args.root,
         "resume": args.resume or None, "checkpoint": args.checkpoint,
