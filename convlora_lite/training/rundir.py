@@ -133,6 +133,12 @@ def jsonable(value):
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
+def atomic_write(path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``: a reader
+    sees the old file or the new one, never half of one (used for every file a run or a prediction writes)."""
+    _atomic(Path(path), write)
+
+
 def _atomic(path: Path, write) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
