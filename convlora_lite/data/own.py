@@ -644,7 +644,8 @@ def write_own_data(target, analog: str = "synth_polyp", *, shape: str = "folder"
             (folder / "images").mkdir(parents=True, exist_ok=True)
             (folder / "masks").mkdir(parents=True, exist_ok=True)
             for image_path, mask_path in dataset.pairs:
-                stem = f"{split}_{image_path.stem.removeprefix(split + '_')}"
+                stem = f"{split}_{image_path.stem.removeprefix(split + '_')}" if shape == "split_folders" \
+                    else f"image_{len(written):04d}"  # one pool: training makes the split
                 image_file = folder / "images" / f"{stem}{image_path.suffix}"
                 shutil.copyfile(image_path, image_file)
                 shutil.copyfile(mask_path, folder / "masks" / f"{stem}.png")

@@ -47,8 +47,7 @@ def test_train_eval_resume_predict(tmp_path, capsys, analog, shape):
     assert "already complete" in capsys.readouterr().out
 
     images = data if data.is_dir() else data.parent
-    inputs = sorted(images.rglob("test_*.*"))
-    inputs = [p for p in inputs if p.parent.name == "images"]
+    inputs = [p for p in sorted(images.rglob("*.*")) if p.parent.name == "images"][:3]
     out = tmp_path / "pred"
     assert main(["predict", "--run-dir", str(run), *map(str, inputs), "--output-dir", str(out)]) == 0
     for image in inputs:
@@ -78,7 +77,7 @@ def test_the_recorded_split_is_what_eval_and_resume_use(tmp_path, capsys):
     recorded = (run / "split.json").read_text()
     for extra in ("a", "b", "c"):  # new images after the split: the run keeps its own
         for sub in ("images", "masks"):
-            (data / sub / f"new_{extra}.png").write_bytes((data / sub / "train_0000.png").read_bytes())
+            (data / sub / f"new_{extra}.png").write_bytes((data / sub / "image_0000.png").read_bytes())
     assert main(_train_args(data, run, "decoder_only", "--epochs", "2", "--resume")) == 0
     assert "Resuming" in capsys.readouterr().out
     assert (run / "split.json").read_text() == recorded

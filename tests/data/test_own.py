@@ -72,20 +72,20 @@ def test_a_csv_split_column_is_the_split(tmp_path):
 
 def _plant_problems(folder: Path) -> None:
     images, masks = folder / "images", folder / "masks"
-    (masks / "orphan.png").write_bytes((masks / "train_0000.png").read_bytes())          # mask without image
-    (images / "lonely.png").write_bytes((images / "train_0001.png").read_bytes())       # image without mask
-    (images / "train_0002.jpg").write_bytes((images / "train_0002.png").read_bytes())   # duplicated stem
-    (images / "train_0003.png").write_bytes(b"not a png")                               # unreadable
-    Image.new("L", (20, 20)).save(masks / "train_0004.png")                             # size mismatch (+ empty)
-    Image.new("L", (32, 32)).save(masks / "train_0005.png")                             # empty mask
+    (masks / "orphan.png").write_bytes((masks / "image_0000.png").read_bytes())          # mask without image
+    (images / "lonely.png").write_bytes((images / "image_0001.png").read_bytes())       # image without mask
+    (images / "image_0002.jpg").write_bytes((images / "image_0002.png").read_bytes())   # duplicated stem
+    (images / "image_0003.png").write_bytes(b"not a png")                               # unreadable
+    Image.new("L", (20, 20)).save(masks / "image_0004.png")                             # size mismatch (+ empty)
+    Image.new("L", (32, 32)).save(masks / "image_0005.png")                             # empty mask
 
 
 def test_verify_lists_every_problem(tmp_path, capsys):
     folder = _small(tmp_path)
     _plant_problems(folder)
     text = "\n".join(verify_own_data(folder).problems)
-    for expected in ("match no image", "orphan.png", "have no mask", "lonely.png", "duplicated stem 'train_0002'",
-                     "cannot read", "train_0003.png", "size mismatch", "train_0004", "empty mask", "train_0005"):
+    for expected in ("match no image", "orphan.png", "have no mask", "lonely.png", "duplicated stem 'image_0002'",
+                     "cannot read", "image_0003.png", "size mismatch", "image_0004", "empty mask", "image_0005"):
         assert expected in text, expected
     assert main(["data", "verify", "--data-dir", str(folder)]) == 1
     assert "problem(s)" in capsys.readouterr().out
@@ -93,12 +93,12 @@ def test_verify_lists_every_problem(tmp_path, capsys):
 
 def test_verify_lists_class_values_outside_classes_txt_and_too_few_images(tmp_path):
     folder = _small(tmp_path, "folder", "synth_trans10k")
-    mask = folder / "masks" / "train_0000.png"
+    mask = folder / "masks" / "image_0000.png"
     values = np.asarray(Image.open(mask)).copy()
     values[0, 0] = 40
     Image.fromarray(values).save(mask)  # grayscale index mask
     problems = verify_own_data(folder).problems
-    assert any("values [40]" in p and "train_0000" in p for p in problems), problems
+    assert any("values [40]" in p and "image_0000" in p for p in problems), problems
     tiny = tmp_path / "tiny"
     for sub in ("images", "masks"):
         (tiny / sub).mkdir(parents=True)

@@ -45,7 +45,7 @@ def test_predict_writes_probabilities_overlays_scores_and_reports_bad_inputs(lor
     run, data = lora_run
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for stem in ("test_0000", "train_0000"):
+    for stem in ("image_0000", "image_0001"):
         (inputs / f"{stem}.png").write_bytes((data / "images" / f"{stem}.png").read_bytes())
     (inputs / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "out"
@@ -56,12 +56,12 @@ def test_predict_writes_probabilities_overlays_scores_and_reports_bad_inputs(lor
     assert "broken.png" in captured.err and "missing.png" in captured.err and "2 input(s) skipped" in captured.err
     assert "mean iou over 2 scored image(s)" in captured.out
     for sub in ("masks", "probabilities", "overlays"):
-        assert sorted(p.name for p in (out / sub).iterdir()) == ["test_0000.png", "train_0000.png"]
+        assert sorted(p.name for p in (out / sub).iterdir()) == ["image_0000.png", "image_0001.png"]
     header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
     assert {"foreground_fraction", "ground_truth", "iou", "dice", "s_alpha", "e_phi"} <= set(header)
-    before = (out / "masks" / "test_0000.png").stat().st_mtime_ns
+    before = (out / "masks" / "image_0000.png").stat().st_mtime_ns
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
-    assert (out / "masks" / "test_0000.png").stat().st_mtime_ns == before
+    assert (out / "masks" / "image_0000.png").stat().st_mtime_ns == before
     assert main(args + ["--overwrite"]) == 1
     assert not list(out.rglob(".*tmp*"))  # atomic writes leave no temporary file
     assert main(["predict", "--run-dir", str(run), str(tmp_path / "nothing*.png"), "--output-dir", str(out)]) == 2
@@ -81,7 +81,7 @@ def test_export_is_accepted_in_place_of_the_run_and_merged_lora_loads_in_plain_s
         names = set(f.keys())
     assert json.loads(meta["config"])["method"] == "lora" and json.loads(meta["base"])["random_seed"]
     assert all("lora_" in n or n.startswith("mask_decoder") for n in names)  # trainable tensors only
-    image = Image.open(data / "images" / "test_0000.png")
+    image = Image.open(data / "images" / "image_0000.png")
     from_run, from_export = Segmenter.from_run(run, device="cpu"), Segmenter.from_run(export, device="cpu")
     assert np.allclose(from_run.probabilities(image), from_export.probabilities(image), atol=1e-6)
 
@@ -94,7 +94,7 @@ def test_export_is_accepted_in_place_of_the_run_and_merged_lora_loads_in_plain_s
         assert torch.allclose(sam.image_encoder(x), model.image_encoder(x), atol=1e-5)
 
     out = tmp_path / "pred"
-    assert main(["predict", "--run-dir", str(export), str(data / "images" / "test_0000.png"),
+    assert main(["predict", "--run-dir", str(export), str(data / "images" / "image_0000.png"),
                  "--output-dir", str(out)]) == 0
 
 
