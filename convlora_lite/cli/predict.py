@@ -23,13 +23,16 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--checkpoint", help="an export's SAM base weights, when not where training found them "
+                                             "(checked against the sha256 the export records)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from convlora_lite.inference import Segmenter, predict_files
 
-    segmenter = Segmenter.from_run(args.run_dir, device=args.device, batch_size=args.batch_size)
+    segmenter = Segmenter.from_run(args.run_dir, device=args.device, batch_size=args.batch_size,
+                                   checkpoint=args.checkpoint)
     report = predict_files(segmenter, args.inputs, args.output_dir, probabilities=args.probabilities,
                            overlays=args.overlays, masks_dir=args.masks, overwrite=args.overwrite)
     print(f"{len(report.written)} mask(s) written to {report.output_dir / 'masks'}"

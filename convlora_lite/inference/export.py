@@ -11,8 +11,10 @@ take either.
 (``W + (alpha / r) B A``) and its trained decoder into SAM's own decoder, giving a state dict in
 Meta's format that ``segment_anything``'s ``Sam`` (``sam_model_registry[...]``) loads as is; it
 keeps SAM's prompt encoder and its other mask tokens, so the result is a promptable SAM whose
-image encoder is the adapted one. Conv-LoRA cannot be merged: its mixture of convolutional experts
-is non-linear (and input-dependent), so no single weight matrix equals it.
+image encoder is the adapted one. It is at the run's ``image_size`` (its position tables
+resized as for training); SAM's own builders (1024 px) load it for runs at 1024 px. Conv-LoRA
+cannot be merged: its mixture of convolutional experts is non-linear (and input-dependent), so no
+single weight matrix equals it.
 """
 from __future__ import annotations
 
@@ -109,9 +111,10 @@ def _spec_from(summary: dict):
     return OwnDataSpec.from_dict(summary)
 
 
-def load_export(path):
+def load_export(path, checkpoint=None):
     """``(model, config, spec)`` of an export: the base SAM rebuilt by reference (its checksum
-    checked) with the exported trainable tensors, in eval mode on the CPU."""
+    checked) with the exported trainable tensors, in eval mode on the CPU. ``checkpoint``: where the
+    base weights lie here, when not where the run found them (a path; its sha256 must match)."""
     import dataclasses
 
     from accelerate.utils import set_seed
@@ -122,6 +125,8 @@ def load_export(path):
 
     tensors, config_dict, summary, base = read_export(path)
     config = TrainConfig.from_dict(config_dict)
+    if checkpoint is not None:
+        config = dataclasses.replace(config, checkpoint=str(checkpoint))
     current = base_reference(config)
     if (current["model"], current["sha256"]) != (base["model"], base["sha256"]):
         raise CheckpointError(f"{path} was exported for {base['model']} with base weights {base['file']} "
@@ -135,15 +140,16 @@ def load_export(path):
     return model.eval(), config, _spec_from(summary)
 
 
-def load_source(source):
-    """``(model, config, spec)`` of a run directory or an export file."""
+def load_source(source, checkpoint=None):
+    """``(model, config, spec)`` of a run directory or an export file (``checkpoint``: see
+    :func:`load_export`; exports only)."""
     from convlora_lite.data.own import run_spec
     from convlora_lite.training.model import load_run
     from convlora_lite.training.rundir import RunDir
 
     source = Path(source)
     if source.is_file():
-        return load_export(source)
+        return load_export(source, checkpoint)
     if not source.is_dir():
         raise CheckpointError(f"{source} does not exist; pass a run directory or an export .safetensors file.")
     run = RunDir(source)

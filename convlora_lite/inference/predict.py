@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from convlora_lite.data.datasets import IMAGE_SUFFIXES
 from convlora_lite.errors import DataError, UserError
@@ -183,12 +183,13 @@ def predict_files(segmenter, inputs: Sequence[str], output_dir, *, probabilities
         batch = []
         for file in unique[start:start + segmenter.batch_size]:
             try:
-                from convlora_lite.data.datasets import _open_image
-
-                batch.append((file, _open_image(file, "image", "the inputs")))
-            except DataError as error:
-                report.failed.append(f"{file}: {error}")
+                image = Image.open(file)
+                image.load()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+                report.failed.append(f"{file}: not a readable image ({error})")
                 bar.update(1)
+            else:
+                batch.append((file, image))
         if not batch:
             continue
         scores = segmenter.probabilities_batch([image for _, image in batch])

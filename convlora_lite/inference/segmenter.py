@@ -68,11 +68,12 @@ class Segmenter:
         self.batch_size = int(batch_size)
 
     @classmethod
-    def from_run(cls, source, *, device: str = "auto", batch_size: int = 4) -> "Segmenter":
-        """The segmenter of a finished run directory, or of a ``convlora export`` ``.safetensors`` file."""
+    def from_run(cls, source, *, device: str = "auto", batch_size: int = 4, checkpoint=None) -> "Segmenter":
+        """The segmenter of a finished run directory, or of a ``convlora export`` ``.safetensors`` file
+        (``checkpoint``: the SAM base weights' path here, for an export made elsewhere; checked by sha256)."""
         from convlora_lite.inference.export import load_source
 
-        model, config, spec = load_source(source)
+        model, config, spec = load_source(source, checkpoint)
         return cls(model, config, spec, device=device, batch_size=batch_size)
 
     @property

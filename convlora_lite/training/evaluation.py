@@ -64,7 +64,7 @@ def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Datas
         if split not in spec.all_splits:
             raise ConfigError(f"{config.dataset} has no split {split!r}; choose one of {', '.join(spec.all_splits)}.")
         ensure_dataset(spec, config.data_root)
-        dataset = build_dataset(spec, split, config.data_root, config.image_size, train=False)
+        dataset = build_dataset(spec.name, split, config.data_root, config.image_size, train=False)
     device = resolve_device(device)
     return evaluate_model(model.to(device), dataset, spec, batch_size=config.batch_size, device=device,
                           desc=f"eval {split}")

@@ -151,3 +151,28 @@ def test_multiclass_masks_are_palette_pngs_at_the_image_size(tmp_path):
     mask = Image.open(tmp_path / "out" / "masks" / f"{report.written[0].stem}.png")
     assert mask.mode == "P" and mask.size == Image.open(report.written[0]).size
     assert np.load(tmp_path / "out" / "probabilities" / f"{report.written[0].stem}.npy").shape == (12, 40, 40)
+
+
+def test_an_export_references_its_base_weights_by_checksum(tmp_path):
+    from convlora_lite.inference import export_run
+    from convlora_lite.models.sam import get_config, sam_from_config
+
+    torch.manual_seed(1)
+    base = tmp_path / "base.pth"
+    torch.save(sam_from_config(get_config("test_tiny")).state_dict(), base)
+    data = write_own_data(tmp_path / "data", "synth_polyp", n_images=10, image_size=40)
+    config = TrainConfig.resolve(None, "lora", "smoke", data_dir=str(data), model="test_tiny", checkpoint=str(base),
+                                 image_size=32, epochs=1, batch_size=2, max_train_batches=1, max_eval_batches=1,
+                                 output_dir=str(tmp_path / "run"))
+    export = export_run(fit(config), tmp_path / "model.safetensors")
+    moved = tmp_path / "elsewhere.pth"
+    base.rename(moved)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Segmenter.from_run(export)
+    image = Image.open(data / "images" / "image_0000.png")
+    assert Segmenter.from_run(export, checkpoint=moved, device="cpu").segment(image).shape == (40, 40)
+    torch.manual_seed(2)
+    other = tmp_path / "other.pth"
+    torch.save(sam_from_config(get_config("test_tiny")).state_dict(), other)
+    with pytest.raises(CheckpointError, match="an export for another model"):
+        Segmenter.from_run(export, checkpoint=other)
