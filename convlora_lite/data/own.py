@@ -440,7 +440,8 @@ class CocoSegmentationDataset(PairedSegmentationDataset):
     """Images of a COCO instances file, their masks drawn with ``pycocotools`` (``annToMask``).
 
     Binary: foreground = any object. Multi-class: class id = 1 + the category's rank by id,
-    larger objects painted first so smaller ones stay visible; crowd regions are ignored (255).
+    larger objects painted first so smaller ones stay visible; crowd regions are ignored (255) in
+    multi-class masks and foreground in binary ones (a binary mask has no ignore value).
     """
 
     def __init__(self, samples, coco, *, task: str, num_classes: int, image_size: int, train: bool, origin: str):
