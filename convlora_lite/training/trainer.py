@@ -1,7 +1,8 @@
 """The training loop: official Conv-LoRA recipe, one run directory per run, resumable.
 
 ``fit(config)`` trains a :class:`~convlora_lite.models.segmenter.PromptFreeSAM` with a PEFT method on a
-registry dataset and returns the run directory (layout in :mod:`convlora_lite.training.rundir`).
+registry dataset (or on your own data: ``config.data_dir``, :mod:`convlora_lite.data.own`, whose split is
+recorded in the run directory) and returns the run directory (layout in :mod:`convlora_lite.training.rundir`).
 
 The recipe (``docs/recipe.md``, "Training recipe"), all of it the default (the optimiser and
 schedule in :mod:`convlora_lite.training.optim`):
