@@ -132,6 +132,10 @@ def test_bad_own_data_exits_2_with_a_clear_message(tmp_path, capsys):
     assert _train(classes, tmp_path / "c", "--epochs", "1") == 2
     assert "outside the declared classes 0..2" in capsys.readouterr().err
 
+    (classes / "classes.txt").unlink()  # index masks read as binary: say how to declare the classes
+    assert _train(classes, tmp_path / "e") == 2
+    assert "classes.txt" in capsys.readouterr().err
+
     coco = _small(tmp_path, "coco", n_images=10)
     data = json.loads(coco.read_text())
     data["annotations"] = []
