@@ -120,6 +120,8 @@ def test_export_errors(lora_run, tmp_path, capsys):
     save_file(load_file(str(export)), str(export), metadata={**meta, "config": json.dumps(config)})
     with pytest.raises(CheckpointError, match="an export for another model"):
         Segmenter.from_run(export)
+    assert main(["predict", "--run-dir", str(export), "x.png", "--output-dir", str(tmp_path)]) == 2
+    assert "an export for another model" in capsys.readouterr().err
     # a run directory without weights
     (run.parent / "empty").mkdir()
     (run.parent / "empty" / "config.json").write_text((run / "config.json").read_text())
