@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -460,7 +461,9 @@ class CocoSegmentationDataset(PairedSegmentationDataset):
             if (info.get("height"), info.get("width")) != (height, width):
                 raise DataError(f"{sample.image} is {width}x{height} but {self.origin} says "
                                 f"{info.get('width')}x{info.get('height')}; fix the COCO file.")
-            pixels = coco.annToMask(ann).astype(bool)
+            with warnings.catch_warnings():  # pycocotools' decode warns about numpy 2's copy keyword
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pixels = coco.annToMask(ann).astype(bool)
             if ann.get("iscrowd"):
                 labels[pixels] = IGNORE_INDEX if self.task == "multiclass" else 1
             else:
