@@ -11,6 +11,7 @@ from convlora_lite.analysis.parameter_counts import count_parameters, paper_para
 from convlora_lite.analysis.results_tables import collect_runs, results_table
 from convlora_lite.data import build_dataset, generate_synthetic, get_dataset_spec
 from convlora_lite.errors import CheckpointError, ConfigError, DataError, DownloadError, UserError
+from convlora_lite.inference import Segmenter, export_run, predict_files
 from convlora_lite.models.sam import MODEL_CONFIGS, build_sam
 from convlora_lite.models.segmenter import PromptFreeSAM, SegOutput
 from convlora_lite.peft import METHOD_NAMES, apply_peft
@@ -24,6 +25,6 @@ __all__ = [
     "BinarySegMetrics", "MultiClassSegMetrics", "structure_loss", "balanced_bce", "get_loss",
     "fit", "Trainer", "TrainConfig", "evaluate", "evaluate_model", "load_run", "get_preset", "PRESET_NAMES",
     "count_parameters", "paper_param_table", "build_dataset", "get_dataset_spec", "generate_synthetic",
-    "collect_runs", "results_table",
+    "collect_runs", "results_table", "Segmenter", "predict_files", "export_run",
     "UserError", "ConfigError", "DataError", "DownloadError", "CheckpointError",
 ]

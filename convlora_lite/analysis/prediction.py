@@ -61,13 +61,16 @@ def predict_items(model: nn.Module, dataset, *, n: int = 4, indices: Sequence[in
     return Predictions(images, masks, torch.cat(outputs), [item["name"] for item in items])
 
 
-def _run_dataset(config, split: str):
+def _run_dataset(config, split: str, run_dir=None):
     from convlora_lite.data.datasets import build_dataset
-    from convlora_lite.data.registry import get_dataset_spec
+    from convlora_lite.data.own import config_spec, own_datasets
+    from convlora_lite.training.rundir import RunDir
 
-    spec = get_dataset_spec(config.dataset)
+    spec = config_spec(config)
     if split not in spec.all_splits:
         raise ConfigError(f"{config.dataset} has no split {split!r}; choose one of {', '.join(spec.all_splits)}.")
+    if config.data_dir:  # own data: the split recorded in the run directory
+        return own_datasets(spec, config, RunDir(run_dir) if run_dir is not None else None)[split]
     return build_dataset(spec, split, config.data_root, config.image_size, train=False)
 
 
@@ -78,7 +81,7 @@ def predict_run(run_dir, split: str = "test", *, n: int = 4, indices: Sequence[i
     from convlora_lite.training.model import load_run
 
     model, config = load_run(run_dir)
-    return predict_items(model, _run_dataset(config, split), n=n, indices=indices, device=device)
+    return predict_items(model, _run_dataset(config, split, run_dir), n=n, indices=indices, device=device)
 
 
 def predict_runs(run_dirs: Mapping[str, str | Path], split: str = "test", *, n: int = 4,

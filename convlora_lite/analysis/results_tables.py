@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convlora_lite.data.registry import get_dataset_spec
+from convlora_lite.data.own import run_spec
 from convlora_lite.errors import DataError
 from convlora_lite.peft import METHOD_NAMES
 
@@ -39,7 +39,7 @@ def collect_runs(paths) -> pd.DataFrame:
     for run in find_run_dirs(paths):
         config = json.loads((run / "config.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
-        spec = get_dataset_spec(config["dataset"])
+        spec = run_spec(run)  # the registry's, or an own-data run's recorded spec
         for split, values in metrics.get("test", {}).items():
             for metric in spec.metrics:
                 value = values.get(metric)

@@ -4,6 +4,7 @@
     convlora data download NAME [--root DIR] [--base-url URL] [--keep-zip]
     convlora data install NAME ARCHIVE_OR_FOLDER [--root DIR] [--move]
     convlora data verify NAME [--root DIR]
+    convlora data verify --data-dir PATH [--task binary|multiclass] [--seed S]
     convlora data synth NAME|all [--root DIR] [--size N] [--seed S] [--n-train N] [--n-val N] [--n-test N]
 
 ``install`` is for data fetched by hand: an archive as downloaded (checked like a download) or a
@@ -51,7 +52,10 @@ def register(subparsers) -> None:
     install.set_defaults(func=_install)
 
     verify = actions.add_parser("verify", help="check every file of a dataset; exit 1 on problems")
-    verify.add_argument("name")
+    verify.add_argument("name", nargs="?", help="a registry dataset (or --data-dir for your own data)")
+    verify.add_argument("--data-dir", help="your own data (folder, split folders, CSV or COCO JSON)")
+    verify.add_argument("--task", choices=("binary", "multiclass"), help="own data: the task (default: from classes)")
+    verify.add_argument("--seed", type=int, help="own data: the seed of the 80/10/10 split that is checked")
     verify.add_argument("--root", default=_DEFAULT_ROOT, help="data root (default: %(default)s)")
     verify.set_defaults(func=_verify)
 
@@ -96,6 +100,17 @@ def _install(args) -> int:
 
 
 def _verify(args) -> int:
+    from convlora_lite.errors import ConfigError
+
+    if args.data_dir:
+        from convlora_lite.data.own import verify_own_data
+        from convlora_lite.training.presets import OFFICIAL_SEED
+
+        report = verify_own_data(args.data_dir, task=args.task, seed=OFFICIAL_SEED if args.seed is None else args.seed)
+        print(report)
+        return 0 if report.ok else 1
+    if not args.name:
+        raise ConfigError("give a dataset NAME or --data-dir PATH.")
     from convlora_lite.data.install import install_dir, is_installed
     from convlora_lite.data.registry import get_dataset_spec
     from convlora_lite.data.verify import verify_dataset

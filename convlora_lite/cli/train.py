@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+from convlora_lite.errors import ConfigError
 from convlora_lite.peft.base import parse_options
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
 from convlora_lite.training.presets import PRESET_NAMES
@@ -20,7 +21,17 @@ def register(subparsers) -> None:
         "train", help="fine-tune SAM with a PEFT method (writes a run directory)",
         description="Fine-tune SAM with a PEFT method on a dataset. Options not given come from the preset "
                     "and the dataset's official recipe; the resolved config is saved in <run dir>/config.json.")
-    parser.add_argument("--dataset", required=True, help="registry name, e.g. polyp, camo, synth_polyp")
+    parser.add_argument("--dataset", help="registry name, e.g. polyp, camo, synth_polyp (or, with --data-dir, "
+                                          "the run's label; default own_<folder name>)")
+    parser.add_argument("--data-dir", help="your own data: a folder with images/ and masks/, a folder with train/ "
+                                           "val/ [test/] of that shape, a CSV (image, mask [, split] columns) or a "
+                                           "COCO instances JSON; without a split, a seeded 80/10/10 one is recorded "
+                                           "in the run directory")
+    parser.add_argument("--task", choices=("binary", "multiclass"),
+                        help="own data: default multiclass when classes.txt / the COCO categories name > 2 classes")
+    parser.add_argument("--loss", help="override the recipe's loss (structure, balanced_bce; set for multi-class)")
+    parser.add_argument("--select-metric", help="override the metric that picks the best epoch (e.g. iou, dice, "
+                                                "s_alpha, miou)")
     parser.add_argument("--method", required=True, help="PEFT method, e.g. conv_lora, lora, decoder_only")
     parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES, help="settings bundle (default cpu)")
     parser.add_argument("--model", help="SAM backbone: vit_b, vit_l, vit_h, micro_sam, test_tiny")
@@ -54,10 +65,13 @@ def run(args) -> int:
         "precision": args.precision, "device": args.device, "num_workers": args.num_workers, "data_root": args.root,
         "resume": args.resume or None, "checkpoint": args.checkpoint,
         "method_options": parse_options(args.method_option) or None,
+        "data_dir": args.data_dir, "task": args.task, "loss": args.loss, "select_metric": args.select_metric,
     }
     given = {k: v for k, v in options.items() if v is not None}  # a flag left out: the preset decides
     if given.get("checkpoint", "").lower() == "none":
         given["checkpoint"] = None
+    if not args.dataset and not args.data_dir:
+        raise ConfigError("give --dataset NAME (a registry dataset) or --data-dir PATH (your own data).")
     config = TrainConfig.resolve(args.dataset, args.method, args.preset, **given)
     run_dir = fit(config)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -75,7 +75,8 @@ def binary_labels(mask: Image.Image | np.ndarray, source: str = "mask") -> np.nd
         raise DataError(
             f"{source} does not look like a binary mask: its largest value is {top}, below half of "
             f"its full scale {full_scale}, so every pixel would become background. Binary masks "
-            "must be 0/255 or 0/1; a class-index mask needs a multi-class dataset."
+            "must be 0/255 or 0/1; a class-index mask needs a multi-class dataset (for your own data: a "
+            "classes.txt naming the classes, one per line, or --task multiclass)."
         )
     return (values > full_scale / 2).astype(np.uint8)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Optional
 
 from convlora_lite.errors import ConfigError
@@ -57,17 +58,25 @@ class TrainConfig:
     num_workers: int = 0
     method_options: dict = field(default_factory=dict)
     resume: bool = False
+    data_dir: Optional[str] = None
+    task: Optional[str] = None
+    loss: Optional[str] = None
+    select_metric: Optional[str] = None
 
     @classmethod
-    def resolve(cls, dataset: str, method: str, preset: str = "cpu", *, spec=None, **overrides) -> "TrainConfig":
+    def resolve(cls, dataset: Optional[str], method: str, preset: str = "cpu", *, spec=None,
+                **overrides) -> "TrainConfig":
         """The config of ``method`` on ``dataset`` under ``preset``; explicit ``overrides`` win.
+
+        Own data: ``dataset=None`` (or a label) and ``data_dir=PATH`` (made absolute); the spec is
+        :func:`convlora_lite.data.own.own_spec` of it.
 
         Order: the dataset's official recipe (``epochs``, ``lr``), then the preset's overrides,
         then ``overrides`` (``image_size=None`` means the model's native size; ``checkpoint=None``
         random weights). ``spec`` is the dataset's
         :class:`~convlora_lite.data.registry.DatasetSpec` (default: the registry's entry).
         """
-        from convlora_lite.data.registry import get_dataset_spec
+        from convlora_lite.data.own import config_spec, own_spec
         from convlora_lite.models.sam import get_config
         from convlora_lite.peft import get_method
 
@@ -75,7 +84,21 @@ class TrainConfig:
         unknown = set(overrides) - set(fields)
         if unknown:
             raise ConfigError(f"Unknown training option(s) {sorted(unknown)}; TrainConfig takes {fields}.")
-        spec = spec if spec is not None else get_dataset_spec(dataset)
+        if overrides.get("data_dir"):
+            from pathlib import Path
+
+            overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
+            if spec is None:
+                spec = own_spec(overrides["data_dir"], task=overrides.get("task"), loss=overrides.get("loss"),
+                                select_metric=overrides.get("select_metric"), name=dataset)
+            dataset = dataset or spec.name
+            overrides["task"] = spec.task
+        elif dataset is None:
+            raise ConfigError("Name a dataset (a registry name) or give data_dir (a folder, CSV or COCO JSON of "
+                              "your own).")
+        if spec is None:
+            spec = config_spec(SimpleNamespace(dataset=dataset, loss=overrides.get("loss"),
+                                                  select_metric=overrides.get("select_metric")))
         values = dict(num_classes=1 if spec.task == "binary" else len(spec.classes), epochs=spec.epochs, lr=spec.lr)
         values.update(get_preset(preset).overrides)
         values.update(overrides, dataset=dataset, method=method, preset=preset)

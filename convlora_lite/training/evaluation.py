@@ -14,12 +14,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from convlora_lite.data.datasets import build_dataset
 from convlora_lite.data.install import ensure_dataset
-from convlora_lite.data.registry import get_dataset_spec
+from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError
 from convlora_lite.training.devices import resolve_device
 from convlora_lite.training.metrics import task_metrics
 from convlora_lite.training.model import load_run
 from convlora_lite.training.progress import progress_bar
+from convlora_lite.training.rundir import RunDir
 
 
 @torch.no_grad()
@@ -51,9 +52,14 @@ def evaluate_model(model: nn.Module, dataset: Dataset, spec, *, batch_size: int 
 def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Dataset] = None,
              device: str = "auto") -> dict:
     """The task's metrics of a finished run's best weights on ``split`` (built from the registry
-    under the run's ``data_root`` unless ``dataset`` is given)."""
+    under the run's ``data_root`` unless ``dataset`` is given; a run on own data reads the split
+    recorded in its directory)."""
     model, config = load_run(run_dir)
-    spec = spec if spec is not None else get_dataset_spec(config.dataset)
+    spec = spec if spec is not None else config_spec(config)
+    if dataset is None and config.data_dir:
+        if split not in spec.all_splits:
+            raise ConfigError(f"{config.dataset} has no split {split!r}; choose one of {', '.join(spec.all_splits)}.")
+        dataset = own_datasets(spec, config, RunDir(run_dir))[split]
     if dataset is None:
         if split not in spec.all_splits:
             raise ConfigError(f"{config.dataset} has no split {split!r}; choose one of {', '.join(spec.all_splits)}.")

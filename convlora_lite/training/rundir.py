@@ -6,6 +6,7 @@
       config.json               the resolved TrainConfig: everything needed to rerun
       history.csv               one row per epoch: epoch, train_loss, aux_loss, lr, val_<metric>..., time_s
       metrics.json              best epoch, its val metrics, and the test splits' metrics (best weights)
+      split.json                own data only (--data-dir): the spec and which images are in which split
       checkpoint/
         best.safetensors        trainable tensors only (adapter + trained decoder) at the best epoch
         last.safetensors        trainable tensors only after the last completed epoch
@@ -53,6 +54,7 @@ class RunDir:
     last = property(lambda self: self.checkpoint_dir / "last.safetensors")
     resume_state = property(lambda self: self.checkpoint_dir / "resume.pt")
     figures = property(lambda self: self.path / "figures")
+    split = property(lambda self: self.path / "split.json")
 
     def create(self) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +77,18 @@ class RunDir:
     def read_metrics(self) -> dict:
         """``metrics.json``: best epoch, its val metrics, the test splits' metrics."""
         return self.read_json(self.metrics)
+
+    def write_split(self, record: dict) -> None:
+        """Record an own-data run's split (``split.json``: the data's spec and split -> image keys)."""
+        self.write_json(self.split, record)
+
+    def read_split(self) -> dict:
+        """``split.json`` of an own-data run (see :func:`convlora_lite.data.own.own_datasets`)."""
+        return self.read_json(self.split)
+
+    def has_weights(self) -> bool:
+        """Whether the run holds its best trainable weights."""
+        return self.best.is_file()
 
     def is_complete(self) -> bool:
         """Whether the run finished (``metrics.json`` says ``completed``)."""
@@ -117,6 +131,12 @@ class RunDir:
 def jsonable(value):
     """Plain JSON types (numpy / torch scalars to float, tuples to lists)."""
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``: a reader
+    sees the old file or the new one, never half of one (used for every file a run or a prediction writes)."""
+    _atomic(Path(path), write)
 
 
 def _atomic(path: Path, write) -> None:

@@ -1,7 +1,8 @@
 """The training loop: official Conv-LoRA recipe, one run directory per run, resumable.
 
 ``fit(config)`` trains a :class:`~convlora_lite.models.segmenter.PromptFreeSAM` with a PEFT method on a
-registry dataset and returns the run directory (layout in :mod:`convlora_lite.training.rundir`).
+registry dataset (or on your own data: ``config.data_dir``, :mod:`convlora_lite.data.own`, whose split is
+recorded in the run directory) and returns the run directory (layout in :mod:`convlora_lite.training.rundir`).
 
 The recipe (``docs/recipe.md``, "Training recipe"), all of it the default (the optimiser and
 schedule in :mod:`convlora_lite.training.optim`):
@@ -45,7 +46,7 @@ from tqdm.auto import tqdm  # tqdm.write keeps log lines clear of a live bar
 from convlora_lite.analysis.figures import plot_history
 from convlora_lite.data.datasets import build_splits
 from convlora_lite.data.install import ensure_dataset
-from convlora_lite.data.registry import get_dataset_spec
+from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError, DataError
 from convlora_lite.peft.state import load_trainable, trainable_state
 from convlora_lite.training.config import TrainConfig
@@ -100,7 +101,7 @@ class Trainer:
 
         config.validate()
         self.config = config
-        self.spec = spec if spec is not None else get_dataset_spec(config.dataset)
+        self.spec = spec if spec is not None else config_spec(config)
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.accelerator = make_accelerator(self.device, self.precision)
@@ -110,6 +111,9 @@ class Trainer:
         self.state = self._previous_state()
         if self.state.get("completed"):
             return
+        if datasets is None and config.data_dir:
+            with self.accelerator.main_process_first():  # the main process records the split first
+                datasets = own_datasets(self.spec, config, self.run)
         if datasets is None:
             with self.accelerator.main_process_first():
                 ensure_dataset(self.spec, config.data_root, log=self.log)
