@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     parser.add_argument("--max-eval-batches", type=int, help="cap the validation and test batches (quick sweeps)")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
+    parser.add_argument("--shard", help="K/N: train only worker K's part of the grid (0 <= K < N; every N-th run "
+                                        "from K), for N workers sharing --output-dir")
     parser.set_defaults(func=run)
 
 
@@ -31,6 +33,8 @@ def run(args) -> int:
                                                     device=args.device, max_train_batches=args.max_train_batches,
                                                     max_eval_batches=args.max_eval_batches).items()
                  if value is not None}
-    path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, **overrides)
-    print(f"Table written to {path}")
+    path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, shard=args.shard,
+                     **overrides)
+    if path is not None:
+        print(f"Table written to {path}")
     return 0
