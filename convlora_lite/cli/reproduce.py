@@ -13,7 +13,8 @@ def register(subparsers) -> None:
     parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     parser.add_argument("--datasets", required=True, type=_names, help="comma-separated, e.g. synth_polyp,synth_camo")
     parser.add_argument("--methods", default="decoder_only,lora,conv_lora", type=_names, help="comma-separated")
-    parser.add_argument("--seeds", type=int, default=1, help="how many seeds (the preset's seed and the next ones)")
+    parser.add_argument("--seeds", type=int, help="how many seeds (the preset's seed and the next ones; default: "
+                                                      "the preset's number, 3 on paper, else 1)")
     parser.add_argument("--output-dir", default="runs/reproduce", help="where the runs and results.md go")
     parser.add_argument("--model", help="SAM backbone for every run (default: the preset's)")
     parser.add_argument("--epochs", type=int, help="override the preset/recipe epochs")

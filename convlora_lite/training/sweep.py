@@ -22,8 +22,10 @@ from convlora_lite.training.presets import get_preset
 from convlora_lite.training.rundir import RunDir
 
 
-def seeds_for(preset: str, n: int) -> list[int]:
-    """The ``n`` seeds of a sweep: the preset's seed, then the next ``n - 1`` integers."""
+def seeds_for(preset: str, n: int | None = None) -> list[int]:
+    """The ``n`` seeds of a sweep: the preset's seed, then the next ``n - 1`` integers
+    (``n=None``: the preset's number of seeds, :attr:`~convlora_lite.training.presets.Preset.seeds`)."""
+    n = get_preset(preset).seeds if n is None else n
     if n < 1:
         raise ConfigError(f"--seeds must be at least 1 (got {n}).")
     base = get_preset(preset).value("seed")
@@ -48,7 +50,7 @@ def parse_shard(text) -> Optional[tuple[int, int]]:
     return k, n
 
 
-def grid_configs(preset: str, datasets: list[str], methods: list[str], seeds: int = 1,
+def grid_configs(preset: str, datasets: list[str], methods: list[str], seeds: int | None = 1,
                  output_dir="runs/reproduce", **overrides) -> list:
     """The :class:`~convlora_lite.training.TrainConfig` of every run of the grid, in dataset,
     method, seed order (the order the shards are dealt from)."""
@@ -72,15 +74,16 @@ def shard_of(configs: list, shard) -> list:
     return list(configs[k::n])
 
 
-def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int = 1,
+def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int | None = 1,
               output_dir="runs/reproduce", log=print, shard=None, **overrides) -> Optional[Path]:
     """Train every (dataset, method, seed) under ``preset`` and write ``results.md`` and
     ``results.csv`` into ``output_dir``; returns the path of ``results.md``.
 
     ``overrides`` are :class:`~convlora_lite.training.TrainConfig` fields applied to every run
     (e.g. ``model="vit_b"``, ``epochs=2``); ``output_dir``, ``seed`` and ``resume`` are set here.
-    ``shard=(k, n)`` (or ``"k/n"``) trains only worker ``k``'s part of the grid (see the module
-    docstring); the table is written once every run of the grid is complete, and ``None`` is
+    ``seeds=None`` trains the preset's number of seeds (3 on ``paper``, else 1). ``shard=(k, n)``
+    (or ``"k/n"``) trains only worker ``k``'s part of the grid (see the module docstring); the
+    table is written once every run of the grid is complete, and ``None`` is
     returned while other shards' runs are still missing.
     """
     from convlora_lite.training.trainer import fit
