@@ -66,6 +66,8 @@ def test_cli_and_bad_arguments(data_root, tmp_path, capsys):
     assert "Unknown PEFT method 'nope'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="at least 1"):
         seeds_for("smoke", 0)
+    assert seeds_for("paper") == [OFFICIAL_SEED, OFFICIAL_SEED + 1, OFFICIAL_SEED + 2]  # the preset's count
+    assert seeds_for("colab") == [OFFICIAL_SEED]
     with pytest.raises(ConfigError, match="sets 'seed' itself"):
         reproduce("smoke", ["synth_leaf"], ["lora"], output_dir=out, seed=3)
 
