@@ -13,7 +13,8 @@ CUDA GPU, within about 10 minutes (random weights throughout, no download):
    (``synth_polyp``), one in fp16 with the gradient scaler and one in bf16: the training loss must
    go down and no loss or metric may be NaN.
 
-It writes ``gpu_check_<device>_<UTC time>.json`` (every number, the command, the machine) and a
+It writes ``gpu_check_<device>_<UTC time>.json`` (every number, the command, the machine; after each
+part, so a run cut short keeps what it measured) and a
 ``.md`` summary into ``--output-dir`` and exits 1 when a check fails (a part that runs out of
 memory is recorded as a failure and the others still run).
 
@@ -61,7 +62,7 @@ def _plan(gpu: bool) -> dict:
                 train_model="test_tiny", train_size=64, train_precisions=("fp32", "bf16"))
 
 
-def _part(results: dict, name: str, function, *args, log=print, **kwargs) -> None:
+def _run_part(results: dict, name: str, function, *args, log=print, **kwargs) -> None:
     """Run one part; its result, or the error that stopped it (a failure), goes into ``results``."""
     log(f"[gpu_check] {name} ...")
     start = time.perf_counter()
@@ -211,6 +212,15 @@ def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, comm
                                                           *sys.argv[1:]])},
                "parts": {}}
     parts = results["parts"]
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:40] if gpu else "cpu_dry_run"
+    path = out / f"gpu_check_{slug}_{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
+
+    def _part(*args, **kwargs):  # each part's result is written at once: a timeout keeps what was measured
+        _run_part(*args, **kwargs)
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
     for model in plan["bench_models"]:
         for precision in plan["precisions"]:
             _part(parts, f"bench {model} {plan['bench_size']} px {precision}", bench_part, model, plan["bench_size"],
@@ -222,10 +232,6 @@ def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, comm
             _part(parts, f"training {plan['train_model']} {plan['train_size']} px {precision}", training_part,
                   plan["device"], precision, plan["train_model"], plan["train_size"], Path(tmp), log=log)
     results["ok"] = all(part["ok"] for part in parts.values())
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:40] if gpu else "cpu_dry_run"
-    path = out / f"gpu_check_{slug}_{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     path.with_suffix(".md").write_text(_summary(results))
     log(_summary(results))
