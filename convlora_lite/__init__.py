@@ -20,6 +20,20 @@ from convlora_lite.training.losses import balanced_bce, get_loss, structure_loss
 from convlora_lite.training.metrics import BinarySegMetrics, MultiClassSegMetrics
 from convlora_lite.training.presets import PRESET_NAMES, get_preset
 
+#: The repository the notebooks' Colab install cell installs from (also pyproject's
+#: ``[project.urls] Repository``; a fork changes these two and nothing else). Releases are tagged
+#: ``v{__version__}``, so a notebook installs the package at its own version.
+REPOSITORY_URL = "https://github.com/convlora-lite/convlora_lite"
+
+
+def install_command(extras: str = "notebooks", ref: str | None = None) -> str:
+    """The pip command of the notebooks' Colab install cell: ``convlora_lite[extras]`` from
+    :data:`REPOSITORY_URL` at ``ref`` (default the tag ``v{__version__}``)."""
+    ref = ref or f"v{__version__}"
+    name = f"convlora_lite[{extras}]" if extras else "convlora_lite"
+    return f'pip install -q "{name} @ git+{REPOSITORY_URL}@{ref}"'
+
+
 __all__ = [
     "build_sam", "MODEL_CONFIGS", "PromptFreeSAM", "SegOutput", "apply_peft", "METHOD_NAMES",
     "BinarySegMetrics", "MultiClassSegMetrics", "structure_loss", "balanced_bce", "get_loss",
@@ -27,4 +41,5 @@ __all__ = [
     "count_parameters", "paper_param_table", "build_dataset", "get_dataset_spec", "generate_synthetic",
     "collect_runs", "results_table", "Segmenter", "predict_files", "export_run",
     "UserError", "ConfigError", "DataError", "DownloadError", "CheckpointError",
+    "REPOSITORY_URL", "install_command",
 ]

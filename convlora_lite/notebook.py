@@ -121,8 +121,8 @@ class Session:
         data_root, output_dir: where the datasets and the sweep folder live (made absolute).
         checkpoint: ``"auto"``, ``"none"`` (random weights) or a path to SAM weights.
         methods: comma-separated PEFT methods the notebook compares.
-        seeds: seeds per (dataset, method); ``0`` or ``None`` means 1 offline and 3 at paper scale
-            (the paper's mean of 3 seeds).
+        seeds: seeds per (dataset, method); ``0`` or ``None`` means the preset's (1 offline and on
+            ``colab``, 3 on ``paper``: the paper's mean of 3 seeds).
         epochs, image_size, max_train_batches: the budget knobs (``None``: the preset's), passed
             to every run's TrainConfig; named ``EPOCHS``, ``IMAGE_SIZE``, ``MAX_TRAIN_BATCHES`` in the
             notebooks and ``--epochs``, ``--image-size``, ``--max-train-batches`` on the command line.
@@ -142,7 +142,7 @@ class Session:
         self.data_root, self.output_dir = Path(data_root).resolve(), Path(output_dir).resolve()
         names = methods.split(",") if isinstance(methods, str) else methods
         self.methods = [m.strip() for m in names if m.strip()]
-        self.seeds = seeds_for(preset, seeds or (1 if self.offline else 3))
+        self.seeds = seeds_for(preset, seeds or None)  # 0 / None: the preset's number of seeds
         self.tasks: list[Task] = []
         given = dict(epochs=epochs, image_size=image_size, max_train_batches=max_train_batches)
         self.budget = {k: v for k, v in given.items() if v not in (None, "", 0)}

@@ -13,7 +13,8 @@ def register(subparsers) -> None:
     parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     parser.add_argument("--datasets", required=True, type=_names, help="comma-separated, e.g. synth_polyp,synth_camo")
     parser.add_argument("--methods", default="decoder_only,lora,conv_lora", type=_names, help="comma-separated")
-    parser.add_argument("--seeds", type=int, default=1, help="how many seeds (the preset's seed and the next ones)")
+    parser.add_argument("--seeds", type=int, help="how many seeds (the preset's seed and the next ones; default: "
+                                                      "the preset's number, 3 on paper, else 1)")
     parser.add_argument("--output-dir", default="runs/reproduce", help="where the runs and results.md go")
     parser.add_argument("--model", help="SAM backbone for every run (default: the preset's)")
     parser.add_argument("--epochs", type=int, help="override the preset/recipe epochs")
@@ -21,6 +22,8 @@ def register(subparsers) -> None:
     parser.add_argument("--max-eval-batches", type=int, help="cap the validation and test batches (quick sweeps)")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
+    parser.add_argument("--shard", help="K/N: train only worker K's part of the grid (0 <= K < N; every N-th run "
+                                        "from K), for N workers sharing --output-dir")
     parser.set_defaults(func=run)
 
 
@@ -31,7 +34,9 @@ def run(args) -> int:
                                                     device=args.device, max_train_batches=args.max_train_batches,
                                                     max_eval_batches=args.max_eval_batches).items()
                  if value is not None}
-    path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, **overrides)
-    print(path.read_text())
-    print(f"Table written to {path}")
+    path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, shard=args.shard,
+                     **overrides)
+    if path is not None:
+        print(path.read_text())
+        print(f"Table written to {path}")
     return 0

@@ -9,6 +9,7 @@ resized linearly (as SAM/ViTDet do when they change resolution).
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,3 +169,94 @@ def fit_state_dict(state: dict[str, torch.Tensor], cfg: SamConfig, path) -> dict
             if key in state:
                 fitted[key] = resize_rel_pos(state[key], 2 * cfg.grid_size - 1)
     return fitted
+
+
+# --------------------------------------------------------------------------------------------
+# MAE ViT-B (the paper's linear-probing reference, notebook 01)
+
+#: Meta's MAE ViT-B/16 pretrained encoder (the MAE repository's README).
+MAE_VIT_B_URL = "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth"
+#: its sha256. ``None``: not known to this project (it could not be fetched where this was
+#: written, and a digest that was not computed from the real file must not be invented), so the
+#: download is checked by its size (the server's Content-Length, and at least ViT-B's parameters
+#: at 2 bytes each) and its format (:func:`check_mae_state`) instead. Set it (or pass ``sha256=``)
+#: once the real digest is known, and the download is verified like SAM's.
+MAE_VIT_B_SHA256: str | None = None
+#: ViT-B/16's encoder parameters (the checkpoint holds them, in float32 for the official file).
+MAE_VIT_B_PARAMS = 85_798_656
+
+
+def check_mae_state(state, path, dim: int = 768, depth: int = 12, patch: int = 16) -> dict:
+    """The timm-named ViT state dict in ``state`` (the official file is ``{"model": state_dict}``;
+    a bare state dict is accepted too), checked to be ViT-B/16 at 224 px: ``patch_embed.proj.weight``
+    ``(dim, 3, patch, patch)``, ``pos_embed`` ``(1, 197, dim)`` and ``depth`` blocks with
+    ``attn.qkv.weight`` ``(3 dim, dim)``; a :class:`CheckpointError` naming ``path`` otherwise."""
+    inner = state.get("model", state) if isinstance(state, dict) else None
+    if not isinstance(inner, dict) or not all(isinstance(v, torch.Tensor) for v in inner.values()):
+        raise CheckpointError(f"{path} is not an MAE checkpoint (a dict with 'model': a state dict of tensors).")
+    patch_w, pos = inner.get("patch_embed.proj.weight"), inner.get("pos_embed")
+    qkv = [k for k in inner if re.fullmatch(r"blocks\.\d+\.attn\.qkv\.weight", k)]
+    problems = []
+    if patch_w is None or tuple(patch_w.shape) != (dim, 3, patch, patch):
+        problems.append(f"patch_embed.proj.weight is {None if patch_w is None else tuple(patch_w.shape)}")
+    if pos is None or tuple(pos.shape) != (1, 1 + (224 // patch) ** 2, dim):
+        problems.append(f"pos_embed is {None if pos is None else tuple(pos.shape)}")
+    if len(qkv) != depth or any(tuple(inner[k].shape) != (3 * dim, dim) for k in qkv):
+        problems.append(f"{len(qkv)} blocks with attn.qkv")
+    if problems:
+        raise CheckpointError(f"{path} is not Meta's MAE ViT-B/16 checkpoint ({'; '.join(problems)}; expected "
+                              f"({dim}, 3, {patch}, {patch}), (1, 197, {dim}) and {depth} blocks). Delete it and "
+                              f"download {MAE_VIT_B_URL} again.")
+    return inner
+
+
+def load_mae_file(path) -> dict:
+    """What ``torch.load`` reads from an MAE checkpoint, on the CPU. Tensors only when possible;
+    the released files may also hold plain Python objects (training arguments), which only the
+    full unpickler reads, so that is tried next (load files from sources you trust)."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # any reader failure means the same thing to the user
+        raise CheckpointError(f"{path} is not a readable checkpoint (reading it raised {type(err).__name__}); "
+                              f"it may be truncated or corrupt: delete it and download {MAE_VIT_B_URL} again.") from err
+
+
+def mae_checkpoint(cache_dir=None, base_url: str | None = None, sha256: str | None = MAE_VIT_B_SHA256) -> Path:
+    """The path of ``mae_pretrain_vit_base.pth`` in the cache folder, downloaded first when absent.
+
+    From ``base_url`` + file name, else ``$CONVLORA_MAE_BASE_URL`` + file name, else
+    :data:`MAE_VIT_B_URL`; resumable (``.part``). Verified before it gets its final name: by
+    ``sha256`` when one is given (default :data:`MAE_VIT_B_SHA256`, unknown so far: ``None``), and
+    always by size (complete per Content-Length; at least ViT-B's parameters in 16-bit) and format
+    (:func:`check_mae_state`). A file that fails is deleted, with a :class:`DownloadError` saying so.
+    """
+    file_name = MAE_VIT_B_URL.rsplit("/", 1)[-1]
+    folder = cache_folder(cache_dir)
+    dest = folder / file_name
+    if dest.is_file():
+        return dest
+    base = base_url or os.environ.get("CONVLORA_MAE_BASE_URL")
+    url = base.rstrip("/") + "/" + file_name if base else MAE_VIT_B_URL
+    staged = folder / (file_name + ".unverified")
+    try:
+        download_file(url, staged, sha256=sha256, desc=file_name)
+    except DownloadError as err:
+        raise DownloadError(
+            f"Could not get the MAE ViT-B weights: {err}\nThe file {file_name} (from {url}) belongs in the folder "
+            f"{folder.resolve()}; alternatively pass its path (MAE_CHECKPOINT) or set CONVLORA_MAE_BASE_URL to a "
+            "mirror that holds it."
+        ) from err
+    try:
+        if staged.stat().st_size < 2 * MAE_VIT_B_PARAMS:
+            raise CheckpointError(f"it has {staged.stat().st_size:,} bytes, less than ViT-B's "
+                                  f"{MAE_VIT_B_PARAMS:,} parameters in 16 bits")
+        check_mae_state(load_mae_file(staged), staged)
+    except CheckpointError as err:
+        staged.unlink()
+        raise DownloadError(f"the file downloaded from {url} is not Meta's MAE ViT-B checkpoint ({err}); it was "
+                            "deleted. Run the same command again to retry, or check the mirror.") from err
+    os.replace(staged, dest)
+    return dest

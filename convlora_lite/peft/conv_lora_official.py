@@ -86,7 +86,8 @@ class OfficialMoEConv(MoEConv):
             logits = clean_logits
         top_logits, top_indices = logits.topk(min(k + 1, num_experts), dim=1)
         top_k_gates = F.softmax(top_logits[:, :k], dim=1)
-        gates = torch.zeros_like(logits, requires_grad=True).float().scatter(1, top_indices[:, :k], top_k_gates)
+        # top_k_gates.float(): under CPU autocast the softmax stays bf16 (CUDA autocast runs it in fp32)
+        gates = torch.zeros_like(logits, requires_grad=True).float().scatter(1, top_indices[:, :k], top_k_gates.float())
         if self.training and k < num_experts:
             load = self._prob_in_top_k(clean_logits, noisy_logits, noise_stddev, top_logits).sum(0)
         else:

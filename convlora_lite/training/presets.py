@@ -13,10 +13,13 @@ smoke     CI and "does it run at all": the bundled ``micro_sam`` at its native 2
           one epoch of a few batches. Seconds on a CPU. The numbers mean nothing.
 cpu       The offline default, for learning and the notebooks: ``micro_sam`` (256 px)
           on a ``synth_<task>`` analog, 8 epochs of batch 4.
-colab     SAM ViT-B at 1024 px on one 16 GB GPU (a free Colab T4): fp16, activation
-          checkpointing, batch 1 x gradient accumulation 4, the official epochs and lr.
+colab     SAM ViT-B at 512 px (position tables resized) on one 16 GB GPU (a free Colab T4),
+          sized so a notebook finishes in a session: fp16, activation checkpointing,
+          batch 1 x gradient accumulation 4, the official lr, 8 epochs of at most 1000
+          batches, 1 seed (about 8 min of training per run, 00 in about 15 min, a
+          domain notebook in under an hour; ``benchmarks/colab_budget.md``).
 paper     The official recipe (``docs/recipe.md``): SAM ViT-H at 1024 px, the registry's
-          per-dataset epochs and lr, batch 1 x accumulation 4, fp16, seed 42686693.
+          per-dataset epochs and lr, batch 1 x accumulation 4, fp16, seed 42686693, 3 seeds.
 ========  ===========================================================================
 
 ``smoke`` and ``cpu`` differ from the official recipe on purpose: lr 1e-3 instead of the
@@ -34,6 +37,11 @@ from convlora_lite.errors import ConfigError
 
 #: the official seed (AutoGluon's Conv-LoRA example).
 OFFICIAL_SEED = 42686693
+#: the ``colab`` preset's schedule: 8 epochs of at most 1000 batches (a fresh random subset of a
+#: larger training set every epoch), about 8 minutes of training per run on a T4 (see
+#: ``benchmarks/colab_budget.md``).
+COLAB_EPOCHS = 8
+COLAB_MAX_TRAIN_BATCHES = 1000
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class Preset:
     name: str
     purpose: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: how many seeds a sweep or a notebook trains by default (the paper reports the mean of 3).
+    seeds: int = 1
 
     def value(self, name: str) -> Any:
         """The preset's value of the ``TrainConfig`` field ``name`` (its override, else the
@@ -59,11 +69,11 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset
         model="micro_sam", epochs=1, lr=1e-3, batch_size=2, max_train_batches=3, max_eval_batches=2)),
     Preset("cpu", "offline default: micro_sam on a synth_<task> analog, minutes on a CPU", dict(
         model="micro_sam", epochs=8, lr=1e-3, batch_size=4)),
-    Preset("colab", "SAM ViT-B on one 16 GB GPU (Colab T4)", dict(
-        model="vit_b", image_size=1024, grad_accum=4, precision="fp16", activation_checkpointing=True,
-        num_workers=2)),
+    Preset("colab", "SAM ViT-B at 512 px sized for one Colab T4 session (about an hour per notebook)", dict(
+        model="vit_b", image_size=512, epochs=COLAB_EPOCHS, max_train_batches=COLAB_MAX_TRAIN_BATCHES, grad_accum=4,
+        precision="fp16", activation_checkpointing=True, num_workers=2)),
     Preset("paper", "the official recipe on SAM ViT-H", dict(
-        model="vit_h", image_size=1024, grad_accum=4, precision="fp16", num_workers=4)),
+        model="vit_h", image_size=1024, grad_accum=4, precision="fp16", num_workers=4), seeds=3),
 )})
 
 #: preset names, in order of cost.

@@ -3,45 +3,104 @@
 Every run has its own directory ``{output_dir}/{dataset}/{method}/seed{seed}``; a finished run is
 skipped and an interrupted one resumes from its last completed epoch (``fit`` with
 ``resume=True``), so an interrupted sweep continues where it stopped when it is started again.
+
+Several workers (GPUs, nodes, SLURM array tasks) split one grid with ``shard=(k, n)``: worker
+``k`` of ``n`` (``0 <= k < n``) trains the grid's runs ``k, k + n, k + 2n, ...`` (the grid in
+dataset, method, seed order), so the ``n`` shards are disjoint and together cover the grid once.
+They share ``output_dir`` (a shared file system); each shard is resumable on its own, and the
+worker that finds the whole grid complete writes ``results.md``/``results.csv`` (any worker run
+again, or ``convlora table``, writes it later).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from convlora_lite.analysis.results_tables import collect_runs, results_table, table_markdown
 from convlora_lite.errors import ConfigError
 from convlora_lite.training.presets import get_preset
+from convlora_lite.training.rundir import RunDir
 
 
-def seeds_for(preset: str, n: int) -> list[int]:
-    """The ``n`` seeds of a sweep: the preset's seed, then the next ``n - 1`` integers."""
+def seeds_for(preset: str, n: int | None = None) -> list[int]:
+    """The ``n`` seeds of a sweep: the preset's seed, then the next ``n - 1`` integers
+    (``n=None``: the preset's number of seeds, :attr:`~convlora_lite.training.presets.Preset.seeds`)."""
+    n = get_preset(preset).seeds if n is None else n
     if n < 1:
         raise ConfigError(f"--seeds must be at least 1 (got {n}).")
     base = get_preset(preset).value("seed")
     return [base + i for i in range(n)]
 
 
-def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int = 1,
-              output_dir="runs/reproduce", log=print, **overrides) -> Path:
-    """Train every (dataset, method, seed) under ``preset`` and write ``results.md`` and
-    ``results.csv`` into ``output_dir``; returns the path of ``results.md``.
+def parse_shard(text) -> Optional[tuple[int, int]]:
+    """``"K/N"`` (or a ``(k, n)`` pair, or ``None``) -> ``(k, n)`` with ``0 <= k < n``; a
+    :class:`ConfigError` otherwise."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        try:
+            k, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard {text!r}: write K/N, e.g. 0/4 for the first of 4 workers.") from None
+    else:
+        k, n = text
+    if not (isinstance(k, int) and isinstance(n, int) and n >= 1 and 0 <= k < n):
+        raise ConfigError(f"shard {k}/{n}: need N >= 1 and 0 <= K < N (K counts from 0, as SLURM_ARRAY_TASK_ID "
+                          "with --array=0-(N-1)).")
+    return k, n
 
-    ``overrides`` are :class:`~convlora_lite.training.TrainConfig` fields applied to every run
-    (e.g. ``model="vit_b"``, ``epochs=2``); ``output_dir``, ``seed`` and ``resume`` are set here.
-    """
+
+def grid_configs(preset: str, datasets: list[str], methods: list[str], seeds: int | None = 1,
+                 output_dir="runs/reproduce", **overrides) -> list:
+    """The :class:`~convlora_lite.training.TrainConfig` of every run of the grid, in dataset,
+    method, seed order (the order the shards are dealt from)."""
     from convlora_lite.training.config import TrainConfig
-    from convlora_lite.training.trainer import fit
 
     for name in ("output_dir", "seed", "resume"):
         if name in overrides:
             raise ConfigError(f"reproduce sets {name!r} itself for every run; do not pass it.")
     root = Path(output_dir)
-    configs = [TrainConfig.resolve(dataset, method, preset, seed=seed, resume=True,
-                                   output_dir=str(root / dataset / method / f"seed{seed}"), **overrides)
-               for dataset in datasets for method in methods for seed in seeds_for(preset, seeds)]
-    for i, config in enumerate(configs, 1):
-        log(f"[{i}/{len(configs)}] {config.dataset} / {config.method} / seed {config.seed} -> {config.output_dir}")
+    return [TrainConfig.resolve(dataset, method, preset, seed=seed, resume=True,
+                                output_dir=str(root / dataset / method / f"seed{seed}"), **overrides)
+            for dataset in datasets for method in methods for seed in seeds_for(preset, seeds)]
+
+
+def shard_of(configs: list, shard) -> list:
+    """The part of ``configs`` that worker ``k`` of ``n`` trains (every ``n``-th from ``k``)."""
+    parsed = parse_shard(shard)
+    if parsed is None:
+        return list(configs)
+    k, n = parsed
+    return list(configs[k::n])
+
+
+def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int | None = 1,
+              output_dir="runs/reproduce", log=print, shard=None, **overrides) -> Optional[Path]:
+    """Train every (dataset, method, seed) under ``preset`` and write ``results.md`` and
+    ``results.csv`` into ``output_dir``; returns the path of ``results.md``.
+
+    ``overrides`` are :class:`~convlora_lite.training.TrainConfig` fields applied to every run
+    (e.g. ``model="vit_b"``, ``epochs=2``); ``output_dir``, ``seed`` and ``resume`` are set here.
+    ``seeds=None`` trains the preset's number of seeds (3 on ``paper``, else 1). ``shard=(k, n)``
+    (or ``"k/n"``) trains only worker ``k``'s part of the grid (see the module docstring); the
+    table is written once every run of the grid is complete, and ``None`` is
+    returned while other shards' runs are still missing.
+    """
+    from convlora_lite.training.trainer import fit
+
+    configs = grid_configs(preset, datasets, methods, seeds, output_dir, **overrides)
+    mine = shard_of(configs, shard)
+    parsed = parse_shard(shard)
+    where = f"shard {parsed[0]}/{parsed[1]}: " if parsed else ""
+    for i, config in enumerate(mine, 1):
+        log(f"{where}[{i}/{len(mine)}] {config.dataset} / {config.method} / seed {config.seed} -> {config.output_dir}")
         fit(config)
+    root = Path(output_dir)
+    missing = [c.output_dir for c in configs if not RunDir(c.output_dir).is_complete()]
+    if missing:
+        log(f"{where}done; {len(missing)} of the grid's {len(configs)} runs are not complete yet (other shards). "
+            "The worker that completes the grid writes results.md; or run `convlora table` on the folder later.")
+        return None
     runs = collect_runs([c.output_dir for c in configs])
     runs.to_csv(root / "results.csv", index=False)
     (root / "results.md").write_text(table_markdown(results_table(runs)))

@@ -72,6 +72,18 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+#: the duration estimate is printed after this many timed batches (the first one is not timed).
+ESTIMATE_AFTER_BATCHES = 5
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
@@ -108,6 +120,7 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         self.run = RunDir(config.output_dir or "run")
         self.on_epoch_end = on_epoch_end
+        self._estimated = False
         self.state = self._previous_state()
         if self.state.get("completed"):
             return
@@ -231,9 +244,12 @@ class Trainer:
         sums = torch.zeros(3, device=acc.device)  # task loss, aux loss, batches
         lr = self.optimizer.param_groups[0]["lr"]
         bar = progress_bar(total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.is_main)
+        started = time.perf_counter()
         for i, batch in enumerate(self._train_loader(epoch)):
             if i == num_batches:
                 break
+            if i == 1:  # the first batch (warm-up, allocation, loader start) is not timed
+                started = time.perf_counter()
             group_start = i - i % cfg.grad_accum
             group_size = min(cfg.grad_accum, num_batches - group_start)
             step_now = i + 1 == group_start + group_size
@@ -255,10 +271,32 @@ class Trainer:
                     self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             bar.update(1)
-            bar.set_postfix(loss=f"{task_loss.item():.4f}")
+            bar.set_postfix(loss=f"{task_loss.item():.4f}")  # .item() waits for the device: the timing is true
+            if not self._estimated and i == min(num_batches - 1, ESTIMATE_AFTER_BATCHES):
+                self._estimated = True
+                self._log_estimate(epoch, (time.perf_counter() - started) / max(i, 1), num_batches)
         bar.close()
         sums = acc.reduce(sums, reduction="sum")
         return {"train_loss": (sums[0] / sums[2]).item(), "aux_loss": (sums[1] / sums[2]).item(), "lr": lr}
+
+    def _log_size(self, first_epoch: int) -> None:
+        """One line: the run's size (images, batches, epochs, optimizer steps), before it starts."""
+        cfg = self.config
+        n = len(self.datasets["train"])
+        batches = self._batches_per_epoch()
+        capped = f" (at most {cfg.max_train_batches} per epoch)" if cfg.max_train_batches is not None else ""
+        left = f", resuming at epoch {first_epoch + 1}" if first_epoch else ""
+        world = f" on each of {self.accelerator.num_processes} processes" if self.accelerator.num_processes > 1 else ""
+        self.log(f"{cfg.dataset} / {cfg.method} / seed {cfg.seed}: {n:,} training images, {batches:,} batches of "
+                 f"{cfg.batch_size}{capped}{world} x {cfg.epochs} epochs = {cfg.epochs * self.steps_per_epoch:,} "
+                 f"optimizer steps (accumulation {cfg.grad_accum}); {cfg.model} at {cfg.image_size} px, "
+                 f"{self.precision} on {self.device}{left}.")
+
+    def _log_estimate(self, epoch: int, per_batch_s: float, num_batches: int) -> None:
+        """One line, after the first batches: the estimated duration of the training left."""
+        left = per_batch_s * num_batches * (self.config.epochs - epoch)
+        self.log(f"Estimated training time: {_duration(left)} ({per_batch_s:.3g} s per batch of the first "
+                 f"{min(num_batches, ESTIMATE_AFTER_BATCHES + 1)}; validation and testing come on top).")
 
     def _score(self, split: str) -> dict:
         """The task's metrics of the current weights on ``split`` (main process)."""
@@ -287,6 +325,8 @@ class Trainer:
         if self.is_main:
             run.create()
             run.write_json(run.config, dataclasses.replace(cfg, resume=False).to_dict())
+        if len(history) < cfg.epochs and not stopped:
+            self._log_size(len(history))
         for epoch in range(len(history), cfg.epochs):
             if stopped:
                 break

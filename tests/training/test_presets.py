@@ -28,10 +28,12 @@ def test_paper_preset_is_the_official_recipe():
     assert cfg.output_dir == "runs/road/decoder_only/seed42686693"
 
 
-def test_colab_preset_fits_a_16_gb_gpu():
+def test_colab_preset_is_sized_for_a_t4_session():
     cfg = TrainConfig.resolve("polyp", "decoder_only", "colab")
     assert (cfg.model, cfg.precision, cfg.activation_checkpointing) == ("vit_b", "fp16", True)
-    assert (cfg.batch_size, cfg.grad_accum, cfg.image_size, cfg.epochs) == (1, 4, 1024, 30)
+    assert (cfg.batch_size, cfg.grad_accum, cfg.image_size, cfg.epochs, cfg.max_train_batches) == (1, 4, 512, 8, 1000)
+    assert cfg.lr == 1e-4 and cfg.max_eval_batches is None  # the official lr; whole splits scored
+    assert (get_preset("colab").seeds, get_preset("paper").seeds, get_preset("cpu").seeds) == (1, 3, 1)
 
 
 def test_cpu_and_smoke_presets_use_the_micro_model_at_its_native_size():

@@ -66,5 +66,59 @@ def test_cli_and_bad_arguments(data_root, tmp_path, capsys):
     assert "Unknown PEFT method 'nope'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="at least 1"):
         seeds_for("smoke", 0)
+    assert seeds_for("paper") == [OFFICIAL_SEED, OFFICIAL_SEED + 1, OFFICIAL_SEED + 2]  # the preset's count
+    assert seeds_for("colab") == [OFFICIAL_SEED]
     with pytest.raises(ConfigError, match="sets 'seed' itself"):
         reproduce("smoke", ["synth_leaf"], ["lora"], output_dir=out, seed=3)
+
+
+def test_shards_cover_the_grid_exactly_once():
+    from convlora_lite.training.sweep import grid_configs, parse_shard, shard_of
+
+    configs = grid_configs("smoke", ["synth_leaf", "synth_polyp"], ["decoder_only", "lora", "conv_lora"], seeds=3,
+                           output_dir="out", model="test_tiny")
+    assert len(configs) == 18
+    for n in (1, 2, 4, 5, 18, 25):
+        parts = [[c.output_dir for c in shard_of(configs, f"{k}/{n}")] for k in range(n)]
+        flat = [d for part in parts for d in part]
+        assert sorted(flat) == sorted(c.output_dir for c in configs) and len(set(flat)) == len(flat), n
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
+    assert [c.output_dir for c in shard_of(configs, None)] == [c.output_dir for c in configs]
+    assert parse_shard((1, 3)) == (1, 3)
+    for bad in ("3/3", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+
+
+def test_an_interrupted_shard_resumes_and_the_last_shard_writes_the_table(data_root, tmp_path, monkeypatch):
+    import convlora_lite.training.trainer as trainer
+
+    out = tmp_path / "sharded"
+    kwargs = dict(seeds=2, output_dir=out, log=lambda *_: None, model="test_tiny", data_root=str(data_root))
+    methods = ["decoder_only", "lora"]
+    real_fit, calls = trainer.fit, []
+
+    def crash_on_second(config, **kw):
+        calls.append(config.output_dir)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the worker is killed during its second run
+        return real_fit(config, **kw)
+
+    monkeypatch.setattr(trainer, "fit", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("smoke", ["synth_leaf"], methods, shard="0/2", **kwargs)
+    monkeypatch.setattr(trainer, "fit", real_fit)
+    stamps = _checkpoint_stamps(out)
+    assert list(stamps) == [f"decoder_only/seed{OFFICIAL_SEED}"]  # shard 0 has runs 0 and 2 of 4
+
+    assert reproduce("smoke", ["synth_leaf"], methods, shard="0/2", **kwargs) is None  # shard 1 not run yet
+    again = _checkpoint_stamps(out)
+    assert sorted(again) == [f"decoder_only/seed{OFFICIAL_SEED}", f"lora/seed{OFFICIAL_SEED}"]
+    assert again[f"decoder_only/seed{OFFICIAL_SEED}"] == stamps[f"decoder_only/seed{OFFICIAL_SEED}"]  # not redone
+    assert not (out / "results.md").exists()
+
+    assert main(["reproduce", "--preset", "smoke", "--datasets", "synth_leaf", "--methods", ",".join(methods),
+                 "--seeds", "2", "--model", "test_tiny", "--root", str(data_root), "--output-dir", str(out),
+                 "--shard", "1/2"]) == 0
+    assert len(_checkpoint_stamps(out)) == 4 and (out / "results.md").exists()
+    assert len(pd.read_csv(out / "results.csv")) == 2 * 2 * 2

@@ -319,3 +319,22 @@ def test_bf16_after_fp32_in_one_process_and_fp16_needs_cuda(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="fp16"):
             fit(config(tmp_path, "fp16", precision="fp16", device="cpu"), spec=BINARY, datasets=datasets())
+
+
+def test_a_run_prints_its_size_before_it_starts_and_one_duration_estimate(tmp_path, capsys):
+    fit(config(tmp_path, epochs=2), spec=BINARY, datasets=datasets(n_train=16))  # 8 batches of 2 per epoch
+    lines = capsys.readouterr().out.splitlines()
+    size = [line for line in lines if "training images" in line]
+    assert size == [line for line in size if line.startswith("discs / decoder_only / seed")] and len(size) == 1
+    assert "16 training images, 8 batches of 2 x 2 epochs = 16 optimizer steps (accumulation 1)" in size[0]
+    assert "test_tiny at 64 px, fp32 on cpu" in size[0]
+    estimates = [line for line in lines if line.startswith("Estimated training time:")]
+    assert len(estimates) == 1 and "per batch of the first 6" in estimates[0]
+    # a one-batch run estimates from that batch; a finished run prints neither line
+    cfg = config(tmp_path, "short", epochs=1, max_train_batches=1)
+    fit(cfg, spec=BINARY, datasets=datasets())
+    out = capsys.readouterr().out
+    assert "(at most 1 per epoch)" in out and out.count("Estimated training time:") == 1
+    fit(TrainConfig(**{**cfg.to_dict(), "resume": True}), spec=BINARY, datasets=datasets())
+    out = capsys.readouterr().out
+    assert "training images" not in out and "Estimated" not in out

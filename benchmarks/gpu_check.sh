@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The GPU check of issue 15 in one go (about 10 minutes on one GPU; random weights, no download):
+# Conv-LoRA (fast, official loop) vs LoRA step time and peak memory on ViT-B and ViT-H at 1024 px in
+# fp16 and bf16; the colab preset's step and peak memory (target <= 15 GiB); a short fp16 training
+# run with the gradient scaler and one in bf16 on generated 1024 px data (loss down, no NaN).
+# Results and the command go to benchmarks/results/gpu_check_<device>_<time>.{json,md}.
+# Without a GPU it says so and runs every part on test_tiny on the CPU (a dry run).
+#
+#   bash benchmarks/gpu_check.sh                  # from the repository root, with convlora_lite installed
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --output-dir /tmp/check
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+exec timeout "${GPU_CHECK_TIMEOUT_S:-600}" "$PY" -m convlora_lite.analysis.gpu_check --output-dir benchmarks/results "$@"

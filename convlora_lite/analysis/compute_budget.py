@@ -1,0 +1,182 @@
+"""How long a run takes: FLOPs of a training step, counted by PyTorch, and a time per run.
+
+:func:`step_flops` builds the model on the ``meta`` device (shapes only, no memory, no weights)
+and counts one training step with :class:`torch.utils.flop_counter.FlopCounterMode`: the forward
+pass of prompt-free SAM with the PEFT method, the structure loss and the backward pass (with
+activation checkpointing, the encoder blocks' forward is counted a second time, as it is
+recomputed). Matrix products and convolutions are counted (2 FLOPs per multiply-add); element-wise
+work is not, which is small next to them in a ViT.
+
+:func:`run_estimate` turns that into seconds for one run of a :class:`TrainConfig` on a dataset of
+``n_train`` training and ``n_val`` validation images, at an assumed sustained throughput (FLOP/s),
+plus the validation pass of every epoch and the final test pass. The assumption is everything: it
+is a planning number, not a measurement (``benchmarks/colab_budget.md`` says which one is used and
+why). ``python -m convlora_lite.analysis.compute_budget`` prints the tables of that file.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+#: The usual split sizes (``docs/data.md``): train, val, test (None: not published there; the
+#: estimate then assumes a validation set of 10 % of the training set, and the leaf set's train
+#: size is taken as the cap of the ``colab`` preset, its cost at most).
+USUAL_SPLIT_SIZES = {
+    "polyp": (1450, None, 162),
+    "isic2017": (2000, 150, 600),
+    "camo": (1000, None, 250),
+    "sbu": (4089, None, 638),
+    "leaf": (None, None, None),
+    "road": (1108, 14, 49),
+    "trans10k": (5000, 1000, 4428),
+}
+
+#: The throughput assumed for a Colab T4 in fp16 (FLOP/s sustained by a PyTorch AMP training step):
+#: about 18 % of the T4's 65 TFLOP/s fp16 tensor-core peak (see benchmarks/colab_budget.md).
+T4_FP16_FLOPS = 12e12
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """FLOPs of one image: ``forward`` (an evaluation step) and ``train`` (a training step:
+    forward, backward and any recomputation)."""
+
+    model: str
+    image_size: int
+    method: str
+    activation_checkpointing: bool
+    forward: float
+    train: float
+
+
+@lru_cache(maxsize=None)
+def step_flops(model: str = "vit_b", image_size: int = 1024, method: str = "conv_lora",
+               activation_checkpointing: bool = False, num_classes: int = 1) -> StepFlops:
+    """Count one image's forward and training step of ``method`` on ``model`` at ``image_size``
+    (batch 1, meta device: seconds on a CPU even for ViT-H)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from convlora_lite.models.checkpointing import enable_activation_checkpointing
+    from convlora_lite.models.sam import build_sam
+    from convlora_lite.models.segmenter import PromptFreeSAM
+    from convlora_lite.peft import apply_peft
+    from convlora_lite.training.losses import structure_loss
+
+    sam = build_sam(model, checkpoint=None, image_size=image_size, device="meta")
+    with torch.device("meta"):
+        net = PromptFreeSAM(sam, num_classes=num_classes)
+        apply_peft(net, method)
+        if activation_checkpointing:
+            enable_activation_checkpointing(net.image_encoder)
+        net.train()
+        images = torch.randn(1, 3, image_size, image_size)
+        masks = torch.zeros(1, 1, image_size, image_size)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            net(images)
+        forward = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            out = net(images)
+            logits = out.logits if out.logits is not None else out.mask_logits
+            loss = structure_loss(logits[:, :1], masks) + out.aux_loss + 0 * out.class_logits.sum() \
+                if out.logits is None else structure_loss(logits, masks) + out.aux_loss
+            loss.backward()
+        train = counter.get_total_flops()
+    return StepFlops(model, image_size, method, activation_checkpointing, float(forward), float(train))
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """The size and the estimated duration of one run."""
+
+    train_images: int
+    batches_per_epoch: int
+    epochs: int
+    optimizer_steps: int
+    train_s: float
+    eval_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.eval_s
+
+
+def run_size(n_train: int, batch_size: int, grad_accum: int, epochs: int, max_train_batches=None,
+             num_processes: int = 1) -> tuple[int, int]:
+    """``(batches per epoch, optimizer steps)`` of a run, as the trainer counts them."""
+    batches = math.ceil(math.ceil(n_train / num_processes) / batch_size)
+    if max_train_batches is not None:
+        batches = min(batches, max_train_batches)
+    return batches, epochs * math.ceil(batches / grad_accum)
+
+
+def run_estimate(config, n_train: int, n_val: int, n_test: int = 0, flops_per_s: float = T4_FP16_FLOPS,
+                 flops: StepFlops | None = None) -> RunEstimate:
+    """Estimated seconds of one run of ``config`` (a resolved ``TrainConfig``): the training images
+    it steps through x the training step's FLOPs, plus validation every epoch and the test pass
+    (forward FLOPs), at ``flops_per_s``. Data loading, start-up and downloads are not counted."""
+    flops = flops or step_flops(config.model, config.image_size, config.method, config.activation_checkpointing,
+                                config.num_classes)
+    batches, steps = run_size(n_train, config.batch_size, config.grad_accum, config.epochs, config.max_train_batches)
+    images = batches * config.batch_size * config.epochs
+    evals = min(n_val, (config.max_eval_batches or n_val) * config.batch_size) * config.epochs + n_test
+    return RunEstimate(min(n_train, batches * config.batch_size), batches, config.epochs, steps,
+                       images * flops.train / flops_per_s, evals * flops.forward / flops_per_s)
+
+
+def dataset_sizes(name: str, cap: int | None = None) -> tuple[int, int, int]:
+    """``(train, val, test)`` of :data:`USUAL_SPLIT_SIZES` with the stated fill-ins."""
+    train, val, test = USUAL_SPLIT_SIZES[name]
+    train = train if train is not None else (cap or 1000)
+    val = val if val is not None else round(0.1 * train)
+    test = test if test is not None else round(0.1 * train)
+    return train, val, test
+
+
+def budget_markdown(flops_per_s: float = T4_FP16_FLOPS, methods=("lora", "conv_lora")) -> str:
+    """The tables of ``benchmarks/colab_budget.md``: FLOPs per step and time per run."""
+    from convlora_lite.training.config import TrainConfig
+
+    lines = ["| model | px | method | act. ckpt | forward (TFLOP/image) | training step (TFLOP/image) |",
+             "|---|---|---|---|---|---|"]
+    for model, size, ckpt in (("vit_b", 512, True), ("vit_b", 512, False), ("vit_b", 1024, True),
+                              ("vit_b", 1024, False), ("vit_h", 1024, False)):
+        for method in methods:
+            f = step_flops(model, size, method, ckpt)
+            lines.append(f"| {model} | {size} | {method} | {'yes' if ckpt else 'no'} | {f.forward / 1e12:.3f} "
+                         f"| {f.train / 1e12:.3f} |")
+    lines += ["", f"Time per run (Conv-LoRA) at {flops_per_s / 1e12:.0f} TFLOP/s sustained:", "",
+              "| dataset | train images | preset | px | batches/epoch x epochs | optimizer steps | training (min) "
+              "| eval (min) | run (min) |", "|---|---|---|---|---|---|---|---|---|"]
+    from convlora_lite.data.registry import get_dataset_spec
+
+    for preset, label in (("colab", "colab"), ("colab", "colab at 1024 px, official epochs"), ("paper", "paper")):
+        for name in USUAL_SPLIT_SIZES:
+            overrides = {}
+            if label != preset:  # what the colab preset was before: ViT-B at 1024 px, every batch, official epochs
+                overrides = dict(image_size=1024, epochs=get_dataset_spec(name).epochs, max_train_batches=None)
+            cfg = TrainConfig.resolve(name, "conv_lora", preset, **overrides)
+            train, val, test = dataset_sizes(name, cfg.max_train_batches)
+            est = run_estimate(cfg, train, val, test, flops_per_s)
+            shown = f"{train:,}" if USUAL_SPLIT_SIZES[name][0] is not None else f"({train:,}, assumed)"
+            lines.append(f"| {name} | {shown} | {label} | {cfg.image_size} | {est.batches_per_epoch} x {est.epochs} "
+                         f"| {est.optimizer_steps:,} | {est.train_s / 60:.1f} | {est.eval_s / 60:.1f} "
+                         f"| {est.total_s / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convlora_lite.analysis.compute_budget",
+                                     description="FLOPs per training step and estimated time per run.")
+    parser.add_argument("--tflops", type=float, default=T4_FP16_FLOPS / 1e12,
+                        help="assumed sustained throughput in TFLOP/s (default: the T4 fp16 assumption)")
+    args = parser.parse_args(argv)
+    print(budget_markdown(args.tflops * 1e12), end="")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
