@@ -43,7 +43,13 @@ from convlora_lite.analysis.parameter_counts import parse_methods
 from convlora_lite.analysis.prediction import predict_run, predict_runs
 from convlora_lite.analysis.readings import routing_reading
 from convlora_lite.analysis.results_tables import collect_runs, results_table
-from convlora_lite.analysis.widgets import expert_explorer, prediction_explorer, routing_explorer, use_inline_figures
+from convlora_lite.analysis.widgets import (
+    expert_explorer,
+    own_image,
+    prediction_explorer,
+    routing_explorer,
+    use_inline_figures,
+)
 from convlora_lite.data.install import is_installed
 from convlora_lite.data.registry import DATASETS, get_dataset_spec
 from convlora_lite.training.presets import get_preset
@@ -53,7 +59,8 @@ from convlora_lite.training.rundir import RunDir
 __all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "error_map", "metric_bars", "overlay",
            "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
            "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
-           "prediction_explorer", "routing_explorer", "expert_explorer", "sam_diagram", "conv_lora_diagram"]
+           "prediction_explorer", "routing_explorer", "expert_explorer", "sam_diagram", "conv_lora_diagram",
+           "own_image", "example_image"]
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
 SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test": 2, "image_size": 64}, "cpu": {}}
@@ -105,6 +112,22 @@ def run_sweep(preset: str, datasets, methods, seeds: int, output_dir, data_root,
     reproduce(preset, list(datasets), list(methods), seeds, output_dir=folder, log=log, data_root=str(root),
               checkpoint=checkpoint, **(budget or {}))
     return folder
+
+
+def example_image(dataset: str, root, path, size: tuple[int, int] = (413, 297)) -> Path:
+    """Write the first test image of ``dataset`` (under ``root``) to ``path`` at another size
+    (width, height; not square, not the model's), as a stand-in for a photo of your own."""
+    from PIL import Image
+
+    from convlora_lite.data.datasets import build_dataset
+
+    spec = get_dataset_spec(dataset)
+    image, _ = build_dataset(spec, spec.test_splits[0], root, 64, train=False).load_pair(0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    picture.convert("RGB").resize(size, Image.BICUBIC).save(path)
+    return path
 
 
 def _display(*objects) -> None:

@@ -8,7 +8,8 @@ its first choices, so an executed notebook still holds a picture.
 
 * :func:`prediction_explorer`: browse test images, methods and the threshold of a prediction;
 * :func:`routing_explorer`: pick a Conv-LoRA block and an image, see each window's chosen scale;
-* :func:`expert_explorer`: pick an expert's scale, see what it does to one window of the bottleneck.
+* :func:`expert_explorer`: pick an expert's scale, see what it does to one window of the bottleneck;
+* :func:`own_image`: a finished run on one image of any size (a path, or an upload widget live).
 """
 from __future__ import annotations
 
@@ -147,3 +148,55 @@ def expert_explorer(moe, window: torch.Tensor):
 
         controls = {"scale": w.Dropdown(options=scales, value=scales[0], description="scale")}
     return explorer(draw, controls, {"scale": scales[0]})
+
+
+def draw_own_image(segmenter, image, title: str | None = None) -> Figure:
+    """``image`` (a path, PIL image or array of any size) and ``segmenter``'s prediction on it,
+    both at the image's own size (:class:`~convlora_lite.inference.segmenter.Segmenter`)."""
+    from PIL import Image
+
+    picture = Image.open(image).convert("RGB") if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__") \
+        else image
+    array = np.asarray(picture.convert("RGB") if hasattr(picture, "convert") else picture)
+    mask = segmenter.segment(picture)
+    figure = Figure(figsize=(8, 4))
+    left, right = figure.subplots(1, 2)
+    left.imshow(array)
+    right.imshow(array)
+    right.imshow(np.ma.masked_equal(mask, 0), cmap="autumn" if segmenter.is_binary else "tab20", alpha=0.5,
+                 interpolation="nearest")
+    left.set(title=f"your image ({array.shape[1]} x {array.shape[0]} px)")
+    right.set(title=f"{segmenter.config.method}: predicted mask (its own size)")
+    figure.suptitle(title or f"{segmenter.config.method} on {segmenter.config.dataset}, at the image's own size")
+    figure.tight_layout()
+    return figure
+
+
+def own_image(run_dir, image=None):
+    """A finished run on one image of any size: ``image`` (a path) when given, shown as a figure; live
+    and without ``image``, an upload button that segments what is uploaded; headless without
+    ``image``, nothing to show (``None``)."""
+    from convlora_lite.inference.segmenter import Segmenter
+
+    segmenter = Segmenter.from_run(run_dir)
+    if image:
+        return draw_own_image(segmenter, image)
+    if is_headless():
+        return None
+    import io
+
+    import ipywidgets as w
+    from IPython.display import display
+    from PIL import Image
+
+    use_inline_figures()
+    upload, out = w.FileUpload(accept="image/*", multiple=False, description="your image"), w.Output()
+
+    def segment(_change=None) -> None:
+        for item in upload.value:
+            with out:
+                out.clear_output(wait=True)
+                display(draw_own_image(segmenter, Image.open(io.BytesIO(bytes(item["content"]))), item["name"]))
+
+    upload.observe(segment, names="value")
+    return w.VBox([upload, out])
