@@ -91,8 +91,8 @@ def bench_part(model: str, image_size: int, precision: str, device: str, steps: 
 def colab_step_part(device: str, precision: str, model: str | None, image_size: int | None, steps: int = 5,
                     warmup: int = 2) -> dict:
     """The colab preset's training step (its model, size, checkpointing, precision), random weights."""
+    from convlora_lite.analysis.step_benchmark import train_step
     from convlora_lite.training import TrainConfig, build_model
-    from convlora_lite.training.losses import structure_loss
     from convlora_lite.training.optim import build_optimizer
 
     overrides = {k: v for k, v in dict(model=model, image_size=image_size).items() if v is not None}
@@ -112,16 +112,7 @@ def colab_step_part(device: str, precision: str, model: str | None, image_size: 
     times, losses = [], []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
-            out = net(images)
-            loss = structure_loss(out.logits, masks) + out.aux_loss
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(loss.item())
+        losses.append(train_step(net, optimizer, scaler, images, masks, dtype).item())
         if i >= warmup:
             times.append(time.perf_counter() - start)
     result = {"model": cfg.model, "image_size": size, "precision": precision, "batch_size": cfg.batch_size,

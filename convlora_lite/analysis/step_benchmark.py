@@ -120,11 +120,12 @@ def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str
     return _Entry(spec, model, optimizer, scaler)
 
 
-def _train_step(entry: _Entry, images: torch.Tensor, masks: torch.Tensor, autocast_dtype) -> None:
-    """forward -> structure loss + aux loss -> backward -> clip 1.0 -> AdamW step."""
+def train_step(model, optimizer, scaler, images: torch.Tensor, masks: torch.Tensor, autocast_dtype) -> torch.Tensor:
+    """One training step of the trainer's kind: forward under autocast (``autocast_dtype`` None: fp32),
+    structure loss + auxiliary loss, scaled backward, clipping at 1.0, optimiser step. Returns the
+    loss (0-dim, detached)."""
     from convlora_lite.training.losses import structure_loss
 
-    model, optimizer, scaler = entry.model, entry.optimizer, entry.scaler
     optimizer.zero_grad(set_to_none=True)
     autocast = torch.autocast(images.device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     with autocast:
@@ -135,6 +136,7 @@ def _train_step(entry: _Entry, images: torch.Tensor, masks: torch.Tensor, autoca
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     scaler.step(optimizer)
     scaler.update()
+    return loss.detach()
 
 
 def _sync(device: str) -> None:
@@ -202,13 +204,13 @@ def _measure_memory(entry: _Entry, images, masks, autocast_dtype, device: str) -
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            _train_step(entry, images, masks, autocast_dtype)
+            train_step(entry.model, entry.optimizer, entry.scaler, images, masks, autocast_dtype)
         _sync(device)
         increase = torch.cuda.max_memory_allocated() - before
     else:
         before = _rss_bytes()
         with _RssSampler() as sampler, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            _train_step(entry, images, masks, autocast_dtype)
+            train_step(entry.model, entry.optimizer, entry.scaler, images, masks, autocast_dtype)
         increase = sampler.peak - before
     return sum(saved.values()) / _MIB, (_resident_bytes(entry) + max(increase, 0)) / _MIB
 
@@ -267,7 +269,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         for entry in entries[shift:] + entries[:shift]:
             _sync(device)
             start, start_cpu = time.perf_counter(), time.process_time()
-            _train_step(entry, images, masks, autocast_dtype)
+            train_step(entry.model, entry.optimizer, entry.scaler, images, masks, autocast_dtype)
             _sync(device)
             if rep >= warmup:
                 entry.times.append(time.perf_counter() - start)
