@@ -34,12 +34,13 @@ from convlora_lite.analysis.figures import (
     error_map,
     metric_bars,
     overlay,
+    params_vs_score,
     plot_history,
     prediction_grid,
     preview_figure,
 )
 from convlora_lite.analysis.paper_tables import paper_results, param_comparison
-from convlora_lite.analysis.parameter_counts import parse_methods
+from convlora_lite.analysis.parameter_counts import paper_param_table, parse_methods
 from convlora_lite.analysis.prediction import predict_run, predict_runs
 from convlora_lite.analysis.readings import routing_reading
 from convlora_lite.analysis.results_tables import collect_runs, results_table
@@ -60,7 +61,7 @@ __all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "error_
            "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
            "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
            "prediction_explorer", "routing_explorer", "expert_explorer", "sam_diagram", "conv_lora_diagram",
-           "own_image", "example_image"]
+           "own_image", "example_image", "paper_param_table", "params_vs_score"]
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
 SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test": 2, "image_size": 64}, "cpu": {}}
@@ -322,11 +323,14 @@ class Task:
         return self.runs
 
     def show_curves(self, method: str | None = None) -> None:
-        """The training curves of ``method``'s first seed (default: the last method compared)."""
-        from convlora_lite.analysis.figures import plot_history
+        """The training curves of ``method``'s first seed (default: the last method compared), then every
+        method's validation selection metric overlaid."""
+        from convlora_lite.analysis.figures import compare_curves, plot_history
 
         method = method or self.session.methods[-1]
-        _display(plot_history(self.runs[method][0].path, self.spec))
+        _display(plot_history(self.runs[method][0].path, self.spec),
+                 compare_curves({m: [r.path for r in runs] for m, runs in self.runs.items()}, self.spec.select_metric,
+                                title=f"{self.name}: validation {self.spec.select_metric}, every method"))
 
     def show_results(self) -> None:
         """The test metrics of every run, x100, mean (± std over seeds), then what they show."""

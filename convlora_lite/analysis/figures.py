@@ -360,3 +360,38 @@ def metric_bars(results: pd.DataFrame, *, title: str = "Test metrics per method 
     ax.legend([f"{d}/{s} {m}" for d, s, m in mean.columns], fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title: str | None = None) -> Figure:
+    """The validation ``metric`` per epoch of every method, overlaid: each method's mean over its runs
+    (run directories), with the range over seeds shaded when there are several."""
+    from convlora_lite.training.metrics import METRIC_DIRECTIONS
+    from convlora_lite.training.rundir import RunDir
+
+    figure = Figure(figsize=(6.5, 3.8))
+    ax = figure.subplots()
+    for method, runs in runs_by_method.items():
+        curves = pd.concat([RunDir(r).read_history().set_index("epoch")[f"val_{metric}"] for r in runs], axis=1)
+        mean = curves.mean(axis=1)
+        ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"{method} ({curves.shape[1]} seed(s))")
+        if curves.shape[1] > 1:
+            ax.fill_between(mean.index, curves.min(axis=1), curves.max(axis=1), alpha=0.2)
+    lower = " (lower is better)" if METRIC_DIRECTIONS.get(metric) == "min" else ""
+    ax.set(xlabel="epoch", ylabel=f"validation {metric}{lower}", title=title or f"Validation {metric} per method")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def params_vs_score(params: Mapping[str, int], scores: Mapping[str, float], *, metric: str,
+                    title: str = "Trainable parameters against the score") -> Figure:
+    """One point per method: its trainable parameters (x, log scale) and its mean test ``metric`` (x100)."""
+    figure = Figure(figsize=(6.5, 3.8))
+    ax = figure.subplots()
+    for method, score in scores.items():
+        ax.scatter(params[method], score)
+        ax.annotate(method, (params[method], score), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xscale="log", xlabel="trainable parameters", ylabel=f"test {metric} (x100)", title=title)
+    figure.tight_layout()
+    return figure

@@ -210,3 +210,23 @@ def test_class_iou_bars_and_label_maps():
     assert ax.get_lines()[0].get_label() == "mIoU 25.0"
     figure = label_map_figure([_pixels(2, 2)], [np.array([[0, 3], [3, 255]])], CLASSES, title="labels")
     assert len(figure.axes) == 2 and _legend_labels(figure) == list(CLASSES)
+
+
+def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
+    from convlora_lite.analysis.figures import compare_curves, params_vs_score
+    from convlora_lite.training.rundir import RunDir
+
+    paths = {}
+    for method, seeds in (("lora", [0.2, 0.4]), ("conv_lora", [0.3])):
+        paths[method] = []
+        for s, last in enumerate(seeds):
+            run = RunDir(tmp_path / method / str(s))
+            run.write_history([{"epoch": 1, "val_iou": 0.1}, {"epoch": 2, "val_iou": last}])
+            paths[method].append(run.path)
+    figure = compare_curves(paths, "iou")
+    lora, conv = figure.axes[0].get_lines()
+    assert list(lora.get_ydata()) == pytest.approx([0.1, 0.3]) and list(conv.get_ydata()) == pytest.approx([0.1, 0.3])
+    assert lora.get_label() == "lora (2 seed(s))"
+    scatter = params_vs_score({"lora": 4_000_000, "conv_lora": 4_020_096}, {"lora": 70.0, "conv_lora": 69.0},
+                              metric="iou")
+    assert scatter.axes[0].get_xscale() == "log" and len(scatter.axes[0].collections) == 2
