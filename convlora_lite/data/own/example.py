@@ -1,0 +1,98 @@
+"""Writing an example folder of your own kind from a synthetic analog: :func:`write_own_data`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from convlora_lite.data.own.layout import CLASSES_FILE, SHAPES, SPLITS
+from convlora_lite.errors import ConfigError
+
+
+# ----------------------------------------------------------------------------------- writing an example
+def write_own_data(target, analog: str = "synth_polyp", *, shape: str = "folder", n_images: int = 24,
+                   image_size: int = 128, seed: int = 0) -> Path:
+    """Write a small dataset of your own kind from a synthetic analog (:mod:`convlora_lite.data.synthetic`)
+    in one of the :data:`SHAPES`, and return what ``--data-dir`` takes:
+
+    * ``"folder"``: ``target/images/*.png`` + ``target/masks/*.png`` (+ ``classes.txt`` for a
+      multi-class analog such as ``synth_trans10k``) -> ``target``;
+    * ``"split_folders"``: ``target/{train,val,test}/`` of that shape -> ``target``;
+    * ``"csv"``: the folder shape plus ``target/data.csv`` (``image``, ``mask``) -> the CSV;
+    * ``"coco"``: ``target/images/`` plus ``target/annotations.json``, one RLE annotation per
+      class present in each image (drawn with ``pycocotools.mask.encode``) -> the JSON.
+
+    About a tenth of the images go to val and to test (the folder, CSV and COCO shapes leave the
+    split to training). An existing ``target`` is replaced.
+    """
+    import shutil
+    import tempfile
+
+    from convlora_lite.data.datasets import build_dataset
+    from convlora_lite.data.registry import get_dataset_spec
+    from convlora_lite.data.synthetic import generate_synthetic
+
+    if shape not in SHAPES:
+        raise ConfigError(f"shape={shape!r}; choose one of {', '.join(SHAPES)}.")
+    spec = get_dataset_spec(analog if analog.startswith("synth_") else f"synth_{analog}")
+    target = Path(target)
+    n_val = max(1, n_images // 10)
+    written = []  # (image file, mask file)
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_synthetic(spec.name, tmp, image_size=image_size, n_train=max(1, n_images - 2 * n_val),
+                           n_val=n_val, n_test=n_val, seed=seed)
+        if target.exists():
+            shutil.rmtree(target)
+        for split in SPLITS:
+            dataset = build_dataset(spec, split, tmp, image_size=image_size, train=False)
+            folder = target / split if shape == "split_folders" else target
+            (folder / "images").mkdir(parents=True, exist_ok=True)
+            (folder / "masks").mkdir(parents=True, exist_ok=True)
+            for image_path, mask_path in dataset.pairs:
+                stem = f"{split}_{image_path.stem.removeprefix(split + '_')}" if shape == "split_folders" \
+                    else f"image_{len(written):04d}"  # one pool: training makes the split
+                image_file = folder / "images" / f"{stem}{image_path.suffix}"
+                shutil.copyfile(image_path, image_file)
+                shutil.copyfile(mask_path, folder / "masks" / f"{stem}.png")
+                written.append((image_file, folder / "masks" / f"{stem}.png"))
+    if spec.task == "multiclass" and shape != "coco":
+        (target / CLASSES_FILE).write_text("\n".join(spec.classes) + "\n")
+    if shape == "csv":
+        lines = ["image,mask"] + [f"{i.relative_to(target).as_posix()},{m.relative_to(target).as_posix()}"
+                                  for i, m in written]
+        (target / "data.csv").write_text("\n".join(lines) + "\n")
+        return target / "data.csv"
+    if shape == "coco":
+        return _write_coco(target, written, spec)
+    return target
+
+
+def _write_coco(target: Path, written: list, spec) -> Path:
+    import shutil
+
+    from pycocotools import mask as mask_utils
+
+    names = spec.classes[1:] if spec.task == "multiclass" else ("object",)
+    images, annotations = [], []
+    for image_id, (image_file, mask_file) in enumerate(written, start=1):
+        values = np.asarray(Image.open(mask_file))
+        labels = (values > 127).astype(np.uint8) if spec.task == "binary" else values
+        images.append({"id": image_id, "file_name": image_file.name, "width": int(labels.shape[1]),
+                       "height": int(labels.shape[0])})
+        for class_id in range(1, len(names) + 1):
+            pixels = labels == class_id
+            if not pixels.any():
+                continue
+            rle = mask_utils.encode(np.asfortranarray(pixels.astype(np.uint8)))
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": class_id, "iscrowd": 0,
+                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+            })
+    shutil.rmtree(target / "masks")
+    categories = [{"id": i, "name": name} for i, name in enumerate(names, start=1)]
+    path = target / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
