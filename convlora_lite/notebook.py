@@ -180,6 +180,13 @@ class Session:
         return get_preset(self.preset).value("model")
 
     @property
+    def device(self) -> str:
+        """Where a notebook's own models compute: a GPU when there is one, else the CPU."""
+        from convlora_lite.training.devices import resolve_device
+
+        return resolve_device("auto")
+
+    @property
     def sweep(self) -> Path:
         """The shared sweep folder of this preset."""
         return sweep_dir(self.output_dir, self.preset, self.budget)

@@ -80,10 +80,11 @@ def layer_routing(block: int, layer: ConvLoRALinear, window: int, batch: int) ->
 
 @torch.no_grad()
 def record_routing(model: nn.Module, images: torch.Tensor) -> list[LayerRouting]:
-    """Run ``model`` (a PromptFreeSAM or anything with ``image_encoder``) on ``images`` (B, 3, S, S)
-    in its current mode and return every Conv-LoRA layer's :class:`LayerRouting`, by block."""
+    """Run ``model`` (a PromptFreeSAM or anything with ``image_encoder``) on ``images`` (B, 3, S, S),
+    moved to the model's device, in its current mode and return every Conv-LoRA layer's
+    :class:`LayerRouting`, by block (on the CPU)."""
     encoder = getattr(model, "image_encoder", model)
-    encoder(images)
+    encoder(images.to(next(encoder.parameters()).device))
     return [layer_routing(i, layer, window, images.shape[0]) for i, layer, window in conv_lora_layers(model)]
 
 
@@ -150,7 +151,7 @@ def expert_receptive_field(expert: ConvExpert, size: int = 15, samples: int = 8,
     total = torch.zeros(size, size)
     for _ in range(samples):
         weight = expert.conv.weight
-        x = torch.randn(1, channels, size, size, generator=generator, dtype=weight.dtype, device=weight.device)
+        x = torch.randn(1, channels, size, size, generator=generator, dtype=weight.dtype).to(weight.device)
         x.requires_grad_(True)
         with torch.enable_grad():
             expert(x)[0, :, size // 2, size // 2].sum().backward()
