@@ -30,6 +30,7 @@ from typing import Sequence
 from convlora_lite.analysis.diagrams import conv_lora_diagram, sam_diagram
 from convlora_lite.analysis.expert_routing import plot_scale_maps, record_routing
 from convlora_lite.analysis.figures import (
+    disagreement_map,
     display_image,
     error_map,
     metric_bars,
@@ -61,7 +62,7 @@ __all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "error_
            "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
            "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
            "prediction_explorer", "routing_explorer", "expert_explorer", "sam_diagram", "conv_lora_diagram",
-           "own_image", "example_image", "paper_param_table", "params_vs_score"]
+           "own_image", "example_image", "paper_param_table", "params_vs_score", "disagreement_map"]
 
 #: generate_synthetic sizes per offline preset (cpu: the library's defaults).
 SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test": 2, "image_size": 64}, "cpu": {}}

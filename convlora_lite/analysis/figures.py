@@ -395,3 +395,24 @@ def params_vs_score(params: Mapping[str, int], scores: Mapping[str, float], *, m
     ax.set(xscale="log", xlabel="trainable parameters", ylabel=f"test {metric} (x100)", title=title)
     figure.tight_layout()
     return figure
+
+
+def disagreement_map(images, predictions_a, predictions_b, names: tuple[str, str], *, threshold: float = THRESHOLD,
+                     title: str | None = None) -> Figure:
+    """Where two methods' binary predictions (at ``threshold``) differ, one panel per sample: pixels only
+    the first method marks, pixels only the second marks, over the darkened image; the share of
+    disagreeing pixels in each title."""
+    images, first, second = _items(images, 3), _items(predictions_a, 2), _items(predictions_b, 2)
+    colours = {f"only {names[0]}": (1.0, 0.55, 0.0), f"only {names[1]}": (0.6, 0.2, 1.0)}
+    figure, axes = _new_figure(1, len(images), size=2.8)
+    for ax, image, a, b in zip(axes[0], images, first, second):
+        a, b = binarize(a, threshold), binarize(b, threshold)
+        shown = 0.4 * display_image(image).mean(-1, keepdims=True).repeat(3, -1)
+        for region, colour in zip((a & ~b, b & ~a), colours.values()):
+            shown[region] = colour
+        ax.imshow(shown, interpolation="nearest")
+        ax.set_title(f"{100 * (a != b).mean():.1f} % differ", fontsize=9)
+    _legend(figure, colours)
+    figure.suptitle(title or f"Where {names[0]} and {names[1]} disagree (threshold {threshold:g})")
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    return figure

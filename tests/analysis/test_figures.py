@@ -230,3 +230,16 @@ def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
     scatter = params_vs_score({"lora": 4_000_000, "conv_lora": 4_020_096}, {"lora": 70.0, "conv_lora": 69.0},
                               metric="iou")
     assert scatter.axes[0].get_xscale() == "log" and len(scatter.axes[0].collections) == 2
+
+
+def test_disagreement_map_colours_each_side_and_counts_the_share():
+    from convlora_lite.analysis.figures import disagreement_map
+
+    a, b = np.zeros((4, 4)), np.zeros((4, 4))
+    a[0, :2] = 0.9  # 2 pixels only a
+    b[3, 3] = 0.9  # 1 pixel only b
+    figure = disagreement_map([np.full((4, 4, 3), 0.5)], [a], [b], ("lora", "conv_lora"))
+    assert figure.axes[0].get_title() == f"{100 * 3 / 16:.1f} % differ"
+    shown = figure.axes[0].images[0].get_array()
+    assert tuple(shown[0, 0]) == (1.0, 0.55, 0.0) and tuple(shown[3, 3]) == (0.6, 0.2, 1.0)
+    assert tuple(shown[2, 2]) == pytest.approx((0.2, 0.2, 0.2))
