@@ -27,15 +27,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from convlora_lite.analysis.comparisons import disagreement_map, metric_bars, params_vs_score
 from convlora_lite.analysis.diagrams import conv_lora_diagram, sam_diagram
 from convlora_lite.analysis.expert_routing import plot_scale_maps, record_routing
 from convlora_lite.analysis.figures import (
-    disagreement_map,
     display_image,
     error_map,
-    metric_bars,
     overlay,
-    params_vs_score,
     plot_history,
     prediction_grid,
     preview_figure,
@@ -333,8 +331,6 @@ class Task:
     def show_curves(self, method: str | None = None) -> None:
         """The training curves of ``method``'s first seed (default: the last method compared), then every
         method's validation selection metric overlaid."""
-        from convlora_lite.analysis.figures import compare_curves, plot_history
-
         method = method or self.session.methods[-1]
         _display(plot_history(self.runs[method][0].path, self.spec),
                  compare_curves({m: [r.path for r in runs] for m, runs in self.runs.items()}, self.spec.select_metric,

@@ -213,7 +213,7 @@ def test_class_iou_bars_and_label_maps():
 
 
 def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
-    from convlora_lite.analysis.figures import compare_curves, params_vs_score
+    from convlora_lite.analysis.comparisons import compare_curves, params_vs_score
     from convlora_lite.training.rundir import RunDir
 
     paths = {}
@@ -233,7 +233,7 @@ def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
 
 
 def test_disagreement_map_colours_each_side_and_counts_the_share():
-    from convlora_lite.analysis.figures import disagreement_map
+    from convlora_lite.analysis.comparisons import disagreement_map
 
     a, b = np.zeros((4, 4)), np.zeros((4, 4))
     a[0, :2] = 0.9  # 2 pixels only a
