@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from convlora_lite.analysis.comparisons import disagreement_map, metric_bars, params_vs_score
+from convlora_lite.analysis.comparisons import compare_curves, disagreement_map, metric_bars, params_vs_score
 from convlora_lite.analysis.diagrams import conv_lora_diagram, sam_diagram
 from convlora_lite.analysis.expert_routing import plot_scale_maps, record_routing
 from convlora_lite.analysis.figures import (
