@@ -46,13 +46,16 @@ def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title
 
 def params_vs_score(params: Mapping[str, int], scores: Mapping[str, float], *, metric: str,
                     title: str = "Trainable parameters against the score") -> Figure:
-    """One point per method: its trainable parameters (x, log scale) and its mean test ``metric`` (x100)."""
+    """One point per method: its trainable parameters (x; log scale when they span more than 10x) and its
+    mean test ``metric`` (x100)."""
     figure = Figure(figsize=(6.5, 3.8))
     ax = figure.subplots()
     for method, score in scores.items():
         ax.scatter(params[method], score)
         ax.annotate(method, (params[method], score), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set(xscale="log", xlabel="trainable parameters", ylabel=f"test {metric} (x100)", title=title)
+    spread = max(params[m] for m in scores) / max(min(params[m] for m in scores), 1)
+    ax.set(xscale="log" if spread > 10 else "linear", xlabel="trainable parameters", ylabel=f"test {metric} (x100)",
+           title=title)
     figure.tight_layout()
     return figure
 

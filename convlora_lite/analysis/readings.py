@@ -146,16 +146,18 @@ def zero_shot_readings(zero_shot: pd.DataFrame, runs: pd.DataFrame, split: str) 
     return lines
 
 
-def routing_reading(usage: pd.DataFrame, collapsed: float = 0.9) -> str:
+def routing_reading(usage: pd.DataFrame, collapsed: float = 0.9, trained: bool = True) -> str:
     """How :func:`~convlora_lite.analysis.expert_routing.usage_table` is spread: per layer the share of
-    its two most chosen experts; layers where they take more than ``collapsed`` are called collapsed."""
+    its two most chosen experts; layers where they take more than ``collapsed`` are called collapsed
+    (``trained``: the gates were trained with the load-balancing loss, which the sentence then says)."""
     top_two = usage.groupby("block")["fraction"].apply(lambda f: float(np.sort(f.to_numpy())[-2:].sum()))
     used = usage[usage["fraction"] > 0].groupby("block")["expert"].count()
     narrow = [int(b) for b, share in top_two.items() if share > collapsed]
-    summary = ", ".join(f"block {b}: {used[b]} experts used, top two {100 * s:.0f} %" for b, s in top_two.items())
+    summary = ", ".join(f"block {b}: {used[b]} expert(s) used, top two {100 * s:.0f} %" for b, s in top_two.items())
     if narrow:
+        despite = ", despite the load-balancing loss" if trained else ""
         return (f"Routing collapses onto one or two experts in {len(narrow)} of {len(top_two)} layers "
-                f"(blocks {narrow}), despite the load-balancing loss. {summary}.")
+                f"(blocks {narrow}){despite}. {summary}.")
     return f"Routing is spread over the experts in every layer. {summary}."
 
 

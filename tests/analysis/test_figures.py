@@ -229,7 +229,10 @@ def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
     assert lora.get_label() == "lora (2 seed(s))"
     scatter = params_vs_score({"lora": 4_000_000, "conv_lora": 4_020_096}, {"lora": 70.0, "conv_lora": 69.0},
                               metric="iou")
-    assert scatter.axes[0].get_xscale() == "log" and len(scatter.axes[0].collections) == 2
+    assert scatter.axes[0].get_xscale() == "linear" and len(scatter.axes[0].collections) == 2
+    wide = params_vs_score({"decoder_only": 3_505_536, "lst": 11_490_000 * 10}, {"decoder_only": 60.0, "lst": 61.0},
+                           metric="iou")
+    assert wide.axes[0].get_xscale() == "log"
 
 
 def test_disagreement_map_colours_each_side_and_counts_the_share():

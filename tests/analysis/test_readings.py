@@ -78,7 +78,8 @@ def test_routing_reading_names_collapsed_layers():
                          + [dict(block=1, expert=e, fraction=f) for e, f in enumerate([0.4, 0.3, 0.3])])
     sentence = readings.routing_reading(usage)
     assert sentence.startswith("Routing collapses onto one or two experts in 1 of 2 layers (blocks [0])")
-    assert "block 1: 3 experts used, top two 70 %" in sentence
+    assert "block 1: 3 expert(s) used, top two 70 %" in sentence and "despite the load-balancing loss" in sentence
+    assert "despite" not in readings.routing_reading(usage, trained=False)
 
 
 def test_zero_shot_readings_compare_box_filled_box_and_fine_tuned():
