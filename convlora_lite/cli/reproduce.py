@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     parser.add_argument("--max-eval-batches", type=int, help="cap the validation and test batches (quick sweeps)")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
+    parser.add_argument("--prompt", choices=("none", "box", "point"),
+                        help="beyond the paper: train and score every run with box or point prompts "
+                             "(default none, prompt-free); see `convlora train --help`")
     parser.set_defaults(func=run)
 
 
@@ -29,7 +32,8 @@ def run(args) -> int:
 
     overrides = {key: value for key, value in dict(model=args.model, epochs=args.epochs, data_root=args.root,
                                                     device=args.device, max_train_batches=args.max_train_batches,
-                                                    max_eval_batches=args.max_eval_batches).items()
+                                                    max_eval_batches=args.max_eval_batches,
+                                                    prompt=args.prompt).items()
                  if value is not None}
     path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, **overrides)
     print(f"Table written to {path}")
