@@ -125,9 +125,12 @@ class TrainConfig:
         """The fields (other than :data:`RESUME_FREE_FIELDS`) whose value differs from ``stored``,
         a run's ``config.json`` (a field it lacks, written before the field existed, counts as
         its default)."""
-        current = self.to_dict()
-        defaults = jsonable({f.name: f.default for f in dataclasses.fields(self)
-                             if f.default is not dataclasses.MISSING})
-        return sorted(k for k in current
-                      if k not in RESUME_FREE_FIELDS and stored.get(k, defaults.get(k)) != current[k])
+        current, stored = self.to_dict(), self.with_defaults(stored)
+        return sorted(k for k in current if k not in RESUME_FREE_FIELDS and stored.get(k) != current[k])
+
+    @classmethod
+    def with_defaults(cls, stored: dict) -> dict:
+        """A run's ``config.json`` with the defaults of the fields it lacks (added since it was written)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        return {**jsonable(defaults), **stored}
 

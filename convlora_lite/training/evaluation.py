@@ -84,7 +84,7 @@ def zero_shot_baseline(config, dataset: Dataset, spec, *, device="cpu", max_batc
     SAM (``model``, ``checkpoint``, ``image_size``) as a
     :class:`~convlora_lite.models.segmenter.PromptedSAM` with no PEFT method and no training,
     scored by :func:`evaluate_model` with the same evaluation prompts as the fine-tuned model
-    (the global random state is left as it was).
+    (building it does not draw from the global random stream).
     """
     if config.prompt == "none":
         raise ConfigError("The zero-shot baseline is for prompted runs (prompt box or point): a prompt-free "

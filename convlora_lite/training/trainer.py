@@ -148,7 +148,7 @@ class Trainer:
         if not cfg.resume:
             raise ConfigError(f"{run.path} already holds a run. Pass --resume to continue it, "
                               "or choose another --output-dir (or delete that folder).")
-        stored = run.read_json(run.config)
+        stored = TrainConfig.with_defaults(run.read_json(run.config))
         changed = cfg.changed_fields(stored)
         if changed:
             current = cfg.to_dict()
