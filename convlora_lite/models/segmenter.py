@@ -253,7 +253,7 @@ class PromptedSAM(nn.Module):
         sparse = torch.where(prompts.present.to(sparse.device)[:, None, None], sparse, padding)
         return sparse, dense
 
-    def forward(self, images: torch.Tensor, prompts) -> SegOutput:
+    def forward(self, images: torch.Tensor, prompts=None) -> SegOutput:
         """
         Args:
             images: ``(B, 3, S, S)`` ImageNet-normalised float images.
@@ -283,6 +283,6 @@ class PromptedSAM(nn.Module):
                          multimask_logits=masks, iou_predictions=iou_pred)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, prompts) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, prompts=None) -> torch.Tensor:
         """``(B, S, S)`` foreground probabilities for ``images`` and their ``prompts`` (no gradients)."""
         return self(images, prompts).logits.sigmoid()[:, 0]

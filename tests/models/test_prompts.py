@@ -116,6 +116,8 @@ def test_an_empty_mask_gets_the_padding_tokens_only():
     assert torch.equal(sparse[0], pad.expand_as(sparse[0])) and not torch.equal(sparse[1], pad.expand_as(sparse[1]))
     with pytest.raises(ConfigError, match="takes box prompts, got point"):
         model(_images(3), eval_prompts(blobs(3), names(3), "point"))
+    with pytest.raises(ConfigError, match="takes box prompts, got none"):
+        model.predict(_images(3))
     with pytest.raises(DataError, match="3 prompts for 2 images"):
         model(_images(2), prompts)
 
