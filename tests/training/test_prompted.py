@@ -79,3 +79,27 @@ def test_a_run_written_before_the_prompt_field_resumes(tmp_path):
     assert TrainConfig.from_dict(stored).prompt == "none"
     with pytest.raises(ConfigError, match="prompt: run has 'none', now 'box'"):
         fit(TrainConfig.from_dict({**stored, "prompt": "box", "resume": True}), spec=BINARY, datasets=datasets())
+
+
+def test_cli_trains_with_a_box_prompt_and_refuses_one_for_a_multiclass_task(tmp_path, monkeypatch, capsys):
+    import functools
+
+    from convlora_lite.cli import main
+    from convlora_lite.data import synthetic
+
+    small = functools.partial(synthetic.generate_synthetic, image_size=64, n_train=4, n_val=2, n_test=2)
+    monkeypatch.setattr(synthetic, "generate_synthetic", small)
+    root, out = tmp_path / "data", tmp_path / "run"
+    args = ["train", "--dataset", "synth_leaf", "--method", "lora", "--preset", "smoke", "--model", "test_tiny",
+            "--checkpoint", "none", "--root", str(root), "--output-dir", str(out), "--prompt", "box"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "\ntest test: s_alpha" in printed and "\nzero-shot test: s_alpha" in printed
+    assert json.loads((out / "config.json").read_text())["prompt"] == "box"
+    assert set(json.loads((out / "metrics.json").read_text())["zero_shot"]) == {"test"}
+    assert main(["eval", "--run-dir", str(out), "--json"]) == 0
+    capsys.readouterr()
+    multi = ["train", "--dataset", "synth_trans10k", "--method", "lora", "--preset", "smoke", "--model", "test_tiny",
+             "--root", str(root), "--output-dir", str(tmp_path / "multi"), "--prompt", "point"]
+    assert main(multi) == 2
+    assert "for binary tasks" in capsys.readouterr().err
