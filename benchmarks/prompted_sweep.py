@@ -5,7 +5,8 @@ seed before it has any at three), resumably, in ``OUTPUT_DIR/<dataset>/<method>/
 layout of ``convlora reproduce``), and after each run rewrites ``--csv``: one row per run, test
 split and metric, with the fine-tuned value and the zero-shot promptable SAM's value on the same
 prompts. ``--table CSV...`` prints the markdown tables (mean ± sample std over seeds, x100) of
-finished CSVs instead of training.
+finished CSVs instead of training; with ``--root`` the box tables also get the model-free floor of
+a box prompt: the filled evaluation box itself as the predicted mask.
 
     OMP_NUM_THREADS=1 python benchmarks/prompted_sweep.py --prompt box \\
         --datasets synth_polyp,synth_leaf --methods decoder_only,lora,conv_lora --seeds 3 \\
@@ -40,13 +41,34 @@ def rows_of(run_dir: Path) -> list[dict]:
     return rows
 
 
-def table(frame: pd.DataFrame) -> str:
-    """Markdown: per (prompt, dataset), methods x metrics as mean ± std x100, and the zero-shot row."""
+def box_fill_scores(dataset: str, root, image_size: int = 256) -> dict:
+    """The metrics of the filled evaluation boxes as the predicted masks on the test split (no model)."""
+    from convlora_lite.data.datasets import build_dataset
+    from convlora_lite.models.prompts import eval_prompts
+    from convlora_lite.training.metrics import BinarySegMetrics
+
+    data, metrics = build_dataset(dataset, "test", root, image_size, train=False), BinarySegMetrics()
+    yy, xx = torch.meshgrid(torch.arange(image_size) + 0.5, torch.arange(image_size) + 0.5, indexing="ij")
+    for i in range(len(data)):
+        item = data[i]
+        x0, y0, x1, y1 = eval_prompts(item["mask"][None], [item["name"]], "box").boxes[0].tolist()
+        filled = ((xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)).float()
+        metrics.update(filled[None] * item["mask"].any(), item["mask"][None])
+    return metrics.compute()
+
+
+def table(frame: pd.DataFrame, root=None) -> str:
+    """Markdown: per (prompt, dataset), methods x metrics as mean ± std x100, the zero-shot row and,
+    for boxes with ``root``, the filled-box row."""
     out = []
     for (prompt, dataset), part in frame.groupby(["prompt", "dataset"], sort=False):
-        metrics = list(dict.fromkeys(part["metric"]))
+        metrics = [m for m in get_dataset_spec(dataset).metrics if m in set(part["metric"])]
         lines = [f"#### {dataset}, prompt={prompt}", "",
                  "| method | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+        if prompt == "box" and root is not None:
+            fill = box_fill_scores(dataset, root)
+            cells = [f"{100 * fill[m]:.1f}" for m in metrics]
+            lines.append(f"| the filled box itself (no model) | - | {' | '.join(cells)} |")
         zero = part.groupby("metric")["zero_shot"].mean()  # the same prompts and model in every run
         cells = [f"{100 * zero.loc[m]:.1f}" for m in metrics]
         lines.append(f"| zero-shot SAM, same prompts | - | {' | '.join(cells)} |")
@@ -74,7 +96,8 @@ def main(argv=None) -> int:
     parser.add_argument("--table", nargs="+", metavar="CSV", help="print the tables of these CSVs and exit")
     args = parser.parse_args(argv)
     if args.table:
-        print(table(pd.concat([pd.read_csv(path) for path in args.table], ignore_index=True)))
+        frame = pd.concat([pd.read_csv(path) for path in args.table], ignore_index=True)
+        print(table(frame, args.root if args.root != "data" or Path("data").exists() else None))
         return 0
     if not args.prompt or not args.csv:
         parser.error("--prompt and --csv are needed to train")
