@@ -12,8 +12,9 @@ from convlora_lite.analysis.results_tables import collect_runs, results_table
 from convlora_lite.data import build_dataset, generate_synthetic, get_dataset_spec
 from convlora_lite.errors import CheckpointError, ConfigError, DataError, DownloadError, UserError
 from convlora_lite.inference import Segmenter, export_run, predict_files
+from convlora_lite.models.prompts import Prompts, eval_prompts
 from convlora_lite.models.sam import MODEL_CONFIGS, build_sam
-from convlora_lite.models.segmenter import PromptFreeSAM, SegOutput
+from convlora_lite.models.segmenter import PromptedSAM, PromptFreeSAM, SegOutput
 from convlora_lite.peft import METHOD_NAMES, apply_peft
 from convlora_lite.training import TrainConfig, Trainer, evaluate, evaluate_model, fit, load_run
 from convlora_lite.training.losses import balanced_bce, get_loss, structure_loss
@@ -36,6 +37,7 @@ def install_command(extras: str = "notebooks", ref: str | None = None) -> str:
 
 __all__ = [
     "build_sam", "MODEL_CONFIGS", "PromptFreeSAM", "SegOutput", "apply_peft", "METHOD_NAMES",
+    "PromptedSAM", "Prompts", "eval_prompts",
     "BinarySegMetrics", "MultiClassSegMetrics", "structure_loss", "balanced_bce", "get_loss",
     "fit", "Trainer", "TrainConfig", "evaluate", "evaluate_model", "load_run", "get_preset", "PRESET_NAMES",
     "count_parameters", "paper_param_table", "build_dataset", "get_dataset_spec", "generate_synthetic",

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
     parser.add_argument("--shard", help="K/N: train only worker K's part of the grid (0 <= K < N; every N-th run "
                                         "from K), for N workers sharing --output-dir")
+    parser.add_argument("--prompt", choices=("none", "box", "point"),
+                        help="beyond the paper: train and score every run with box or point prompts "
+                             "(default none, prompt-free); see `convlora train --help`")
     parser.set_defaults(func=run)
 
 
@@ -32,7 +35,8 @@ def run(args) -> int:
 
     overrides = {key: value for key, value in dict(model=args.model, epochs=args.epochs, data_root=args.root,
                                                     device=args.device, max_train_batches=args.max_train_batches,
-                                                    max_eval_batches=args.max_eval_batches).items()
+                                                    max_eval_batches=args.max_eval_batches,
+                                                    prompt=args.prompt).items()
                  if value is not None}
     path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, shard=args.shard,
                      **overrides)

@@ -11,6 +11,7 @@ import json
 import os
 
 from convlora_lite.errors import ConfigError
+from convlora_lite.models.prompts import PROMPTS
 from convlora_lite.peft.base import parse_options
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
 from convlora_lite.training.presets import PRESET_NAMES
@@ -54,6 +55,11 @@ def register(subparsers) -> None:
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the PEFT method, e.g. num_experts=4 or gated=true (repeatable; an "
                              "unknown key is an error that lists the method's options)")
+    parser.add_argument("--prompt", choices=PROMPTS,
+                        help="beyond the paper: keep SAM promptable. none (default, prompt-free as the paper), "
+                             "box (a jittered box per mask) or point (a point inside it, SAM's best-of-3 masks); "
+                             "trained and scored with prompts sampled from the masks, the zero-shot promptable "
+                             "SAM scored beside it (binary tasks only)")
     parser.set_defaults(func=run)
 
 
@@ -64,7 +70,7 @@ def run(args) -> int:
         "image_size": args.image_size, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
         "precision": args.precision, "device": args.device, "num_workers": args.num_workers, "data_root": args.root,
         "resume": args.resume or None, "checkpoint": args.checkpoint,
-        "method_options": parse_options(args.method_option) or None,
+        "method_options": parse_options(args.method_option) or None, "prompt": args.prompt,
         "data_dir": args.data_dir, "task": args.task, "loss": args.loss, "select_metric": args.select_metric,
     }
     given = {k: v for k, v in options.items() if v is not None}  # a flag left out: the preset decides
@@ -79,7 +85,8 @@ def run(args) -> int:
         print(f"Run directory: {run_dir}")
         print(f"Best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
               f"(val {metrics['select_metric']} {metrics['val'][metrics['select_metric']]:.4f})")
-        for split, values in metrics["test"].items():
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float)))
-            print(f"test {split}: {shown}")
+        for label, key in (("test", "test"), ("zero-shot", "zero_shot")):
+            for split, values in metrics.get(key, {}).items():
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float)))
+                print(f"{label} {split}: {shown}")
     return 0

@@ -36,12 +36,18 @@ class SegOutput:
         mask_logits: ``(B, Q, S, S)`` per-query mask logits for a multi-class model, else ``None``.
         class_logits: ``(B, Q, K + 1)`` per-query class logits (last = no object), or ``None``.
         aux_loss: 0-dim tensor, the sum of the adapters' auxiliary losses (0 when none).
+        multimask_logits: :class:`PromptedSAM` with point prompts only: ``(B, 3, S, S)``, SAM's
+            three masks for an ambiguous prompt (the loss takes the best of them); else ``None``.
+        iou_predictions: :class:`PromptedSAM` only: ``(B, M)`` the IoU head's estimates of the
+            ``M`` output masks (1, or 3 with ``multimask_logits``); else ``None``.
     """
 
     logits: Optional[torch.Tensor]
     mask_logits: Optional[torch.Tensor]
     class_logits: Optional[torch.Tensor]
     aux_loss: torch.Tensor
+    multimask_logits: Optional[torch.Tensor] = None
+    iou_predictions: Optional[torch.Tensor] = None
 
 
 class PromptFreeMaskDecoder(nn.Module):
@@ -193,3 +199,90 @@ class PromptFreeSAM(nn.Module):
             return out.logits.sigmoid()[:, 0]
         class_probs = out.class_logits.softmax(-1)[..., :-1]  # (B, Q, K)
         return torch.einsum("bqk,bqhw->bkhw", class_probs, out.mask_logits.sigmoid())
+
+
+class PromptedSAM(nn.Module):
+    """SAM kept promptable: a binary segmenter that takes one box or one point per image.
+
+    Beyond the paper (which trains SAM prompt-free, :class:`PromptFreeSAM`): the whole of SAM's mask
+    decoder is kept (its 4 mask tokens and hypernetwork MLPs, the IoU head), and each image's
+    prompt goes through SAM's (frozen) prompt encoder. The prompts are
+    :class:`~convlora_lite.models.prompts.Prompts` in input pixels:
+
+    * ``box``: SAM's single-mask output (mask token 0);
+    * ``point``: SAM's multimask output for an ambiguous prompt (tokens 1-3); ``logits`` is the
+      mask with the highest predicted IoU (SAM's automatic choice) and ``multimask_logits`` holds
+      all three (training puts the loss on the best of them, as SAM does).
+
+    An image whose prompt is absent (``present`` False: an empty ground-truth mask) gets SAM's
+    "not a point" padding embedding in place of its prompt tokens. Each image is decoded by SAM's
+    own ``MaskDecoder`` against its own embedding (SAM's decoder expands one image embedding to
+    the prompts of that image). Built without a PEFT method, this is the zero-shot promptable SAM.
+    """
+
+    def __init__(self, sam: Sam, prompt: str):
+        super().__init__()
+        from convlora_lite.models.prompts import check_prompt
+
+        if not hasattr(sam, "config"):
+            raise ConfigError("PromptedSAM needs a Sam built by convlora_lite.build_sam (it reads sam.config).")
+        if check_prompt(prompt) == "none":
+            raise ConfigError("PromptedSAM is for prompt='box' or 'point'; use PromptFreeSAM for prompt='none'.")
+        self.config = sam.config
+        self.prompt = prompt
+        self.image_size = sam.image_encoder.img_size
+        self.num_classes = 1
+        self.image_encoder = sam.image_encoder
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+
+    is_binary = True
+    check_images = PromptFreeSAM.check_images
+
+    def encode_prompts(self, prompts, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sparse (B, T, C), dense (B, C, g, g))`` prompt embeddings from the frozen prompt encoder."""
+        if prompts is None or prompts.kind != self.prompt:
+            got = "none" if prompts is None else prompts.kind
+            raise ConfigError(f"This model takes {self.prompt} prompts, got {got}: pass "
+                              f"convlora_lite.models.prompts.eval_prompts(masks, names, {self.prompt!r}).")
+        if len(prompts.present) != batch:
+            raise DataError(f"{len(prompts.present)} prompts for {batch} images: give one prompt per image.")
+        points = None if prompts.points is None else (prompts.points, prompts.labels)
+        sparse, dense = self.prompt_encoder(points=points, boxes=prompts.boxes, masks=None)
+        padding = self.prompt_encoder.not_a_point_embed.weight.expand_as(sparse)
+        sparse = torch.where(prompts.present.to(sparse.device)[:, None, None], sparse, padding)
+        return sparse, dense
+
+    def forward(self, images: torch.Tensor, prompts=None) -> SegOutput:
+        """
+        Args:
+            images: ``(B, 3, S, S)`` ImageNet-normalised float images.
+            prompts: :class:`~convlora_lite.models.prompts.Prompts` of this model's kind, one per image.
+
+        Returns:
+            :class:`SegOutput` with ``logits`` ``(B, 1, S, S)``, ``iou_predictions`` and, for
+            points, ``multimask_logits``; all upsampled to ``S x S``.
+        """
+        self.check_images(images)
+        embeddings = self.image_encoder(images)
+        sparse, dense = self.encode_prompts(prompts, len(images))
+        multimask = self.prompt == "point"
+        image_pe = self.prompt_encoder.get_dense_pe()
+        decoded = [self.mask_decoder(image_embeddings=embeddings[b:b + 1], image_pe=image_pe,
+                                     sparse_prompt_embeddings=sparse[b:b + 1], dense_prompt_embeddings=dense[b:b + 1],
+                                     multimask_output=multimask) for b in range(len(images))]
+        low_res = torch.cat([masks for masks, _ in decoded])  # (B, M, 4g, 4g)
+        iou_pred = torch.cat([iou for _, iou in decoded])  # (B, M)
+        masks = F.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        aux_loss = collect_aux_loss(self)
+        if not multimask:
+            return SegOutput(logits=masks, mask_logits=None, class_logits=None, aux_loss=aux_loss,
+                             iou_predictions=iou_pred)
+        chosen = masks[torch.arange(len(masks)), iou_pred.argmax(1)][:, None]
+        return SegOutput(logits=chosen, mask_logits=None, class_logits=None, aux_loss=aux_loss,
+                         multimask_logits=masks, iou_predictions=iou_pred)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, prompts=None) -> torch.Tensor:
+        """``(B, S, S)`` foreground probabilities for ``images`` and their ``prompts`` (no gradients)."""
+        return self(images, prompts).logits.sigmoid()[:, 0]

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from scipy import ndimage
 from segment_anything.modeling import Sam
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.mae import build_micro_mae_encoder
+from convlora_lite.models.prompts import centre_point, jitter_box, mask_box, random_point  # noqa: F401 (re-exported)
 from convlora_lite.models.sam import get_config, sam_from_config
 from convlora_lite.pretrain.common import (
     environment_record,
@@ -98,39 +98,6 @@ def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     inter = (pred & gt).flatten(1).sum(1).float()
     union = (pred | gt).flatten(1).sum(1).float()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """Tight box (x0, y0, x1, y1) in pixel coordinates of a bool (H, W) mask (x1, y1 exclusive)."""
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
-
-
-def jitter_box(rng: np.random.Generator, box: np.ndarray, size: int, max_px: float = 20.0) -> np.ndarray:
-    """SAM's box noise: each coordinate + N(0, 0.1 * side), clipped to +-``max_px`` and to the image.
-
-    SAM's 20 px cap is in its 1024 px frame; the pretraining keeps 20 px at 256 px (the bundled
-    weights' setting). ``benchmarks/micro_sam_probes.py --box-noise-max 5`` tried the cap scaled to
-    256 px: no change in the one-box score."""
-    side = np.array([box[2] - box[0], box[3] - box[1]] * 2, np.float32)
-    noise = np.clip(rng.normal(0, 1, 4) * 0.1 * side, -max_px, max_px)
-    out = np.clip(box + noise, 0, size)
-    out[2], out[3] = max(out[2], out[0] + 1), max(out[3], out[1] + 1)
-    return out.astype(np.float32)
-
-
-def random_point(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
-    """A point (x, y) at the centre of a pixel drawn uniformly from ``mask``."""
-    ys, xs = np.nonzero(mask)
-    i = rng.integers(len(ys))
-    return np.array([xs[i] + 0.5, ys[i] + 0.5], np.float32)
-
-
-def centre_point(mask: np.ndarray) -> np.ndarray:
-    """The pixel of ``mask`` farthest from its border (x, y): the standard one-point evaluation prompt."""
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(np.argmax(dist), dist.shape)
-    return np.array([x + 0.5, y + 0.5], np.float32)
 
 
 def decode(sam: Sam, embedding: torch.Tensor, points=None, boxes=None, multimask: bool = False,

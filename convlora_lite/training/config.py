@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from convlora_lite.errors import ConfigError
+from convlora_lite.models.prompts import check_prompt
 from convlora_lite.training.presets import OFFICIAL_SEED, get_preset
 from convlora_lite.training.rundir import RunDir, jsonable
 
@@ -30,7 +31,10 @@ class TrainConfig:
     bundled weights; ``None``: random); ``num_classes`` is 1 for binary tasks, else K with the
     background; ``max_grad_norm=None`` disables clipping; ``early_stopping_patience=None`` disables
     early stopping; ``max_train_batches``/``max_eval_batches`` cap the batches per epoch/evaluation
-    (``None``: all); ``method_options`` are the PEFT method's options (its defaults included).
+    (``None``: all); ``method_options`` are the PEFT method's options (its defaults included);
+    ``prompt`` is ``"none"`` (prompt-free, the paper) or, beyond the paper, ``"box"``/``"point"``:
+    SAM kept promptable, trained and scored with prompts sampled from the masks
+    (:mod:`convlora_lite.models.prompts`; binary tasks only).
     """
 
     dataset: str
@@ -57,6 +61,7 @@ class TrainConfig:
     max_eval_batches: Optional[int] = None
     num_workers: int = 0
     method_options: dict = field(default_factory=dict)
+    prompt: str = "none"
     resume: bool = False
     data_dir: Optional[str] = None
     task: Optional[str] = None
@@ -125,6 +130,11 @@ class TrainConfig:
             raise ConfigError(f"image_size={self.image_size} must be a multiple of {self.model}'s patch size {patch}.")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be positive.")
+        check_prompt(self.prompt)
+        if self.prompt != "none" and self.num_classes != 1:
+            raise ConfigError(f"prompt={self.prompt!r} is for binary tasks: {self.dataset} has {self.num_classes} "
+                              "classes, and one box or point cannot say which class to segment. Use prompt='none' "
+                              "(prompt-free, as the paper) for multi-class tasks.")
 
     def to_dict(self) -> dict:
         """The fields as plain JSON types (what ``config.json`` holds)."""
@@ -136,7 +146,14 @@ class TrainConfig:
 
     def changed_fields(self, stored: dict) -> list[str]:
         """The fields (other than :data:`RESUME_FREE_FIELDS`) whose value differs from ``stored``,
-        a run's ``config.json``."""
-        current = self.to_dict()
+        a run's ``config.json`` (a field it lacks, written before the field existed, counts as
+        its default)."""
+        current, stored = self.to_dict(), self.with_defaults(stored)
         return sorted(k for k in current if k not in RESUME_FREE_FIELDS and stored.get(k) != current[k])
+
+    @classmethod
+    def with_defaults(cls, stored: dict) -> dict:
+        """A run's ``config.json`` with the defaults of the fields it lacks (added since it was written)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        return {**jsonable(defaults), **stored}
 

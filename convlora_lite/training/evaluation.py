@@ -1,7 +1,12 @@
 """Scoring with the task's metrics (``docs/metrics.md``), at two levels.
 
 * :func:`evaluate_model`: a model on a dataset;
-* :func:`evaluate`: a finished run directory's best weights on one split of its dataset.
+* :func:`evaluate`: a finished run directory's best weights on one split of its dataset;
+* :func:`zero_shot_baseline`: the promptable SAM of a prompted run's config, not fine-tuned, with
+  the same evaluation prompts (the baseline a prompted run is compared with).
+
+A model that takes prompts (``model.prompt`` box or point) is scored with the prompts
+:func:`~convlora_lite.models.prompts.eval_prompts` derives from each image's ground-truth mask.
 """
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ from convlora_lite.data.datasets import build_dataset
 from convlora_lite.data.install import ensure_dataset
 from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError
+from convlora_lite.models.prompts import batch_names, eval_prompts
 from convlora_lite.training.devices import resolve_device
 from convlora_lite.training.metrics import task_metrics
-from convlora_lite.training.model import load_run
+from convlora_lite.training.model import build_segmenter, load_run
 from convlora_lite.training.progress import progress_bar
 from convlora_lite.training.rundir import RunDir
 
@@ -29,9 +35,11 @@ def evaluate_model(model: nn.Module, dataset: Dataset, spec, *, batch_size: int 
     """Score ``model`` on ``dataset`` with the task's metrics.
 
     Binary: :class:`BinarySegMetrics` on ``model.predict`` probabilities; multi-class:
-    :class:`MultiClassSegMetrics` on ``predict(...).argmax(1)``.
+    :class:`MultiClassSegMetrics` on ``predict(...).argmax(1)``. A prompted model
+    (``model.prompt`` box or point) gets each image's evaluation prompt from its mask.
     """
     metrics = task_metrics(spec, getattr(model, "num_classes", 1))
+    prompt = getattr(model, "prompt", "none")
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -39,8 +47,12 @@ def evaluate_model(model: nn.Module, dataset: Dataset, spec, *, batch_size: int 
     for i, batch in enumerate(progress_bar(loader, total=total, desc=desc)):
         if i == total:
             break
+        inputs = [batch["image"].to(device)]
+        if prompt != "none":
+            names = batch_names(batch, i * batch_size)
+            inputs.append(eval_prompts(batch["mask"], names, prompt).to(device))
         with autocast():
-            probs = model.predict(batch["image"].to(device)).float().cpu()
+            probs = model.predict(*inputs).float().cpu()
         if spec.task == "binary":
             metrics.update(probs, batch["mask"])
         else:
@@ -68,3 +80,23 @@ def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Datas
     device = resolve_device(device)
     return evaluate_model(model.to(device), dataset, spec, batch_size=config.batch_size, device=device,
                           desc=f"eval {split}")
+
+
+def zero_shot_baseline(config, dataset: Dataset, spec, *, device="cpu", max_batches: Optional[int] = None,
+                       autocast=nullcontext, desc: str = "zero-shot") -> dict:
+    """The task's metrics of the zero-shot promptable SAM of ``config`` on ``dataset``.
+
+    ``config`` is a :class:`~convlora_lite.training.TrainConfig` with ``prompt`` box or point: its
+    SAM (``model``, ``checkpoint``, ``image_size``) as a
+    :class:`~convlora_lite.models.segmenter.PromptedSAM` with no PEFT method and no training,
+    scored by :func:`evaluate_model` with the same evaluation prompts as the fine-tuned model
+    (building it does not draw from the global random stream).
+    """
+    if config.prompt == "none":
+        raise ConfigError("The zero-shot baseline is for prompted runs (prompt box or point): a prompt-free "
+                          "SAM has no zero-shot semantic segmentation to compare with.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # a random base (checkpoint None) is then the run's own
+        model = build_segmenter(config).to(device)
+    return evaluate_model(model, dataset, spec, batch_size=config.batch_size, device=device, max_batches=max_batches,
+                          autocast=autocast, desc=desc)

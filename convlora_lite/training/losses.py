@@ -306,14 +306,39 @@ def get_loss(name: str, **options):
     return functools.partial(loss, **options) if options else loss
 
 
+def best_of_masks(loss: Callable, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SAM's rule for an ambiguous prompt: per image, only the output mask with the lowest loss counts.
+
+    Args:
+        loss: a binary loss ``loss(logits (1,1,S,S), mask (1,1,S,S)) -> 0-dim``, applied per image
+            and mask.
+        logits: ``(B, M, S, S)``, M candidate masks per image.
+        mask: ``(B, S, S)`` targets.
+
+    Returns:
+        0-dim: the mean over images of the smallest of the M losses.
+    """
+    mask = mask.unsqueeze(1).to(logits.dtype)
+    per_mask = torch.stack([torch.stack([loss(logits[b:b + 1, m:m + 1], mask[b:b + 1]) for m in range(logits.shape[1])])
+                            for b in range(logits.shape[0])])  # (B, M)
+    return per_mask.min(1).values.mean()
+
+
 def task_loss(spec, num_classes: int) -> Callable:
     """``loss(output: SegOutput, mask) -> 0-dim`` for the dataset's ``loss`` (aux loss not included).
 
-    Binary: ``loss(logits (B,1,S,S), mask (B,1,S,S))``; multi-class: the set loss on
+    Binary: ``loss(logits (B,1,S,S), mask (B,1,S,S))``, or, for an output with SAM's three masks
+    (``multimask_logits``, point prompts), :func:`best_of_masks`; multi-class: the set loss on
     ``mask_logits``/``class_logits`` against the ``(B,S,S)`` label map.
     """
     if spec.task == "binary":
         loss = get_loss(spec.loss)
-        return lambda out, mask: loss(out.logits, mask.unsqueeze(1).to(out.logits.dtype))
+
+        def binary(out, mask):
+            if out.multimask_logits is not None:
+                return best_of_masks(loss, out.multimask_logits, mask)
+            return loss(out.logits, mask.unsqueeze(1).to(out.logits.dtype))
+
+        return binary
     loss = get_loss(spec.loss, num_classes=num_classes)
     return lambda out, mask: loss(out.mask_logits, out.class_logits, mask)

@@ -7,18 +7,27 @@ from torch import nn
 
 from convlora_lite.models.checkpointing import enable_activation_checkpointing
 from convlora_lite.models.sam import build_sam
-from convlora_lite.models.segmenter import PromptFreeSAM
+from convlora_lite.models.segmenter import PromptedSAM, PromptFreeSAM
 from convlora_lite.peft import apply_peft
 from convlora_lite.peft.state import load_trainable
 from convlora_lite.training.config import TrainConfig
 from convlora_lite.training.rundir import RunDir
 
 
-def build_model(config: TrainConfig) -> nn.Module:
-    """``PromptFreeSAM(build_sam(model, checkpoint, image_size), num_classes)`` with the PEFT
-    method applied and, if asked, activation checkpointing of the encoder blocks."""
+def build_segmenter(config: TrainConfig) -> nn.Module:
+    """SAM as the run's segmenter, before PEFT: ``PromptFreeSAM(build_sam(model, checkpoint,
+    image_size), num_classes)``, or ``PromptedSAM(..., prompt)`` for ``prompt`` box or point (with
+    no PEFT method applied, the zero-shot promptable SAM)."""
     sam = build_sam(config.model, config.checkpoint, image_size=config.image_size)
-    model = PromptFreeSAM(sam, num_classes=config.num_classes)
+    if config.prompt != "none":
+        return PromptedSAM(sam, config.prompt)
+    return PromptFreeSAM(sam, num_classes=config.num_classes)
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """:func:`build_segmenter` with the PEFT method applied and, if asked, activation
+    checkpointing of the encoder blocks."""
+    model = build_segmenter(config)
     apply_peft(model, config.method, **config.method_options)
     if config.activation_checkpointing:
         enable_activation_checkpointing(model.image_encoder)

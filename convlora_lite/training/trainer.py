@@ -48,10 +48,11 @@ from convlora_lite.data.datasets import build_splits
 from convlora_lite.data.install import ensure_dataset
 from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError, DataError
+from convlora_lite.models.prompts import batch_names, train_prompts
 from convlora_lite.peft.state import load_trainable, trainable_state
 from convlora_lite.training.config import TrainConfig
 from convlora_lite.training.devices import make_accelerator, resolve_device, resolve_precision
-from convlora_lite.training.evaluation import evaluate_model
+from convlora_lite.training.evaluation import evaluate_model, zero_shot_baseline
 from convlora_lite.training.losses import task_loss
 from convlora_lite.training.model import build_model
 from convlora_lite.training.optim import build_optimizer, linear_decay
@@ -165,7 +166,7 @@ class Trainer:
         if not cfg.resume:
             raise ConfigError(f"{run.path} already holds a run. Pass --resume to continue it, "
                               "or choose another --output-dir (or delete that folder).")
-        stored = run.read_json(run.config)
+        stored = TrainConfig.with_defaults(run.read_json(run.config))
         changed = cfg.changed_fields(stored)
         if changed:
             current = cfg.to_dict()
@@ -254,9 +255,13 @@ class Trainer:
             group_size = min(cfg.grad_accum, num_batches - group_start)
             step_now = i + 1 == group_start + group_size
             images, masks = batch["image"].to(acc.device), batch["mask"].to(acc.device)
+            inputs = [images]
+            if cfg.prompt != "none":
+                names = batch_names(batch, i * cfg.batch_size)
+                inputs.append(train_prompts(batch["mask"], names, cfg.prompt, cfg.seed, epoch).to(acc.device))
             with nullcontext() if step_now else acc.no_sync(self.model):
                 with acc.autocast():
-                    out = self.model(images)
+                    out = self.model(*inputs)
                     task_loss = self.loss_fn(out, masks)
                     loss = (task_loss + out.aux_loss) / group_size
                 acc.backward(loss)
@@ -366,17 +371,25 @@ class Trainer:
     def _finish(self, history: list[dict], best: dict, stopped: bool) -> None:
         """Score the test splits with the best weights (at most ``max_eval_batches`` batches each, as
         validation; :func:`~convlora_lite.training.evaluation.evaluate` scores a whole split); write
-        metrics.json and the figure."""
+        metrics.json and the figure. A prompted run also scores the zero-shot promptable SAM with the
+        same prompts (``zero_shot``, beside ``test``)."""
         model = self.accelerator.unwrap_model(self.model)
         load_trainable(model, self.run.load_tensors(self.run.best), str(self.run.best))
         tests = [s for s in self.datasets if s not in ("train", "val")]
         test = {split: jsonable(self._score(split)) for split in tests}
-        self.run.write_json(self.run.metrics, {
+        metrics = {
             "dataset": self.config.dataset, "method": self.config.method, "model": self.config.model,
             "seed": self.config.seed, "select_metric": self.spec.select_metric, "select_mode": self.spec.select_mode,
             "best_epoch": best["epoch"], "epochs_run": len(history), "stopped_early": stopped,
             "val": best["val"], "test": test, "max_eval_batches": self.config.max_eval_batches, "completed": True,
-        })
+        }
+        if self.config.prompt != "none":
+            zero_shot = {split: jsonable(zero_shot_baseline(
+                self.config, self.datasets[split], self.spec, device=self.accelerator.device,
+                max_batches=self.config.max_eval_batches, autocast=self.accelerator.autocast,
+                desc=f"zero-shot {split}")) for split in tests}
+            metrics = {**metrics, "prompt": self.config.prompt, "zero_shot": zero_shot}
+        self.run.write_json(self.run.metrics, metrics)
         plot_history(self.run.path, self.spec).savefig(self.run.figures / "loss_curve.png", dpi=100)
 
 
