@@ -183,12 +183,24 @@ def plot_usage(usage: pd.DataFrame, title: str = "Conv-LoRA expert usage per lay
     return fig
 
 
+def scale_colours(scales) -> tuple:
+    """A discrete colour map for expert scales: ``(cmap, norm, ticks)`` giving each scale of ``scales``
+    its own colour (a scale map shows choices, not a continuum)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    ticks = sorted(set(float(s) for s in scales))
+    cmap = ListedColormap(colormaps["viridis"](np.linspace(0, 1, len(ticks))))
+    edges = [ticks[0] - 0.5] + [(a + b) / 2 for a, b in zip(ticks, ticks[1:])] + [ticks[-1] + 0.5]
+    return cmap, BoundaryNorm(edges, cmap.N), ticks
+
+
 def plot_scale_maps(image: np.ndarray, routings: list[LayerRouting], index: int, grid: int,
                     title: str = "Chosen expert scale per window, by layer"):
     """One panel per Conv-LoRA layer: ``image`` (S, S, 3) in [0, 1] overlaid with the scale each
     window of image ``index`` chose (global blocks: one choice for the whole image)."""
     size = image.shape[0]
-    max_scale = max(max(r.scales) for r in routings)
+    cmap, norm, ticks = scale_colours([s for r in routings for s in r.scales])
     fig = Figure(figsize=(2.2 * (len(routings) + 1), 2.6))
     axes = fig.subplots(1, len(routings) + 1, squeeze=False)
     axes = axes[0]
@@ -196,12 +208,13 @@ def plot_scale_maps(image: np.ndarray, routings: list[LayerRouting], index: int,
     axes[0].set_title("image", fontsize=9)
     for ax, r in zip(axes[1:], routings):
         ax.imshow(image)
-        shown = ax.imshow(scale_map(r, grid, size)[index].numpy(), cmap="plasma", vmin=1, vmax=max_scale, alpha=0.55)
+        shown = ax.imshow(scale_map(r, grid, size)[index].numpy(), cmap=cmap, norm=norm, alpha=0.55,
+                          interpolation="nearest")
         ax.set_title(f"block {r.block} ({r.kind})", fontsize=9)
     for ax in axes:
         ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
         ax.label_outer()
-    fig.colorbar(shown, ax=axes.tolist(), label="expert scale", shrink=0.8)
+    fig.colorbar(shown, ax=axes.tolist(), label="expert scale", shrink=0.8, ticks=ticks)
     fig.suptitle(title)
     return fig
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from convlora_lite.analysis.expert_routing import LayerRouting, scale_map
+from convlora_lite.analysis.expert_routing import LayerRouting, scale_colours, scale_map
 from convlora_lite.analysis.figures import display_image, overlay
 from convlora_lite.training.progress import is_headless
 
@@ -38,9 +38,9 @@ def draw_routing(image: np.ndarray, routings: Sequence[LayerRouting], block: int
     figure = Figure(figsize=(4.2, 3.6))
     ax = figure.subplots()
     ax.imshow(image)
-    shown = ax.imshow(scales, cmap="viridis", alpha=0.55, vmin=min(routing.scales), vmax=max(routing.scales),
-                      interpolation="nearest")
-    figure.colorbar(shown, ax=ax, label="chosen expert scale")
+    cmap, norm, ticks = scale_colours(routing.scales)
+    shown = ax.imshow(scales, cmap=cmap, norm=norm, alpha=0.55, interpolation="nearest")
+    figure.colorbar(shown, ax=ax, label="chosen expert scale", ticks=ticks)
     ax.set(title=f"block {block} ({routing.kind}), image {index + 1}", xlabel="x (px)", ylabel="y (px)")
     figure.tight_layout()
     return figure

@@ -81,3 +81,11 @@ def test_receptive_field_of_the_unit_scale_expert_is_its_3x3_conv_and_errors_are
     fresh = apply_peft(build_sam("test_tiny"), "conv_lora")
     with pytest.raises(ConfigError, match="has not run"):
         layer_routing(0, conv_lora_layers(fresh)[0][1], 3, 1)
+
+
+def test_scale_colours_give_each_scale_its_own_colour():
+    from convlora_lite.analysis.expert_routing import scale_colours
+
+    cmap, norm, ticks = scale_colours([1.0, 2.0, 3.0, 2.0])
+    assert ticks == [1.0, 2.0, 3.0] and cmap.N == 3
+    assert [int(norm(s)) for s in ticks] == [0, 1, 2]
