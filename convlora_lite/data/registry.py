@@ -47,8 +47,26 @@ TRANS10K_CLASSES = (
 IGNORE_INDEX = 255
 
 
+class TaskShape:
+    """What every task spec (a registry task, a user's own data) derives from its ``classes`` and
+    ``test_splits``."""
+
+    classes: tuple
+    test_splits: tuple
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included (2 for binary tasks)."""
+        return len(self.classes)
+
+    @property
+    def all_splits(self) -> tuple:
+        """Every split in reading order: ``("train", "val", *test_splits)``."""
+        return ("train", "val", *self.test_splits)
+
+
 @dataclass(frozen=True)
-class DatasetSpec:
+class DatasetSpec(TaskShape):
     """Everything known about one dataset: source, layout, classes and the official recipe.
 
     ``layout == "csv"``: ``{root}/{folder}/{folder}/`` holds ``train.csv``, ``val.csv`` and the test
@@ -89,15 +107,6 @@ class DatasetSpec:
         """The file name of the official archive (``polyp.zip``), or None when there is no URL."""
         return None if self.url is None else Path(urlparse(self.url).path).name
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes, background included (2 for binary tasks)."""
-        return len(self.classes)
-
-    @property
-    def all_splits(self) -> tuple:
-        """Every split in reading order: ``("train", "val", *test_splits)``."""
-        return ("train", "val", *self.test_splits)
 
     def dataset_dir(self, root) -> Path:
         """The folder that holds the split CSVs (csv layout) or split folders (trans10k layout)."""

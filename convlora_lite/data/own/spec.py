@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from convlora_lite.data.own.layout import CLASSES_FILE, SPLIT_FRACTIONS, SPLITS, Scan, scan
-from convlora_lite.data.registry import BINARY_CLASSES
+from convlora_lite.data.registry import BINARY_CLASSES, TaskShape
 from convlora_lite.errors import ConfigError, DataError
 
 #: task -> (loss, select_metric, metrics) of the default recipe.
@@ -22,7 +22,7 @@ TASK_DEFAULTS = {
 
 
 @dataclass(frozen=True)
-class OwnDataSpec:
+class OwnDataSpec(TaskShape):
     """The spec of a user's dataset: what :class:`~convlora_lite.data.registry.DatasetSpec` says
     of a registry task that the trainer, the metrics and the tables read."""
 
@@ -44,14 +44,6 @@ class OwnDataSpec:
     @property
     def title(self) -> str:
         return f"your data at {self.source}"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def all_splits(self) -> tuple:
-        return ("train", "val", *self.test_splits)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
