@@ -15,9 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from convlora_lite.errors import DownloadError
+from convlora_lite.progress import progress_bar
 
 #: seconds to wait for a connection before giving up (offline machines fail fast).
 CONNECT_TIMEOUT_S = 10.0
@@ -112,8 +111,8 @@ def _fetch_into(url: str, part: Path, dest: Path, desc: str, timeout: float) -> 
             offset, mode = 0, "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else None
-        with open(part, mode) as out, tqdm(total=total, initial=offset, desc=desc, unit="B",
-                                            unit_scale=True, unit_divisor=1024) as bar:
+        with open(part, mode) as out, progress_bar(total=total, initial=offset, desc=desc, unit="B",
+                                                    unit_scale=True, unit_divisor=1024) as bar:
             while block := response.read(_CHUNK):
                 out.write(block)
                 bar.update(len(block))

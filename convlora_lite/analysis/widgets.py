@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from convlora_lite.analysis.expert_routing import LayerRouting, scale_colours, scale_map
 from convlora_lite.analysis.figures import display_image, overlay
-from convlora_lite.training.progress import is_headless
+from convlora_lite.progress import is_headless
 
 
 def draw_prediction(images, masks, predictions: Mapping[str, Sequence], index: int, method: str,

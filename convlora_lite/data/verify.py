@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from convlora_lite.data.datasets import build_dataset
 from convlora_lite.data.registry import IGNORE_INDEX, DatasetSpec, get_dataset_spec
 from convlora_lite.data.transforms import binary_labels
 from convlora_lite.errors import DataError
+from convlora_lite.progress import progress_bar
 
 _BINARY_VALUE_SETS = ({0, 255}, {0, 1})
 
@@ -102,7 +102,7 @@ def verify_dataset(name: str, root="data", *, progress: bool = True) -> VerifyRe
     pairs, report.problems = check_layout(spec, root)
     report.counts = {split: len(split_pairs) for split, split_pairs in pairs.items()}
     for split, split_pairs in pairs.items():
-        for image_path, mask_path in tqdm(split_pairs, desc=f"verify {split}", disable=not progress):
+        for image_path, mask_path in progress_bar(split_pairs, desc=f"verify {split}", disable=not progress):
             if image_path.is_file() and mask_path.is_file():
                 problems, thresholded = _pair_problems(spec, image_path, mask_path)
                 report.problems += [f"{split}: {p}" for p in problems]

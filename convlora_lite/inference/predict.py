@@ -142,7 +142,7 @@ def predict_files(segmenter, inputs: Sequence[str], output_dir, *, probabilities
     output exists and ``overwrite`` is False; returns a report whose ``failed`` lists the skipped
     inputs.
     """
-    from tqdm.auto import tqdm
+    from convlora_lite.progress import progress_bar
 
     out = Path(output_dir)
     report = PredictReport(out)
@@ -178,7 +178,7 @@ def predict_files(segmenter, inputs: Sequence[str], output_dir, *, probabilities
     masks_dir = Path(masks_dir) if masks_dir is not None else None
     if masks_dir is not None and not masks_dir.is_dir():
         raise UserError(f"--masks {masks_dir} is not a folder of ground-truth masks.")
-    bar = tqdm(total=len(unique), desc="predict", disable=not progress)
+    bar = progress_bar(total=len(unique), desc="predict", disable=not progress)
     for start in range(0, len(unique), segmenter.batch_size):
         batch = []
         for file in unique[start:start + segmenter.batch_size]:

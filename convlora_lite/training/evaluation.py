@@ -22,10 +22,10 @@ from convlora_lite.data.install import ensure_dataset
 from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.prompts import batch_names, eval_prompts
+from convlora_lite.progress import progress_bar
 from convlora_lite.training.devices import resolve_device
 from convlora_lite.training.metrics import task_metrics
 from convlora_lite.training.model import build_segmenter, load_run
-from convlora_lite.training.progress import progress_bar
 from convlora_lite.training.rundir import RunDir
 
 

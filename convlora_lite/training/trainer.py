@@ -50,13 +50,13 @@ from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError, DataError
 from convlora_lite.models.prompts import batch_names, train_prompts
 from convlora_lite.peft.state import load_trainable, trainable_state
+from convlora_lite.progress import progress_bar
 from convlora_lite.training.config import TrainConfig
 from convlora_lite.training.devices import make_accelerator, resolve_device, resolve_precision
 from convlora_lite.training.evaluation import evaluate_model, zero_shot_baseline
 from convlora_lite.training.losses import task_loss
 from convlora_lite.training.model import build_model
 from convlora_lite.training.optim import build_optimizer, linear_decay
-from convlora_lite.training.progress import progress_bar
 from convlora_lite.training.rundir import RunDir, jsonable
 
 

@@ -19,9 +19,8 @@ def verify_own_data(data_dir, *, task: Optional[str] = None, seed: int = 0, prog
     missing files, too few images for the split) and each file (unreadable, size mismatch, mask
     values outside the declared classes, empty masks). Returns a
     :class:`~convlora_lite.data.verify.VerifyReport`."""
-    from tqdm.auto import tqdm
-
     from convlora_lite.data.verify import VerifyReport, _decode, _mask_value_problems
+    from convlora_lite.progress import progress_bar
 
     path = Path(data_dir).expanduser().resolve()
     report = VerifyReport(str(path), path, remedy="Fix or remove the files named above, then run "
@@ -47,7 +46,7 @@ def verify_own_data(data_dir, *, task: Optional[str] = None, seed: int = 0, prog
             coco_of = [found.coco[s.split if s.split in found.coco else None] for s in samples]
             if samples and not any(c.getAnnIds(imgIds=[s.coco_id]) for c, s in zip(coco_of, samples)):
                 report.problems.append(f"{split}: no annotations for the {split} split")
-    for sample in tqdm(found.samples, desc="verify", disable=not progress):
+    for sample in progress_bar(found.samples, desc="verify", disable=not progress):
         if not sample.image.is_file():
             continue
         image, problem = _decode(sample.image)
