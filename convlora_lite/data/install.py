@@ -44,6 +44,8 @@ from convlora_lite.http import download_file
 
 #: environment variable that replaces the official S3 prefix (a mirror, or a local folder).
 BASE_URL_ENV = "CONVLORA_DATA_BASE_URL"
+#: the file name of Trans10K-v2's archive on a mirror (a zip, as Google Drive serves it).
+TRANS10K_MIRROR_NAME = "Trans10K_cls12.zip"
 #: file written last into an installed dataset folder; its presence means "complete".
 COMPLETE_MARKER = ".convlora_complete.json"
 _TMP_PREFIX = ".extracting-"
@@ -74,11 +76,14 @@ def is_installed(dataset: str | DatasetSpec, root="data") -> bool:
     return marker_path(spec, root).is_file()
 
 
-def dataset_url(spec: DatasetSpec, base_url: str | None = None) -> str:
-    """Where to download ``spec``'s zip: ``base_url`` (else ``$CONVLORA_DATA_BASE_URL``) +
-    ``/`` + the zip name, or the official URL when neither is set."""
+def dataset_url(spec: DatasetSpec, base_url: str | None = None) -> str | None:
+    """Where to download ``spec``'s archive: ``base_url`` (else ``$CONVLORA_DATA_BASE_URL``) +
+    ``/`` + the zip name (Trans10K-v2: :data:`TRANS10K_MIRROR_NAME`), or the official URL when
+    neither is set (``None`` for Trans10K-v2, which then comes from Google Drive)."""
     base_url = base_url or os.environ.get(BASE_URL_ENV)
-    return f"{base_url.rstrip('/')}/{spec.archive_name}" if base_url else spec.url
+    if not base_url:
+        return spec.url
+    return f"{base_url.rstrip('/')}/{spec.archive_name or TRANS10K_MIRROR_NAME}"
 
 
 def where_to_fetch(spec: DatasetSpec) -> str:
@@ -183,10 +188,10 @@ def download_dataset(name: str, root="data", base_url: str | None = None, *,
     if install_dir(spec, root).exists():
         raise _not_installed(spec, root)
     root.mkdir(parents=True, exist_ok=True)
-    if spec.layout == "trans10k":
+    source = dataset_url(spec, base_url)
+    if source is None:  # Trans10K-v2 without a mirror
         archive, source = _download_from_drive(spec, root), f"gdrive:{spec.gdrive_id}"
     else:
-        source = dataset_url(spec, base_url)
         archive = _download_zip(spec, source, root)
     try:
         with _staging(root) as staging:
@@ -207,12 +212,13 @@ def download_dataset(name: str, root="data", base_url: str | None = None, *,
 
 def _download_zip(spec: DatasetSpec, url: str, root: Path) -> Path:
     """Download ``url`` to ``{root}/{zip}``; a failure says how to install the zip by hand."""
+    name = url.rsplit("/", 1)[-1]
     try:
-        return download_file(url, root / spec.archive_name, desc=spec.archive_name)
+        return download_file(url, root / name, desc=name)
     except DownloadError as err:
         raise DownloadError(
-            f"{err}\nOr fetch {spec.archive_name} from {url} on a machine with internet access and run "
-            f"`{_install_command(spec, f'PATH/TO/{spec.archive_name}', root)}`: it is checked like a download."
+            f"{err}\nOr fetch {name} from {url} on a machine with internet access and run "
+            f"`{_install_command(spec, f'PATH/TO/{name}', root)}`: it is checked like a download."
         ) from None
 
 

@@ -1,36 +1,14 @@
 """Notebook 01's downloads: Meta's MAE ViT-B weights and the Imagenette probe set, from a local server."""
 import io
-import tarfile
 
 import pytest
 import torch
-from PIL import Image
+from mirror import imagenette_tgz, mae_vit_b_state
 
 from convlora_lite.analysis.linear_probe import build_mae_vit_b_encoder, encoder_features, probe_images
 from convlora_lite.data.imagenette import IMAGENETTE_CLASSES, imagenette
 from convlora_lite.errors import DataError, DownloadError
 from convlora_lite.models.checkpoints import MAE_VIT_B_PARAMS, mae_checkpoint
-
-
-def _mae_vit_b_state(depth=12, dim=768):
-    """Random weights in the official layout: {"model": timm ViT-B/16 names}, 16-bit to keep the test light."""
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return (torch.randn(*shape, generator=g) * 0.02).half()
-
-    state = {"cls_token": rand(1, 1, dim), "pos_embed": rand(1, 197, dim),
-             "patch_embed.proj.weight": rand(dim, 3, 16, 16), "patch_embed.proj.bias": rand(dim),
-             "norm.weight": torch.ones(dim).half(), "norm.bias": rand(dim)}
-    for i in range(depth):
-        p = f"blocks.{i}."
-        state.update({p + "norm1.weight": torch.ones(dim).half(), p + "norm1.bias": rand(dim),
-                      p + "attn.qkv.weight": rand(3 * dim, dim), p + "attn.qkv.bias": rand(3 * dim),
-                      p + "attn.proj.weight": rand(dim, dim), p + "attn.proj.bias": rand(dim),
-                      p + "norm2.weight": torch.ones(dim).half(), p + "norm2.bias": rand(dim),
-                      p + "mlp.fc1.weight": rand(4 * dim, dim), p + "mlp.fc1.bias": rand(4 * dim),
-                      p + "mlp.fc2.weight": rand(dim, 4 * dim), p + "mlp.fc2.bias": rand(dim)})
-    return {"model": state}
 
 
 def _saved(obj) -> bytes:
@@ -40,7 +18,7 @@ def _saved(obj) -> bytes:
 
 
 def test_mae_weights_download_resume_check_and_load(server, tmp_path, monkeypatch):
-    state = _mae_vit_b_state()
+    state = mae_vit_b_state()
     assert sum(v.numel() for k, v in state["model"].items() if k != "norm.weight") > MAE_VIT_B_PARAMS * 0.99
     data = _saved(state)
     server.files["/mirror/mae_pretrain_vit_base.pth"] = data
@@ -61,7 +39,7 @@ def test_a_mirror_that_serves_something_else_is_rejected_and_nothing_is_kept(ser
     server.files["/bad/mae_pretrain_vit_base.pth"] = b"<html>not found</html>" * 20
     with pytest.raises(DownloadError, match="not Meta's MAE ViT-B checkpoint"):
         mae_checkpoint(tmp_path, base_url=server.url("/bad"))
-    small = _saved(_mae_vit_b_state(depth=2))  # the right names, the wrong model
+    small = _saved(mae_vit_b_state(depth=2))  # the right names, the wrong model
     server.files["/small/mae_pretrain_vit_base.pth"] = small
     with pytest.raises(DownloadError, match="less than ViT-B's"):
         mae_checkpoint(tmp_path, base_url=server.url("/small"))
@@ -71,28 +49,8 @@ def test_a_mirror_that_serves_something_else_is_rejected_and_nothing_is_kept(ser
         mae_checkpoint(tmp_path, base_url=server.url("/x"), sha256="0" * 64)
 
 
-def _imagenette_tgz(per_class=2, drop=None) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
-        for split in ("train", "val"):
-            for c, wnid in enumerate(IMAGENETTE_CLASSES):
-                if wnid == drop:
-                    continue
-                for i in range(per_class):
-                    image = io.BytesIO()
-                    Image.new("RGB", (24 + i, 20), (c * 25, i * 80, 0)).save(image, "JPEG")
-                    info = tarfile.TarInfo(f"imagenette2-160/{split}/{wnid}/ILSVRC2012_val_{c:03d}{i}.JPEG")
-                    info.size = len(image.getvalue())
-                    tf.addfile(info, io.BytesIO(image.getvalue()))
-        csv = b"path,noisy_labels_0\n"
-        info = tarfile.TarInfo("imagenette2-160/noisy_imagenette.csv")
-        info.size = len(csv)
-        tf.addfile(info, io.BytesIO(csv))
-    return buffer.getvalue()
-
-
 def test_imagenette_downloads_resumes_unpacks_atomically_and_names_its_classes(server, tmp_path):
-    data = _imagenette_tgz()
+    data = imagenette_tgz()
     server.files["/imagenette2-160.tgz"] = data
     server.cut_after = [len(data) // 2]
     folder = imagenette(tmp_path, url=server.url("/imagenette2-160.tgz"))
@@ -112,11 +70,11 @@ def test_imagenette_downloads_resumes_unpacks_atomically_and_names_its_classes(s
 
 
 def test_a_wrong_or_corrupt_imagenette_archive_leaves_no_folder(server, tmp_path):
-    server.files["/wrong/imagenette2-160.tgz"] = _imagenette_tgz(drop="n03888605")
+    server.files["/wrong/imagenette2-160.tgz"] = imagenette_tgz(drop="n03888605")
     with pytest.raises(DataError, match="n03888605"):
         imagenette(tmp_path / "a", url=server.url("/wrong/imagenette2-160.tgz"))
     assert not (tmp_path / "a" / "imagenette2-160").exists() and not list((tmp_path / "a").glob(".*unpacking"))
-    server.files["/corrupt/imagenette2-160.tgz"] = _imagenette_tgz()[:300]
+    server.files["/corrupt/imagenette2-160.tgz"] = imagenette_tgz()[:300]
     with pytest.raises(DownloadError, match="corrupt"):
         imagenette(tmp_path / "b", url=server.url("/corrupt/imagenette2-160.tgz"))
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mirror import csv_dataset_zip, trans10k_zip
 from PIL import Image
 from test_verify import write_csv_layout, write_trans10k_layout
 
@@ -203,6 +204,34 @@ def test_trans10k_from_google_drive_is_unwrapped_and_installed(tmp_path, monkeyp
     assert (path / "validation" / "masks_12" / "1_mask.png").is_file()
     assert calls == [get_dataset_spec("trans10k").gdrive_id]
     assert _entries(root) == ["trans10k"]
+
+
+def test_trans10k_from_a_mirror_skips_google_drive(server, tmp_path, monkeypatch):
+    """With a mirror (--base-url / $CONVLORA_DATA_BASE_URL) Trans10K-v2 comes from it, as the Drive zip."""
+    calls = _fake_gdown(monkeypatch, b"")
+    server.files[f"/m/{fetch.TRANS10K_MIRROR_NAME}"] = trans10k_zip({"train": 3})
+    monkeypatch.setenv("CONVLORA_DATA_BASE_URL", server.url("/m/"))
+    path = download_dataset("trans10k", tmp_path / "data")
+    assert calls == [] and server.requests == [(f"/m/{fetch.TRANS10K_MIRROR_NAME}", None)]
+    assert json.loads((path / COMPLETE_MARKER).read_text())["counts"] == {"train": 3, "val": 2, "test": 2}
+    assert _entries(tmp_path / "data") == ["trans10k"]  # the zip is gone once installed
+    assert verify_dataset("trans10k", tmp_path / "data", progress=False).ok
+
+
+def test_jpeg_masks_and_photos_of_several_sizes_install_and_load(server, tmp_path):
+    """The polyp zip as the real one is: JPEG images of different sizes, JPEG-compressed masks
+    (values near, not at, 0 and 255), an index column; the masks load as exact {0, 1}."""
+    from convlora_lite.data.datasets import build_dataset
+
+    server.files["/m/polyp.zip"] = csv_dataset_zip("polyp", {"train": 4})
+    root = tmp_path / "data"
+    download_dataset("polyp", root, base_url=server.url("/m"))
+    train = build_dataset("polyp", "train", root, 32, train=False)
+    files = [[Image.open(path) for path in train.pairs[i]] for i in range(4)]
+    assert len({image.size for image, _ in files}) > 1
+    assert any(0 < v < 255 for _, mask in files for v in np.unique(np.asarray(mask)))  # JPEG noise
+    mask = train[0]["mask"]
+    assert mask.shape == (32, 32) and set(mask.unique().tolist()) == {0.0, 1.0}
 
 
 DRIVE_PAGE = "https://drive.google.com/file/d/1YzAAMY8xfL9BMTIDU-nFC3dcGbSIBPu5"
