@@ -186,6 +186,27 @@ class Session:
         return resolve_device("auto")
 
     @property
+    def image_size(self) -> int:
+        """The input side the preset trains at (the ``IMAGE_SIZE`` knob when set), which the
+        notebooks' own models (probes, zero-shot SAM, the opened layer) use as well."""
+        from convlora_lite.models.sam import get_config
+
+        return (self.budget.get("image_size") or get_preset(self.preset).overrides.get("image_size")
+                or get_config(self.model).image_size)
+
+    def autocast(self):
+        """A context for the notebook's own forward passes: the preset's mixed precision (fp16 or
+        bf16 autocast) on a GPU, plain fp32 on the CPU (where the trainer also runs fp32)."""
+        import contextlib
+
+        import torch
+
+        precision = get_preset(self.preset).value("precision")
+        if self.device != "cuda" or precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+    @property
     def sweep(self) -> Path:
         """The shared sweep folder of this preset."""
         return sweep_dir(self.output_dir, self.preset, self.budget)
@@ -199,6 +220,9 @@ class Session:
         else:
             mode = (f"PAPER-SCALE mode (preset {self.preset!r}): {self.model} with real SAM weights, real datasets "
                     "(downloaded into DATA_ROOT when missing), the official recipe.")
+        if not self.offline and self.device == "cpu":
+            mode += ("\nNo GPU found: every model runs on the CPU in fp32, hours at this preset. On Colab: Runtime > "
+                     "Change runtime type > a GPU (T4), then run the notebook again.")
         budget = ", ".join(f"{k}={v}" for k, v in self.budget.items()) or "the preset's"
         return (f"{mode}\ndata: {self.data_root} | outputs: {self.output_dir} | checkpoint: {self.checkpoint}\n"
                 f"methods: {self.methods} | seeds: {self.seeds} | budget: {budget}")
@@ -217,17 +241,19 @@ class Session:
         return root
 
     def grid(self, datasets: str = "auto", methods: str = "auto") -> tuple[list[str], list[str]]:
-        """The datasets and methods of a comparison grid. ``"auto"``: offline synth_polyp with
-        decoder_only, VPT, LoRA and Conv-LoRA; at paper scale the seven real datasets and all nine
-        methods. Otherwise comma-separated names (``"all"`` for every method)."""
+        """The datasets and methods of a comparison grid. ``"auto"``: polyp (its ``synth_`` analog
+        offline) with decoder_only, VPT, LoRA and Conv-LoRA offline and on ``colab`` (a grid that
+        fits a session, ``benchmarks/colab_budget.md``); on ``paper`` the seven real datasets and all
+        nine methods. Otherwise comma-separated names (``"all"`` for every method)."""
+        small = self.preset != "paper"
         if datasets == "auto":
-            chosen = ["synth_polyp"] if self.offline else [n for n, s in DATASETS.items() if not s.synthetic]
+            chosen = [self.dataset_name("polyp")] if small else [n for n, s in DATASETS.items() if not s.synthetic]
         else:
             chosen = [d.strip() for d in datasets.split(",") if d.strip()]
         for name in chosen:
             get_dataset_spec(name)  # an unknown name fails here, with the list of names
         if methods == "auto":
-            return chosen, ["decoder_only", "vpt", "lora", "conv_lora"] if self.offline else parse_methods("all")
+            return chosen, ["decoder_only", "vpt", "lora", "conv_lora"] if small else parse_methods("all")
         return chosen, parse_methods(methods)
 
     def train(self, datasets: Sequence[str], methods: Sequence[str] | None = None, seeds: int | None = None,
@@ -312,7 +338,10 @@ class Task:
             return
         split = self.spec.test_splits[0]
         sam = build_sam(self.session.model, self.session.checkpoint, image_size=self.config().image_size)
-        self.zero_shot = zero_shot_scores(sam, self.dataset(split), self.spec, max_items=max_items)
+        with self.session.autocast():
+            self.zero_shot = zero_shot_scores(sam, self.dataset(split), self.spec, max_items=max_items,
+                                              device=self.session.device)
+        del sam
         print(f"Zero-shot {self.session.model} on {self.name}/{split}, prompts from the test masks (x100):")
         _display(self.zero_shot.round(1))
 

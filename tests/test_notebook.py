@@ -1,4 +1,6 @@
 """The notebooks' shared sweep settings: where data and runs go."""
+import torch
+
 from convlora_lite.data import get_dataset_spec, is_installed
 from convlora_lite.notebook import ensure_synthetic, notebook_data_root, sweep_dir
 from convlora_lite.training.rundir import RunDir
@@ -41,3 +43,26 @@ def test_budget_knobs_reach_every_run_and_get_their_own_sweep_folder(tmp_path):
     (run,) = session.train([task.name])
     assert run.read_config().epochs == 2 and run.read_config().max_train_batches == 1
     assert run.path.parent.parent.parent == session.sweep
+
+
+def test_the_grid_of_each_preset_and_the_notebooks_own_models(tmp_path):
+    """08's default grid fits a Colab session on colab (polyp x 4 methods) and is the paper's on paper;
+    the notebooks' own models use the preset's input size (or IMAGE_SIZE) and plain fp32 on a CPU."""
+    from convlora_lite.analysis.parameter_counts import parse_methods
+    from convlora_lite.notebook import Session
+
+    def session(preset, **knobs):
+        return Session(preset, tmp_path / "data", output_dir=tmp_path / "out", announce=False, **knobs)
+
+    four = ["decoder_only", "vpt", "lora", "conv_lora"]
+    assert session("cpu").grid() == (["synth_polyp"], four)
+    assert session("colab").grid() == (["polyp"], four)
+    datasets, methods = session("paper").grid()
+    assert len(datasets) == 7 and "trans10k" in datasets and methods == parse_methods("all")
+    assert session("colab").grid("camo", "lora") == (["camo"], ["lora"])
+    assert (session("cpu").image_size, session("colab").image_size, session("paper").image_size) == (256, 512, 1024)
+    assert session("colab", image_size=128).image_size == 128
+    if session("colab").device == "cpu":
+        assert "No GPU found" in session("colab").describe() and "No GPU" not in session("cpu").describe()
+        with session("paper").autocast():
+            assert not torch.is_autocast_enabled()

@@ -16,7 +16,7 @@ one per image in the global blocks. This module reads those records after a forw
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -79,13 +79,20 @@ def layer_routing(block: int, layer: ConvLoRALinear, window: int, batch: int) ->
 
 
 @torch.no_grad()
-def record_routing(model: nn.Module, images: torch.Tensor) -> list[LayerRouting]:
+def record_routing(model: nn.Module, images: torch.Tensor, batch_size: int = 2) -> list[LayerRouting]:
     """Run ``model`` (a PromptFreeSAM or anything with ``image_encoder``) on ``images`` (B, 3, S, S),
-    moved to the model's device, in its current mode and return every Conv-LoRA layer's
-    :class:`LayerRouting`, by block (on the CPU)."""
+    ``batch_size`` at a time (SAM's global attention holds a (tokens x tokens) matrix per head and
+    image: about 1 GB per ViT-H image at 1024 px), moved to the model's device, in its current mode,
+    and return every Conv-LoRA layer's :class:`LayerRouting` over all B images, by block (on the CPU)."""
     encoder = getattr(model, "image_encoder", model)
-    encoder(images.to(next(encoder.parameters()).device))
-    return [layer_routing(i, layer, window, images.shape[0]) for i, layer, window in conv_lora_layers(model)]
+    device = next(encoder.parameters()).device
+    parts = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start:start + batch_size]
+        encoder(chunk.to(device))
+        parts.append([layer_routing(i, layer, window, chunk.shape[0]) for i, layer, window in conv_lora_layers(model)])
+    return [replace(first, choice=torch.cat([part[k].choice for part in parts]))
+            for k, first in enumerate(parts[0])]
 
 
 def usage_table(routings: list[LayerRouting]) -> pd.DataFrame:

@@ -14,7 +14,8 @@ smoke     CI and "does it run at all": the bundled ``micro_sam`` at its native 2
 cpu       The offline default, for learning and the notebooks: ``micro_sam`` (256 px)
           on a ``synth_<task>`` analog, 8 epochs of batch 4.
 colab     SAM ViT-B at 512 px (position tables resized) on one 16 GB GPU (a free Colab T4),
-          sized so a notebook finishes in a session: fp16, activation checkpointing,
+          sized so a notebook finishes in a session: fp16 (``precision="auto"``: fp16 on a
+          GPU, fp32 when a test runs it on the CPU), activation checkpointing,
           batch 1 x gradient accumulation 4, the official lr, 8 epochs of at most 1000
           batches, 1 seed (about 8 min of training per run, 00 in about 15 min, a
           domain notebook in under an hour; ``benchmarks/colab_budget.md``).
@@ -71,7 +72,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset
         model="micro_sam", epochs=8, lr=1e-3, batch_size=4)),
     Preset("colab", "SAM ViT-B at 512 px sized for one Colab T4 session (about an hour per notebook)", dict(
         model="vit_b", image_size=512, epochs=COLAB_EPOCHS, max_train_batches=COLAB_MAX_TRAIN_BATCHES, grad_accum=4,
-        precision="fp16", activation_checkpointing=True, num_workers=2)),
+        precision="auto", activation_checkpointing=True, num_workers=2)),
     Preset("paper", "the official recipe on SAM ViT-H", dict(
         model="vit_h", image_size=1024, grad_accum=4, precision="fp16", num_workers=4), seeds=3),
 )})

@@ -3,6 +3,7 @@ import pytest
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.training import TrainConfig, presets
+from convlora_lite.training.devices import resolve_precision
 from convlora_lite.training.presets import OFFICIAL_SEED, PRESET_NAMES, get_preset
 
 
@@ -30,7 +31,9 @@ def test_paper_preset_is_the_official_recipe():
 
 def test_colab_preset_is_sized_for_a_t4_session():
     cfg = TrainConfig.resolve("polyp", "decoder_only", "colab")
-    assert (cfg.model, cfg.precision, cfg.activation_checkpointing) == ("vit_b", "fp16", True)
+    assert (cfg.model, cfg.precision, cfg.activation_checkpointing) == ("vit_b", "auto", True)
+    # "auto": fp16 on the T4 (the official setting), fp32 when the CI test runs it on the CPU
+    assert (resolve_precision(cfg.precision, "cuda"), resolve_precision(cfg.precision, "cpu")) == ("fp16", "fp32")
     assert (cfg.batch_size, cfg.grad_accum, cfg.image_size, cfg.epochs, cfg.max_train_batches) == (1, 4, 512, 8, 1000)
     assert cfg.lr == 1e-4 and cfg.max_eval_batches is None  # the official lr; whole splits scored
     assert (get_preset("colab").seeds, get_preset("paper").seeds, get_preset("cpu").seeds) == (1, 3, 1)
