@@ -10,6 +10,11 @@ and absolute paths for its data and runs, so everything it writes lands under ``
       figures/NN_*_k.png     every figure the notebooks drew, extracted from their outputs
       data/  runs/           the synthetic datasets and the run directories they trained
 
+``parameters`` (``--parameter NAME=VALUE`` on the command line) are passed to every notebook on
+top of those, e.g. the budget knobs ``EPOCHS=1 IMAGE_SIZE=128`` or ``CHECKPOINT=/path/to/sam.pth``;
+each notebook gets those its ``parameters`` cell declares. The index records each notebook's host-memory peak:
+the largest memory of its kernel process and that process's children (PSS), sampled every 0.2 s.
+
 The notebooks run headless (``CONVLORA_HEADLESS=1``: no progress bars). A notebook also fails when
 one of its cells displayed a figure that became no picture (a ``<Figure size ...>`` text where an
 image belongs), or when it stores more than :data:`MAX_OUTPUTS_PER_CELL` outputs per code cell
@@ -24,7 +29,9 @@ import json
 import os
 import re
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,37 +81,78 @@ def output_problems(notebook: Path) -> list[str]:
     return problems
 
 
+@contextmanager
+def children_peak_memory(interval: float = 0.2):
+    """Sample the memory of this process's children (a notebook's kernel and the data-loader
+    workers it starts) every ``interval`` seconds; yields a dict whose ``"bytes"`` is the peak so
+    far. Each process counts its proportional set size (PSS: pages shared between the kernel and
+    its forked workers are split between them, not counted once per process), where the system
+    reports it, else its resident set."""
+    import psutil
+
+    peak, done = {"bytes": 0}, threading.Event()
+
+    def sample():
+        me = psutil.Process()
+        while not done.wait(interval):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    info = child.memory_full_info()
+                except psutil.AccessDenied:  # no smaps to read: the resident set
+                    info = child.memory_info()
+                except psutil.Error:  # it ended between listing and reading
+                    continue
+                total += getattr(info, "pss", info.rss)
+            peak["bytes"] = max(peak["bytes"], total)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+
+
 def run_notebooks(output_dir: Path, preset: str = "cpu", only: list[str] | None = None,
-                  timeout: int = 1800, folder: Path = REPO / "notebooks", log=print) -> list[dict]:
+                  timeout: int = 1800, folder: Path = REPO / "notebooks", log=print,
+                  parameters: dict | None = None) -> list[dict]:
     """Execute the notebooks into ``output_dir`` and write ``index.md``; returns one dict per notebook
-    (``name``, ``ok``, ``seconds``, ``figures``, ``error``)."""
+    (``name``, ``ok``, ``seconds``, ``peak_gb`` (host memory of its kernel), ``figures``, ``error``).
+    ``parameters`` are passed to every notebook besides the preset and the data and output folders."""
     import papermill
 
-    from convlora_lite.training.progress import HEADLESS_ENV
+    from convlora_lite.progress import HEADLESS_ENV
 
     os.environ[HEADLESS_ENV] = "1"  # the kernels inherit it: no progress bars in the stored outputs
     output_dir = output_dir.resolve()
     executed = output_dir / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
-    parameters = dict(PRESET=preset, DATA_ROOT=str(output_dir / "data"), OUTPUT_DIR=str(output_dir / "runs"))
+    parameters = dict(PRESET=preset, DATA_ROOT=str(output_dir / "data"), OUTPUT_DIR=str(output_dir / "runs"),
+                      **(parameters or {}))
     results = []
     for path in notebook_paths(folder, only):
         log(f"Running {path.name} (preset {preset}) ...")
         start, error = time.perf_counter(), None
-        try:
-            papermill.execute_notebook(str(path), str(executed / path.name), parameters=parameters,
-                                       cwd=str(path.parent), execution_timeout=timeout, progress_bar=False)
-        except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
-            error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
+        declared = papermill.inspect_notebook(str(path))  # a notebook gets only the parameters it has
+        given = {k: v for k, v in parameters.items() if k in declared}
+        with children_peak_memory() as peak:
+            try:
+                papermill.execute_notebook(str(path), str(executed / path.name), parameters=given,
+                                           cwd=str(path.parent), execution_timeout=timeout, progress_bar=False)
+            except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+                error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
         if error is None:
             problems = output_problems(executed / path.name)
             error = "; ".join(problems) if problems else None
         seconds = time.perf_counter() - start
         figures = (extract_figures(executed / path.name, output_dir / "figures") if (executed / path.name).exists()
                    else [])
-        results.append(dict(name=path.name, ok=error is None, seconds=seconds, figures=figures, error=error))
-        log(f"  {'ok' if error is None else 'FAILED'} in {seconds:.0f} s, {len(figures)} figure(s)"
-            + (f": {error}" if error else ""))
+        results.append(dict(name=path.name, ok=error is None, seconds=seconds, peak_gb=peak["bytes"] / 1e9,
+                            figures=figures, error=error))
+        log(f"  {'ok' if error is None else 'FAILED'} in {seconds:.0f} s, host peak {peak['bytes'] / 1e9:.1f} GB, "
+            f"{len(figures)} figure(s)" + (f": {error}" if error else ""))
     write_index(output_dir, results, preset)
     return results
 
@@ -132,10 +180,11 @@ def write_index(output_dir: Path, results: list[dict], preset: str) -> Path:
     lines = [f"# convlora_lite main job (preset `{preset}`)", "",
              "Offline presets (smoke, cpu) show the bundled micro SAM on synthetic analogs of the paper's "
              "datasets, not the real data or SAM ViT-H.", "",
-             "| notebook | status | wall time (s) | figures |", "|---|---|---|---|"]
+             "| notebook | status | wall time (s) | host peak (GB) | figures |", "|---|---|---|---|---|"]
     for r in results:
         status = "ok" if r["ok"] else f"FAILED: {r['error']}"
-        lines.append(f"| [{r['name']}](notebooks/{r['name']}) | {status} | {r['seconds']:.0f} | {len(r['figures'])} |")
+        lines.append(f"| [{r['name']}](notebooks/{r['name']}) | {status} | {r['seconds']:.0f} | {r['peak_gb']:.1f} "
+                     f"| {len(r['figures'])} |")
     lines.append(f"\nTotal: {sum(r['seconds'] for r in results):.0f} s.\n")
     lines += results_sections(output_dir)
     for r in results:
@@ -148,14 +197,28 @@ def write_index(output_dir: Path, results: list[dict], preset: str) -> Path:
     return index
 
 
+def _literal(text: str):
+    """``"1"`` -> 1, ``"None"`` -> None, anything that is not a Python literal -> the text itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Execute every notebook headless and index the results.")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs"))
     parser.add_argument("--preset", default="cpu", help="smoke | cpu | colab | paper (default cpu: offline)")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. 00 03")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--parameter", "-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a notebook parameter for every notebook, e.g. -p EPOCHS 1 (values read as Python "
+                             "literals when they are one, else as text)")
     args = parser.parse_args(argv)
-    results = run_notebooks(args.output_dir, args.preset, args.only, args.timeout)
+    results = run_notebooks(args.output_dir, args.preset, args.only, args.timeout,
+                            parameters={name: _literal(value) for name, value in args.parameter})
     if not results:
         print("No notebooks found in notebooks/.", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ from run_notebooks import notebook_paths, results_sections, run_notebooks
 def _notebook(path, *sources):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell("PRESET = 'cpu'\nDATA_ROOT = OUTPUT_DIR = CHECKPOINT = None")
+    params = nbformat.v4.new_code_cell("PRESET = 'cpu'\nDATA_ROOT = None\nOUTPUT_DIR = None\nCHECKPOINT = None")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params] + [nbformat.v4.new_code_cell(s) for s in sources]
     nbformat.write(nb, str(path))
@@ -75,3 +75,22 @@ def test_a_figure_without_a_picture_and_output_debris_fail_the_notebook(tmp_path
     assert "shows '<Figure size 200x200 with 1 Axes>' but no image" in results[0]["error"]
     assert "20 outputs for" in results[1]["error"]
     assert len(results[2]["figures"]) == 1
+
+
+def test_parameters_reach_the_notebooks_that_declare_them_and_memory_peaks_are_recorded(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "00_knob.ipynb", "assert EPOCHS == 1 and CHECKPOINT == '/x.pth', (EPOCHS, CHECKPOINT)")
+    path = folder / "00_knob.ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells[0].source += "\nEPOCHS = None"
+    nbformat.write(nb, str(path))
+    # 01 declares no EPOCHS: it gets none; 200 MB held for a second shows in its peak
+    _notebook(folder / "01_memory.ipynb", "assert 'EPOCHS' not in globals()\n"
+              "import time\nblock = bytearray(200 * 10**6)\nfor i in range(0, len(block), 4096):\n    block[i] = 1\n"
+              "time.sleep(1.0)")
+    results = run_notebooks(tmp_path / "out", preset="smoke", folder=folder, timeout=120, log=lambda *_: None,
+                            parameters={"EPOCHS": 1, "CHECKPOINT": "/x.pth"})
+    assert [r["ok"] for r in results] == [True, True], [r["error"] for r in results]
+    assert results[1]["peak_gb"] > 0.2 and results[1]["peak_gb"] > results[0]["peak_gb"]
+    assert "| host peak (GB) |" in (tmp_path / "out" / "index.md").read_text()
