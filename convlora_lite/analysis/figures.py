@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
@@ -163,6 +164,15 @@ def _legend(figure: Figure, colours: Mapping[str, tuple], ncol: int | None = Non
     figure.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), fontsize=8, frameon=False)
 
 
+def outline(ax, region: np.ndarray) -> None:
+    """The edge of the bool ``region`` (H, W) on ``ax`` (an image axis): a white line with a black rim,
+    so that it shows on any image even where a fill has the image's colour. Nothing when ``region`` is
+    empty or everything (no edge)."""
+    if region.any() and not region.all():
+        ax.contour(region.astype(float), levels=[0.5], colors="white", linewidths=1,
+                   path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
+
+
 def class_colours(classes: Sequence[str], palette: np.ndarray = CLASS_PALETTE) -> dict[str, tuple]:
     """``{class name: colour}`` for a legend."""
     if len(classes) > len(palette):
@@ -193,8 +203,9 @@ def overlay(image, mask, pred, *, classes: Sequence[str] | None = None, threshol
             title: str = "Image, ground truth and prediction") -> Figure:
     """One sample in three panels: the image; the ground truth over it; the prediction over it.
 
-    Binary: ground truth in green, prediction (``> threshold``) in orange-red; multi-class
-    (``classes`` with more than two names): class colours and a legend.
+    Binary: ground truth in green, prediction (``> threshold``) in orange-red, each with its
+    :func:`outline` (visible where the image has the fill's colour); multi-class (``classes`` with more
+    than two names): class colours and a legend.
     """
     shown = display_image(image)
     figure, axes = _new_figure(1, 3, size=3.0)
@@ -205,6 +216,9 @@ def overlay(image, mask, pred, *, classes: Sequence[str] | None = None, threshol
         ax.set_title(name)
     if _is_multiclass(classes):
         _legend(figure, class_colours(classes), ncol=6)
+    else:
+        outline(axes[0, 1], binarize(mask, threshold))
+        outline(axes[0, 2], binarize(pred, threshold))
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.08 if _is_multiclass(classes) else 0, 1, 1))
     return figure

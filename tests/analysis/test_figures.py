@@ -246,3 +246,53 @@ def test_disagreement_map_colours_each_side_and_counts_the_share():
     shown = figure.axes[0].images[0].get_array()
     assert tuple(shown[0, 0]) == (1.0, 0.55, 0.0) and tuple(shown[3, 3]) == (0.6, 0.2, 1.0)
     assert tuple(shown[2, 2]) == pytest.approx((0.2, 0.2, 0.2))
+
+
+def _contour_vertices(ax):
+    """The vertices of every contour line drawn on ``ax``, (N, 2) as (x, y) = (column, row)."""
+    from matplotlib.contour import ContourSet
+
+    sets = [c for c in ax.collections if isinstance(c, ContourSet)]
+    return sets, np.concatenate([p.vertices for s in sets for p in s.get_paths()]) if sets else np.zeros((0, 2))
+
+
+def _on_square_edge(vertices, rows, cols):
+    """Whether every vertex lies on the edge of the pixel square ``rows`` x ``cols`` (inclusive
+    ranges): half a pixel outside the outermost pixel centres, where the 0.5 level of the mask is."""
+    (top, bottom), (left, right) = (rows[0] - 0.5, rows[1] + 0.5), (cols[0] - 0.5, cols[1] + 0.5)
+    x, y = vertices[:, 0], vertices[:, 1]
+    inside = (x >= left) & (x <= right) & (y >= top) & (y <= bottom)
+    on_edge = np.isclose(x, left) | np.isclose(x, right) | np.isclose(y, top) | np.isclose(y, bottom)
+    return bool(inside.all() and on_edge.all()), (x.min(), x.max(), y.min(), y.max()) == (left, right, top, bottom)
+
+
+def test_overlay_outlines_binary_masks_on_their_own_panels():
+    mask, prob = np.zeros((10, 10)), np.zeros((10, 10))
+    mask[2:5, 3:6] = 1  # rows 2-4, columns 3-5
+    prob[6:9, 1:3] = 0.9  # rows 6-8, columns 1-2
+    image = np.full((10, 10, 3), MASK_COLOUR)  # the image has the fill's colour: only the outline shows
+    figure = overlay(image, mask, prob)
+    image_ax, truth_ax, pred_ax = figure.axes
+    assert not _contour_vertices(image_ax)[0]
+    (truth_set,), truth = _contour_vertices(truth_ax)
+    (pred_set,), pred = _contour_vertices(pred_ax)
+    assert _on_square_edge(truth, (2, 4), (3, 5)) == (True, True)
+    assert _on_square_edge(pred, (6, 8), (1, 2)) == (True, True)
+    assert list(truth_set.levels) == [0.5]
+    np.testing.assert_allclose(truth_set.get_edgecolor()[0], (1, 1, 1, 1))  # white, with a black rim:
+    (rim,) = truth_set.get_path_effects()
+    assert rim._gc["foreground"] == "black"
+    assert truth_ax.get_xlim() == (-0.5, 9.5) and truth_ax.get_ylim() == (9.5, -0.5)  # still the image's extent
+
+
+def test_overlay_draws_no_outline_without_an_edge_nor_for_multiclass():
+    import warnings
+
+    full = np.ones((4, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an edgeless mask must not ask matplotlib for a contour
+        figure = overlay(_pixels(), full, np.zeros((4, 6)))
+    assert not any(ax.collections for ax in figure.axes)
+    labels = np.zeros((4, 6), dtype=np.int64)
+    labels[1:3, 1:3] = 2
+    assert not any(ax.collections for ax in overlay(_pixels(), labels, labels, classes=CLASSES).axes)
