@@ -8,7 +8,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from convlora_lite.analysis.figures import THRESHOLD, _items, _legend, _new_figure, binarize, display_image
+from convlora_lite.analysis.figures import (
+    THRESHOLD,
+    _items,
+    _legend,
+    _new_figure,
+    baseline_line,
+    binarize,
+    display_image,
+)
 
 
 def metric_bars(results: pd.DataFrame, *, title: str = "Test metrics per method (x100)") -> Figure:
@@ -23,9 +31,13 @@ def metric_bars(results: pd.DataFrame, *, title: str = "Test metrics per method 
     figure.tight_layout()
     return figure
 
-def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title: str | None = None) -> Figure:
+def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title: str | None = None,
+                   baseline: float | None = None) -> Figure:
     """The validation ``metric`` per epoch of every method, overlaid: each method's mean over its runs
-    (run directories), with the range over seeds shaded when there are several."""
+    (run directories), with the range over seeds shaded when there are several.
+
+    ``baseline``: the trivial baseline's ``metric`` on the validation split (a fraction, as in
+    ``history.csv``; :func:`~convlora_lite.analysis.readings.trivial_baseline`), drawn as a dashed line."""
     from convlora_lite.training.metrics import METRIC_DIRECTIONS
     from convlora_lite.training.rundir import RunDir
 
@@ -37,6 +49,8 @@ def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title
         ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"{method} ({curves.shape[1]} seed(s))")
         if curves.shape[1] > 1:
             ax.fill_between(mean.index, curves.min(axis=1), curves.max(axis=1), alpha=0.2)
+    if baseline is not None:
+        baseline_line(ax, baseline)
     lower = " (lower is better)" if METRIC_DIRECTIONS.get(metric) == "min" else ""
     ax.set(xlabel="epoch", ylabel=f"validation {metric}{lower}", title=title or f"Validation {metric} per method")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

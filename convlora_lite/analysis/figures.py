@@ -48,6 +48,10 @@ ERROR_COLOURS = {"true positive": (0.0, 0.8, 0.0), "false positive": (1.0, 0.0, 
 #: background shows the darkened grey image, as true negatives do).
 LABEL_ERROR_COLOURS = {"correct object class": (0.0, 0.8, 0.0), "wrong class": (1.0, 0.0, 0.0)}
 THRESHOLD = 0.5
+#: the label of the trivial baseline's line (:func:`~convlora_lite.analysis.readings.trivial_baseline`).
+BASELINE_NAME = "all background"
+#: how the trivial baseline is drawn (a dashed black line).
+BASELINE_STYLE = dict(color="black", linestyle="--", linewidth=1.2)
 
 
 # ------------------------------------------------------------------------------ array helpers
@@ -162,6 +166,12 @@ def _new_figure(rows: int, cols: int, size: float = 2.4) -> tuple[Figure, np.nda
 def _legend(figure: Figure, colours: Mapping[str, tuple], ncol: int | None = None) -> None:
     handles = [Patch(facecolor=colour, edgecolor="0.3", label=name) for name, colour in colours.items()]
     figure.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), fontsize=8, frameon=False)
+
+
+def baseline_line(ax, value: float, note: str = "") -> None:
+    """The trivial baseline (predicting background everywhere) as a labelled dashed horizontal line at
+    ``value`` (in the units of ``ax``'s y axis); ``note`` follows the name in the label."""
+    ax.axhline(value, **BASELINE_STYLE, label=f"{BASELINE_NAME}{note} {value:.3g}")
 
 
 def outline(ax, region: np.ndarray) -> None:

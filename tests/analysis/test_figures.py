@@ -296,3 +296,34 @@ def test_overlay_draws_no_outline_without_an_edge_nor_for_multiclass():
     labels = np.zeros((4, 6), dtype=np.int64)
     labels[1:3, 1:3] = 2
     assert not any(ax.collections for ax in overlay(_pixels(), labels, labels, classes=CLASSES).axes)
+
+
+def test_class_iou_bars_draw_the_all_background_miou():
+    from convlora_lite.analysis.figures import BASELINE_NAME
+    from convlora_lite.analysis.readings import trivial_baseline
+
+    labels = torch.zeros(4, 4, dtype=torch.long)
+    labels[0] = 1  # background 12 of 16 pixels, class 1 the rest, class 2 absent
+    spec = type("Spec", (), dict(task="multiclass", classes=("background", "a", "b")))
+    floor = trivial_baseline([dict(mask=labels)], spec)["miou"]
+    figure = class_iou_bars({"background": 0.9, "a": 0.5, "b": float("nan")}, baseline=floor)
+    miou, line = figure.axes[0].get_lines()
+    assert miou.get_label() == "mIoU 70.0"
+    np.testing.assert_allclose(line.get_ydata(), [100 * (12 / 16 + 0) / 2] * 2)  # IoU 0.75 and 0; b has none
+    assert line.get_label() == f"{BASELINE_NAME} mIoU 37.5" and line.get_linestyle() == "--"
+
+
+def test_compare_curves_draws_the_baseline_in_history_units(tmp_path):
+    from convlora_lite.analysis.comparisons import compare_curves
+    from convlora_lite.analysis.figures import BASELINE_NAME
+    from convlora_lite.training.rundir import RunDir
+
+    run = RunDir(tmp_path / "lora")
+    run.write_history([{"epoch": 1, "val_ber": 0.4}, {"epoch": 2, "val_ber": 0.2}])
+    without = compare_curves({"lora": [run.path]}, "ber")
+    assert len(without.axes[0].get_lines()) == 1
+    ax = compare_curves({"lora": [run.path]}, "ber", baseline=0.5).axes[0]
+    curve, line = ax.get_lines()
+    assert line.get_label() == f"{BASELINE_NAME} 0.5" and line.get_linestyle() == "--"
+    np.testing.assert_allclose(line.get_ydata(), [0.5, 0.5])  # a fraction, as the curve (0.4, 0.2)
+    assert line.get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
