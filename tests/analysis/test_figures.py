@@ -327,3 +327,64 @@ def test_compare_curves_draws_the_baseline_in_history_units(tmp_path):
     assert line.get_label() == f"{BASELINE_NAME} 0.5" and line.get_linestyle() == "--"
     np.testing.assert_allclose(line.get_ydata(), [0.5, 0.5])  # a fraction, as the curve (0.4, 0.2)
     assert line.get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _results(values: dict):
+    """A results table of fake run rows: ``{(method, metric): [value per seed]}`` on synth_leaf/test."""
+    import pandas as pd
+
+    from convlora_lite.analysis.results_tables import results_table
+
+    rows = [dict(dataset="synth_leaf", method=method, seed=seed, split="test", metric=metric, value=value,
+                 run_dir=f"{method}/seed{seed}")
+            for (method, metric), seeds in values.items() for seed, value in enumerate(seeds)]
+    return results_table(pd.DataFrame(rows))
+
+
+def test_metric_bars_error_bars_are_the_std_over_seeds():
+    from matplotlib.collections import LineCollection
+
+    from convlora_lite.analysis.comparisons import metric_bars
+
+    lora_iou, lora_dice = [0.80, 0.84, 0.78], [0.85, 0.90, 0.86]
+    results = _results({("lora", "iou"): lora_iou, ("lora", "dice"): lora_dice,
+                        ("conv_lora", "iou"): [0.90], ("conv_lora", "dice"): [0.92]})
+    ax = metric_bars(results, title="three seeds against one").axes[0]
+    metrics = [metric for _, _, metric in results.attrs["mean"].columns]  # the table's column order
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"synth_leaf/test {m}" for m in metrics]
+    # bars: column by column, method by method (lora first: the paper's order)
+    lora, conv_lora = {"iou": lora_iou, "dice": lora_dice}, {"iou": 0.90, "dice": 0.92}
+    expected = [100 * v for m in metrics for v in (np.mean(lora[m]), conv_lora[m])]
+    np.testing.assert_allclose([b.get_height() for b in ax.patches], expected)
+    errors_per_column = [c for c in ax.collections if isinstance(c, LineCollection)]
+    for errors, metric, bar in zip(errors_per_column, metrics, ax.patches[::2]):
+        seeds = lora[metric]
+        (segment,) = errors.get_segments()  # lora only: conv_lora's single seed has no error bar
+        (x0, low), (x1, high) = segment
+        assert x0 == x1 == pytest.approx(bar.get_x() + bar.get_width() / 2)
+        assert (high - low) / 2 == pytest.approx(np.std(100 * np.array(seeds), ddof=1))
+        assert (high + low) / 2 == pytest.approx(bar.get_height())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["lora\n3 seeds", "conv_lora\n1 seed"]
+    assert ax.get_legend().get_title().get_text() == "error bars: std over seeds\n(1 seed: no error bar)"
+    assert ax.get_title() == "three seeds against one"
+
+
+def test_metric_bars_single_seeds_have_no_error_bars_and_baselines_sit_on_their_bars():
+    from matplotlib.collections import LineCollection
+
+    from convlora_lite.analysis.comparisons import metric_bars
+    from convlora_lite.analysis.figures import BASELINE_NAME
+
+    results = _results({("lora", "iou"): [0.7], ("lora", "dice"): [0.8], ("conv_lora", "iou"): [0.75]})
+    column = ("synth_leaf", "test", "iou")
+    ax = metric_bars(results, baselines={column: 12.5}).axes[0]
+    (floor,) = [c for c in ax.collections if isinstance(c, LineCollection)]  # no error bars, one baseline
+    bars = {c: ax.patches[2 * k: 2 * k + 2] for k, c in enumerate(results.attrs["mean"].columns)}  # 2 methods
+    iou_bars, dice_bars = bars[column], bars[("synth_leaf", "test", "dice")]
+    assert len(floor.get_segments()) == 2
+    for (start, end), bar in zip(floor.get_segments(), iou_bars):
+        assert start[1] == end[1] == 12.5
+        assert (start[0], end[0]) == pytest.approx((bar.get_x(), bar.get_x() + bar.get_width()))
+    assert [t.get_text() for t in ax.get_legend().get_texts()].count(BASELINE_NAME) == 1
+    assert np.isnan(dice_bars[1].get_height())  # conv_lora has no dice: no bar
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["lora\n1 seed", "conv_lora\n1 seed"]
