@@ -297,12 +297,25 @@ class Task:
         self.root = session.prepare(dataset)
         self.runs: dict[str, list[RunDir]] = {}
         self.zero_shot = None  # filled by show_zero_shot
+        self._baselines: dict[str, dict] = {}  # filled by baseline
 
     def dataset(self, split: str, train: bool = False):
         """The ``split`` of this task's dataset at the model's input size."""
         from convlora_lite.data.datasets import build_dataset
 
         return build_dataset(self.spec, split, self.root, self.config().image_size, train=train)
+
+    def baseline(self, split: str) -> dict:
+        """The task's metrics (fractions) of predicting background everywhere on ``split``
+        (:func:`~convlora_lite.analysis.readings.trivial_baseline`), on the images the runs are scored on:
+        the first ``max_eval_batches`` batches when the preset caps them. Computed once per split."""
+        from convlora_lite.analysis.readings import trivial_baseline
+
+        if split not in self._baselines:
+            config = self.config()
+            cap = None if config.max_eval_batches is None else config.max_eval_batches * config.batch_size
+            self._baselines[split] = trivial_baseline(self.dataset(split), self.spec, max_items=cap)
+        return self._baselines[split]
 
     def config(self, method: str = "conv_lora"):
         """The resolved training config of ``method`` on this task under the session's preset."""
@@ -359,11 +372,12 @@ class Task:
 
     def show_curves(self, method: str | None = None) -> None:
         """The training curves of ``method``'s first seed (default: the last method compared), then every
-        method's validation selection metric overlaid."""
-        method = method or self.session.methods[-1]
+        method's validation selection metric overlaid, with the all-background score of the validation split."""
+        method, metric = method or self.session.methods[-1], self.spec.select_metric
         _display(plot_history(self.runs[method][0].path, self.spec),
-                 compare_curves({m: [r.path for r in runs] for m, runs in self.runs.items()}, self.spec.select_metric,
-                                title=f"{self.name}: validation {self.spec.select_metric}, every method"))
+                 compare_curves({m: [r.path for r in runs] for m, runs in self.runs.items()}, metric,
+                                title=f"{self.name}: validation {metric}, every method",
+                                baseline=self.baseline("val")[metric]))
 
     def show_results(self) -> None:
         """The test metrics of every run, x100, mean (± std over seeds), then what they show."""
@@ -382,15 +396,15 @@ class Task:
         verdict = readings.conv_lora_verdict(runs)
         lines += [verdict] if verdict else []
         for split in self.spec.test_splits:
-            floor = readings.trivial_baseline(self.dataset(split), self.spec)
-            lines += readings.baseline_readings(runs, floor, split)
+            lines += readings.baseline_readings(runs, self.baseline(split), split)
         lines += readings.convergence_readings([r.path for runs in self.runs.values() for r in runs], self.spec)
         if self.zero_shot is not None:
             lines += readings.zero_shot_readings(self.zero_shot, runs, self.spec.test_splits[0])
         print("What these runs show (computed from their run directories):\n- " + "\n- ".join(lines))
 
     def show_class_iou(self, method: str | None = None) -> None:
-        """Per-category IoU of ``method``'s first run on its first test split (multi-class tasks)."""
+        """Per-category IoU of ``method``'s first run on its first test split (multi-class tasks), with the
+        all-background mIoU."""
         import pandas as pd
 
         from convlora_lite.analysis.class_statistics import class_iou_bars
@@ -399,7 +413,8 @@ class Task:
         split = self.spec.test_splits[0]
         iou = self.runs[method][0].read_metrics()["test"][split]["iou_per_class"]
         _display(pd.Series(iou, name="IoU (%)").mul(100).round(1).to_frame(),
-                 class_iou_bars(iou, title=f"{method} on {self.name}: IoU per category ({split})"))
+                 class_iou_bars(iou, title=f"{method} on {self.name}: IoU per category ({split})",
+                                baseline=self.baseline(split)["miou"]))
 
     def show_predictions(self, n: int = 4) -> None:
         """Per test split: images, ground truth and each method's prediction; the last method's errors."""

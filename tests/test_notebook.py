@@ -66,3 +66,63 @@ def test_the_grid_of_each_preset_and_the_notebooks_own_models(tmp_path):
         assert "No GPU found" in session("colab").describe() and "No GPU" not in session("cpu").describe()
         with session("paper").autocast():
             assert not torch.is_autocast_enabled()
+
+
+def test_show_curves_draws_the_all_background_floor_of_the_validation_split(tmp_path, monkeypatch):
+    from convlora_lite import notebook
+    from convlora_lite.analysis import readings
+    from convlora_lite.analysis.figures import BASELINE_NAME
+
+    shown, calls = [], []
+    monkeypatch.setattr(notebook, "_display", lambda *objects: shown.extend(objects))
+    real = readings.trivial_baseline
+
+    def counted(dataset, spec, max_items=None):
+        calls.append(max_items)
+        return real(dataset, spec, max_items)
+
+    monkeypatch.setattr(readings, "trivial_baseline", counted)
+    session = notebook.Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", methods="lora",
+                               announce=False)
+    task = session.task("sbu")  # selects the lowest validation BER
+    run = RunDir(tmp_path / "runs" / "lora")
+    run.write_json(run.config, dict(dataset=task.name, method="lora", model="micro_sam", seed=0))
+    run.write_history([{"epoch": 1, "train_loss": 0.6, "val_ber": 0.45},
+                       {"epoch": 2, "train_loss": 0.5, "val_ber": 0.3}])
+    task.runs = {"lora": [run]}
+    task.show_curves()
+    _, curves = shown
+    line = curves.axes[0].get_lines()[-1]
+    # predicting background everywhere: TPR 0 and TNR 1, so BER = (1 - 0 + 1 - 1) / 2 on any validation image
+    assert line.get_label() == f"{BASELINE_NAME} 0.5"
+    assert list(line.get_ydata()) == [0.5, 0.5]
+    assert calls == [2 * 2]  # the smoke preset scores 2 batches of 2 images: the floor is scored on the same
+    assert task.baseline("val") is task.baseline("val") and calls == [4]  # computed once
+
+
+def test_show_class_iou_draws_the_all_background_miou_of_the_scored_images(tmp_path, monkeypatch):
+    import numpy as np
+
+    from convlora_lite import notebook
+    from convlora_lite.analysis.figures import BASELINE_NAME
+
+    shown = []
+    monkeypatch.setattr(notebook, "_display", lambda *objects: shown.extend(objects))
+    session = notebook.Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", methods="lora",
+                               announce=False)
+    task = session.task("trans10k")
+    split = task.spec.test_splits[0]
+    run = RunDir(tmp_path / "runs" / "lora")
+    iou = {name: 0.5 for name in task.spec.classes}
+    run.write_json(run.metrics, {"test": {split: {"iou_per_class": iou}}})
+    task.runs = {"lora": [run]}
+    task.show_class_iou()
+    line = shown[-1].axes[0].get_lines()[-1]
+    # all background on the scored images (at most 2 batches of 2): background IoU = its share of the labelled
+    # pixels, every other class that occurs IoU 0, absent classes none
+    test = task.dataset(split)
+    labels = np.concatenate([test[i]["mask"].numpy().ravel() for i in range(min(4, len(test)))])
+    labels = labels[labels != 255]
+    expected = 100 * (labels == 0).mean() / len(np.unique(labels))
+    assert line.get_label() == f"{BASELINE_NAME} mIoU {expected:.3g}"
+    np.testing.assert_allclose(line.get_ydata(), [expected] * 2, rtol=1e-6)

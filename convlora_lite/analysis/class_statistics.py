@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from convlora_lite.analysis.figures import CLASS_PALETTE, MASK_COLOUR
+from convlora_lite.analysis.figures import CLASS_PALETTE, MASK_COLOUR, baseline_line
 from convlora_lite.data.registry import IGNORE_INDEX
 
 
@@ -54,14 +54,20 @@ def plot_class_statistics(statistics: pd.DataFrame, title: str = "Class statisti
     return figure
 
 
-def class_iou_bars(iou_per_class: Mapping[str, float], *, title: str = "IoU per class") -> Figure:
-    """Per-class IoU (fractions, NaN for an absent class) as bars in %, in :data:`CLASS_PALETTE`,
-    with the mean over the present classes (mIoU) as a dashed line."""
+def class_iou_bars(iou_per_class: Mapping[str, float], *, title: str = "IoU per class",
+                   baseline: float | None = None) -> Figure:
+    """Per-class IoU (``{class name: fraction}``, NaN for an absent class) as bars in %, in
+    :data:`CLASS_PALETTE`, with the mean over the present classes (mIoU) as a grey dashed line.
+
+    ``baseline``: the trivial baseline's mIoU (a fraction, as ``trivial_baseline(...)["miou"]`` of
+    :mod:`~convlora_lite.analysis.readings`), drawn in % as a black dashed line: the mIoU to beat."""
     names, values = list(iou_per_class), 100.0 * np.array(list(iou_per_class.values()), dtype=float)
     figure = Figure(figsize=(8, 3.8))
     ax = figure.subplots()
     ax.bar(names, np.nan_to_num(values), color=CLASS_PALETTE[: len(names)], edgecolor="0.3")
     ax.axhline(np.nanmean(values), color="0.3", linestyle="--", label=f"mIoU {np.nanmean(values):.1f}")
+    if baseline is not None:
+        baseline_line(ax, 100.0 * baseline, note=" mIoU")
     for i, value in enumerate(values):
         if np.isnan(value):
             ax.text(i, 1, "absent", ha="center", rotation=90, fontsize=8)

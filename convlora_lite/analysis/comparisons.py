@@ -4,28 +4,70 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from convlora_lite.analysis.figures import THRESHOLD, _items, _legend, _new_figure, binarize, display_image
+from convlora_lite.analysis.figures import (
+    BASELINE_NAME,
+    BASELINE_STYLE,
+    THRESHOLD,
+    _items,
+    _legend,
+    _new_figure,
+    baseline_line,
+    binarize,
+    display_image,
+)
 
 
-def metric_bars(results: pd.DataFrame, *, title: str = "Test metrics per method (x100)") -> Figure:
+def _seeds(counts: pd.Series) -> str:
+    """``"3 seeds"`` (or ``"1-3 seeds"`` when they differ) for a method's seed counts per column."""
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low if low == high else f'{low}-{high}'} seed{'s' if high > 1 else ''}"
+
+def metric_bars(results: pd.DataFrame, *, title: str = "Test metrics per method (x100)",
+                baselines: Mapping[tuple, float] | None = None) -> Figure:
     """Grouped bars of a :func:`~convlora_lite.analysis.results_tables.results_table`'s means: one
-    group per method, one bar per (dataset, split, metric)."""
-    mean = results.attrs["mean"]
-    figure = Figure(figsize=(7, 3.6))
+    group per method (its number of seeds under its name), one bar per (dataset, split, metric) column.
+
+    ``results.attrs``: ``mean``, ``std`` and ``n`` (methods x columns; x100, x100, seeds). Where a bar
+    averages more than one seed, its error bar spans mean ± the std over seeds; a single seed has no
+    error bar. ``baselines``: ``{(dataset, split, metric): value x100}``, e.g. the trivial baseline of
+    :func:`~convlora_lite.analysis.readings.trivial_baseline` times 100, drawn as a dashed segment
+    over that column's bars."""
+    mean, std, n = results.attrs["mean"], results.attrs["std"], results.attrs["n"]
+    baselines, baseline_label = baselines or {}, BASELINE_NAME
+    figure = Figure(figsize=(9, 3.6))
     ax = figure.subplots()
-    mean.plot.bar(ax=ax, rot=0)
+    centres, width = np.arange(len(mean.index)), 0.8 / len(mean.columns)
+    for j, column in enumerate(mean.columns):
+        x = centres - 0.4 + width * (j + 0.5)
+        heights = mean[column].to_numpy(dtype=float)
+        ax.bar(x, heights, width, label=f"{column[0]}/{column[1]} {column[2]}")
+        spread = (n[column] > 1).to_numpy()
+        if spread.any():
+            ax.errorbar(x[spread], heights[spread], yerr=std[column].to_numpy(dtype=float)[spread], fmt="none",
+                        ecolor="0.2", capsize=3, label="_std over seeds")
+        if column in baselines:
+            ax.hlines(np.full(len(x), baselines[column]), x - width / 2, x + width / 2, **BASELINE_STYLE,
+                      label=baseline_label)
+            baseline_label = f"_{BASELINE_NAME}"  # one legend entry for every column's segments
+    ax.set_xticks(centres, [f"{method}\n{_seeds(n.loc[method].dropna())}" for method in mean.index])
     ax.set(title=title, xlabel="method", ylabel="metric value (x100)")
-    ax.legend([f"{d}/{s} {m}" for d, s, m in mean.columns], fontsize=8)
+    ax.legend(fontsize=8, title="error bars: std over seeds\n(1 seed: no error bar)", title_fontsize=8,
+              loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     return figure
 
-def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title: str | None = None) -> Figure:
+def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title: str | None = None,
+                   baseline: float | None = None) -> Figure:
     """The validation ``metric`` per epoch of every method, overlaid: each method's mean over its runs
-    (run directories), with the range over seeds shaded when there are several."""
+    (run directories), with the range over seeds shaded when there are several.
+
+    ``baseline``: the trivial baseline's ``metric`` on the validation split (a fraction, as in
+    ``history.csv``; :func:`~convlora_lite.analysis.readings.trivial_baseline`), drawn as a dashed line."""
     from convlora_lite.training.metrics import METRIC_DIRECTIONS
     from convlora_lite.training.rundir import RunDir
 
@@ -37,6 +79,8 @@ def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title
         ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"{method} ({curves.shape[1]} seed(s))")
         if curves.shape[1] > 1:
             ax.fill_between(mean.index, curves.min(axis=1), curves.max(axis=1), alpha=0.2)
+    if baseline is not None:
+        baseline_line(ax, baseline)
     lower = " (lower is better)" if METRIC_DIRECTIONS.get(metric) == "min" else ""
     ax.set(xlabel="epoch", ylabel=f"validation {metric}{lower}", title=title or f"Validation {metric} per method")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
@@ -47,6 +48,10 @@ ERROR_COLOURS = {"true positive": (0.0, 0.8, 0.0), "false positive": (1.0, 0.0, 
 #: background shows the darkened grey image, as true negatives do).
 LABEL_ERROR_COLOURS = {"correct object class": (0.0, 0.8, 0.0), "wrong class": (1.0, 0.0, 0.0)}
 THRESHOLD = 0.5
+#: the label of the trivial baseline's line (:func:`~convlora_lite.analysis.readings.trivial_baseline`).
+BASELINE_NAME = "all background"
+#: how the trivial baseline is drawn (a dashed black line).
+BASELINE_STYLE = dict(color="black", linestyle="--", linewidth=1.2)
 
 
 # ------------------------------------------------------------------------------ array helpers
@@ -163,6 +168,21 @@ def _legend(figure: Figure, colours: Mapping[str, tuple], ncol: int | None = Non
     figure.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), fontsize=8, frameon=False)
 
 
+def baseline_line(ax, value: float, note: str = "") -> None:
+    """The trivial baseline (predicting background everywhere) as a labelled dashed horizontal line at
+    ``value`` (in the units of ``ax``'s y axis); ``note`` follows the name in the label."""
+    ax.axhline(value, **BASELINE_STYLE, label=f"{BASELINE_NAME}{note} {value:.3g}")
+
+
+def outline(ax, region: np.ndarray) -> None:
+    """The edge of the bool ``region`` (H, W) on ``ax`` (an image axis): a white line with a black rim,
+    so that it shows on any image even where a fill has the image's colour. Nothing when ``region`` is
+    empty or everything (no edge)."""
+    if region.any() and not region.all():
+        ax.contour(region.astype(float), levels=[0.5], colors="white", linewidths=1,
+                   path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
+
+
 def class_colours(classes: Sequence[str], palette: np.ndarray = CLASS_PALETTE) -> dict[str, tuple]:
     """``{class name: colour}`` for a legend."""
     if len(classes) > len(palette):
@@ -193,8 +213,9 @@ def overlay(image, mask, pred, *, classes: Sequence[str] | None = None, threshol
             title: str = "Image, ground truth and prediction") -> Figure:
     """One sample in three panels: the image; the ground truth over it; the prediction over it.
 
-    Binary: ground truth in green, prediction (``> threshold``) in orange-red; multi-class
-    (``classes`` with more than two names): class colours and a legend.
+    Binary: ground truth in green, prediction (``> threshold``) in orange-red, each with its
+    :func:`outline` (visible where the image has the fill's colour); multi-class (``classes`` with more
+    than two names): class colours and a legend.
     """
     shown = display_image(image)
     figure, axes = _new_figure(1, 3, size=3.0)
@@ -205,6 +226,9 @@ def overlay(image, mask, pred, *, classes: Sequence[str] | None = None, threshol
         ax.set_title(name)
     if _is_multiclass(classes):
         _legend(figure, class_colours(classes), ncol=6)
+    else:
+        outline(axes[0, 1], binarize(mask, threshold))
+        outline(axes[0, 2], binarize(pred, threshold))
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.08 if _is_multiclass(classes) else 0, 1, 1))
     return figure

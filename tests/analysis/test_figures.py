@@ -246,3 +246,145 @@ def test_disagreement_map_colours_each_side_and_counts_the_share():
     shown = figure.axes[0].images[0].get_array()
     assert tuple(shown[0, 0]) == (1.0, 0.55, 0.0) and tuple(shown[3, 3]) == (0.6, 0.2, 1.0)
     assert tuple(shown[2, 2]) == pytest.approx((0.2, 0.2, 0.2))
+
+
+def _contour_vertices(ax):
+    """The vertices of every contour line drawn on ``ax``, (N, 2) as (x, y) = (column, row)."""
+    from matplotlib.contour import ContourSet
+
+    sets = [c for c in ax.collections if isinstance(c, ContourSet)]
+    return sets, np.concatenate([p.vertices for s in sets for p in s.get_paths()]) if sets else np.zeros((0, 2))
+
+
+def _on_square_edge(vertices, rows, cols):
+    """Whether every vertex lies on the edge of the pixel square ``rows`` x ``cols`` (inclusive
+    ranges): half a pixel outside the outermost pixel centres, where the 0.5 level of the mask is."""
+    (top, bottom), (left, right) = (rows[0] - 0.5, rows[1] + 0.5), (cols[0] - 0.5, cols[1] + 0.5)
+    x, y = vertices[:, 0], vertices[:, 1]
+    inside = (x >= left) & (x <= right) & (y >= top) & (y <= bottom)
+    on_edge = np.isclose(x, left) | np.isclose(x, right) | np.isclose(y, top) | np.isclose(y, bottom)
+    return bool(inside.all() and on_edge.all()), (x.min(), x.max(), y.min(), y.max()) == (left, right, top, bottom)
+
+
+def test_overlay_outlines_binary_masks_on_their_own_panels():
+    mask, prob = np.zeros((10, 10)), np.zeros((10, 10))
+    mask[2:5, 3:6] = 1  # rows 2-4, columns 3-5
+    prob[6:9, 1:3] = 0.9  # rows 6-8, columns 1-2
+    image = np.full((10, 10, 3), MASK_COLOUR)  # the image has the fill's colour: only the outline shows
+    figure = overlay(image, mask, prob)
+    image_ax, truth_ax, pred_ax = figure.axes
+    assert not _contour_vertices(image_ax)[0]
+    (truth_set,), truth = _contour_vertices(truth_ax)
+    (pred_set,), pred = _contour_vertices(pred_ax)
+    assert _on_square_edge(truth, (2, 4), (3, 5)) == (True, True)
+    assert _on_square_edge(pred, (6, 8), (1, 2)) == (True, True)
+    assert list(truth_set.levels) == [0.5]
+    np.testing.assert_allclose(truth_set.get_edgecolor()[0], (1, 1, 1, 1))  # white, with a black rim:
+    (rim,) = truth_set.get_path_effects()
+    assert rim._gc["foreground"] == "black"
+    assert truth_ax.get_xlim() == (-0.5, 9.5) and truth_ax.get_ylim() == (9.5, -0.5)  # still the image's extent
+
+
+def test_overlay_draws_no_outline_without_an_edge_nor_for_multiclass():
+    import warnings
+
+    full = np.ones((4, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an edgeless mask must not ask matplotlib for a contour
+        figure = overlay(_pixels(), full, np.zeros((4, 6)))
+    assert not any(ax.collections for ax in figure.axes)
+    labels = np.zeros((4, 6), dtype=np.int64)
+    labels[1:3, 1:3] = 2
+    assert not any(ax.collections for ax in overlay(_pixels(), labels, labels, classes=CLASSES).axes)
+
+
+def test_class_iou_bars_draw_the_all_background_miou():
+    from convlora_lite.analysis.figures import BASELINE_NAME
+    from convlora_lite.analysis.readings import trivial_baseline
+
+    labels = torch.zeros(4, 4, dtype=torch.long)
+    labels[0] = 1  # background 12 of 16 pixels, class 1 the rest, class 2 absent
+    spec = type("Spec", (), dict(task="multiclass", classes=("background", "a", "b")))
+    floor = trivial_baseline([dict(mask=labels)], spec)["miou"]
+    figure = class_iou_bars({"background": 0.9, "a": 0.5, "b": float("nan")}, baseline=floor)
+    miou, line = figure.axes[0].get_lines()
+    assert miou.get_label() == "mIoU 70.0"
+    np.testing.assert_allclose(line.get_ydata(), [100 * (12 / 16 + 0) / 2] * 2)  # IoU 0.75 and 0; b has none
+    assert line.get_label() == f"{BASELINE_NAME} mIoU 37.5" and line.get_linestyle() == "--"
+
+
+def test_compare_curves_draws_the_baseline_in_history_units(tmp_path):
+    from convlora_lite.analysis.comparisons import compare_curves
+    from convlora_lite.analysis.figures import BASELINE_NAME
+    from convlora_lite.training.rundir import RunDir
+
+    run = RunDir(tmp_path / "lora")
+    run.write_history([{"epoch": 1, "val_ber": 0.4}, {"epoch": 2, "val_ber": 0.2}])
+    without = compare_curves({"lora": [run.path]}, "ber")
+    assert len(without.axes[0].get_lines()) == 1
+    ax = compare_curves({"lora": [run.path]}, "ber", baseline=0.5).axes[0]
+    curve, line = ax.get_lines()
+    assert line.get_label() == f"{BASELINE_NAME} 0.5" and line.get_linestyle() == "--"
+    np.testing.assert_allclose(line.get_ydata(), [0.5, 0.5])  # a fraction, as the curve (0.4, 0.2)
+    assert line.get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _results(values: dict):
+    """A results table of fake run rows: ``{(method, metric): [value per seed]}`` on synth_leaf/test."""
+    import pandas as pd
+
+    from convlora_lite.analysis.results_tables import results_table
+
+    rows = [dict(dataset="synth_leaf", method=method, seed=seed, split="test", metric=metric, value=value,
+                 run_dir=f"{method}/seed{seed}")
+            for (method, metric), seeds in values.items() for seed, value in enumerate(seeds)]
+    return results_table(pd.DataFrame(rows))
+
+
+def test_metric_bars_error_bars_are_the_std_over_seeds():
+    from matplotlib.collections import LineCollection
+
+    from convlora_lite.analysis.comparisons import metric_bars
+
+    lora_iou, lora_dice = [0.80, 0.84, 0.78], [0.85, 0.90, 0.86]
+    results = _results({("lora", "iou"): lora_iou, ("lora", "dice"): lora_dice,
+                        ("conv_lora", "iou"): [0.90], ("conv_lora", "dice"): [0.92]})
+    ax = metric_bars(results, title="three seeds against one").axes[0]
+    metrics = [metric for _, _, metric in results.attrs["mean"].columns]  # the table's column order
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"synth_leaf/test {m}" for m in metrics]
+    # bars: column by column, method by method (lora first: the paper's order)
+    lora, conv_lora = {"iou": lora_iou, "dice": lora_dice}, {"iou": 0.90, "dice": 0.92}
+    expected = [100 * v for m in metrics for v in (np.mean(lora[m]), conv_lora[m])]
+    np.testing.assert_allclose([b.get_height() for b in ax.patches], expected)
+    errors_per_column = [c for c in ax.collections if isinstance(c, LineCollection)]
+    for errors, metric, bar in zip(errors_per_column, metrics, ax.patches[::2]):
+        seeds = lora[metric]
+        (segment,) = errors.get_segments()  # lora only: conv_lora's single seed has no error bar
+        (x0, low), (x1, high) = segment
+        assert x0 == x1 == pytest.approx(bar.get_x() + bar.get_width() / 2)
+        assert (high - low) / 2 == pytest.approx(np.std(100 * np.array(seeds), ddof=1))
+        assert (high + low) / 2 == pytest.approx(bar.get_height())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["lora\n3 seeds", "conv_lora\n1 seed"]
+    assert ax.get_legend().get_title().get_text() == "error bars: std over seeds\n(1 seed: no error bar)"
+    assert ax.get_title() == "three seeds against one"
+
+
+def test_metric_bars_single_seeds_have_no_error_bars_and_baselines_sit_on_their_bars():
+    from matplotlib.collections import LineCollection
+
+    from convlora_lite.analysis.comparisons import metric_bars
+    from convlora_lite.analysis.figures import BASELINE_NAME
+
+    results = _results({("lora", "iou"): [0.7], ("lora", "dice"): [0.8], ("conv_lora", "iou"): [0.75]})
+    column = ("synth_leaf", "test", "iou")
+    ax = metric_bars(results, baselines={column: 12.5}).axes[0]
+    (floor,) = [c for c in ax.collections if isinstance(c, LineCollection)]  # no error bars, one baseline
+    bars = {c: ax.patches[2 * k: 2 * k + 2] for k, c in enumerate(results.attrs["mean"].columns)}  # 2 methods
+    iou_bars, dice_bars = bars[column], bars[("synth_leaf", "test", "dice")]
+    assert len(floor.get_segments()) == 2
+    for (start, end), bar in zip(floor.get_segments(), iou_bars):
+        assert start[1] == end[1] == 12.5
+        assert (start[0], end[0]) == pytest.approx((bar.get_x(), bar.get_x() + bar.get_width()))
+    assert [t.get_text() for t in ax.get_legend().get_texts()].count(BASELINE_NAME) == 1
+    assert np.isnan(dice_bars[1].get_height())  # conv_lora has no dice: no bar
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["lora\n1 seed", "conv_lora\n1 seed"]
