@@ -42,6 +42,14 @@ def _binary_pair(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return logits, mask.to(logits.dtype)
 
 
+def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.avg_pool2d(x, size, stride=1, padding=size // 2)`` (zero padding counted) of x (B, C, H, W),
+    as two one-dimensional passes: the same average, in 2 x size instead of size^2 additions per
+    pixel (a third of a micro-SAM training step on a CPU went to the 31 x 31 pool)."""
+    rows = F.avg_pool2d(x, (size, 1), stride=1, padding=(size // 2, 0))
+    return F.avg_pool2d(rows, (1, size), stride=1, padding=(0, size // 2))
+
+
 def structure_loss(logits: torch.Tensor, mask: torch.Tensor, legacy_reduce: bool = False) -> torch.Tensor:
     """PraNet's structure loss: weighted BCE + weighted IoU, averaged over the batch.
 
@@ -69,7 +77,7 @@ def structure_loss(logits: torch.Tensor, mask: torch.Tensor, legacy_reduce: bool
     the same in both modes. The default (False) is the weighted BCE PraNet describes.
     """
     logits, mask = _binary_pair(logits, mask)
-    weight = 1 + 5 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
+    weight = 1 + 5 * torch.abs(box_mean(mask, 31) - mask)
     if legacy_reduce:
         wbce = F.binary_cross_entropy_with_logits(logits, mask).expand(logits.shape[0])
     else:

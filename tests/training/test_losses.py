@@ -64,6 +64,19 @@ def test_structure_loss_legacy_matches_numpy_and_the_official_call():
     assert legacy == pytest.approx(official.item(), rel=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 40, 37), (1, 1, 8, 8), (3, 1, 64, 64)])
+def test_box_mean_is_the_31_pixel_average_pool(shape):
+    """The separable box filter equals PyTorch's 2-D pool (zero padding counted), also where the
+    window is larger than the image."""
+    from convlora_lite.training.losses import box_mean
+
+    x = (torch.rand(shape, dtype=torch.float64) > 0.6).double()
+    expected = F.avg_pool2d(x, kernel_size=31, stride=1, padding=15)
+    torch.testing.assert_close(box_mean(x, 31), expected, rtol=0, atol=1e-12)
+    by_hand = torch.nn.functional.pad(x, (15, 15, 15, 15))[0, 0, 0:31, 0:31].sum() / 31 ** 2
+    assert box_mean(x, 31)[0, 0, 0, 0].item() == pytest.approx(by_hand.item(), abs=1e-12)
+
+
 def test_structure_loss_gradients_and_shape_errors():
     logits, mask = _binary_case(2)
     logits.requires_grad_(True)
