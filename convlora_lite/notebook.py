@@ -68,6 +68,17 @@ SYNTHETIC_SIZES: dict[str, dict] = {"smoke": {"n_train": 4, "n_val": 2, "n_test"
 OFFLINE_PRESETS = ("smoke", "cpu")
 
 
+#: where Colab mounts Google Drive (``drive.mount``); outputs under it survive the session.
+COLAB_DRIVE = "/content/drive"
+
+
+def on_colab() -> bool:
+    """Whether this kernel runs on Google Colab."""
+    import sys
+
+    return "google.colab" in sys.modules
+
+
 def notebook_data_root(preset: str, data_root) -> Path:
     """Where a notebook's datasets live: ``data_root``, or ``data_root/smoke`` for ``smoke``."""
     root = Path(data_root).resolve()
@@ -149,13 +160,17 @@ class Session:
         epochs, image_size, max_train_batches: the budget knobs (``None``: the preset's), passed
             to every run's TrainConfig; named ``EPOCHS``, ``IMAGE_SIZE``, ``MAX_TRAIN_BATCHES`` in the
             notebooks and ``--epochs``, ``--image-size``, ``--max-train-batches`` on the command line.
+        compare_seeds: offline, the seeds of the one task per notebook whose methods are compared
+            (the domain notebooks' and 08's ``COMPARE_SEEDS = 3``: a gap can then be weighed against
+            the spread over seeds; default 1, no extra seeds); at paper scale that task has the
+            preset's seeds like the others (``colab``'s hour has room for one).
         announce: print which mode this is (the offline caveat, or the paper-scale settings).
     """
 
     def __init__(self, preset: str, data_root, checkpoint="auto", output_dir="runs/notebooks",
                  methods: str | Sequence[str] = "lora,conv_lora", seeds: int | None = 0, *,
                  epochs: int | None = None, image_size: int | None = None, max_train_batches: int | None = None,
-                 announce: bool = True) -> None:
+                 compare_seeds: int = 1, announce: bool = True) -> None:
         from convlora_lite.training.sweep import seeds_for
 
         get_preset(preset)  # an unknown preset fails here, with the list of names
@@ -166,6 +181,7 @@ class Session:
         names = methods.split(",") if isinstance(methods, str) else methods
         self.methods = [m.strip() for m in names if m.strip()]
         self.seeds = seeds_for(preset, seeds or None)  # 0 / None: the preset's number of seeds
+        self.compare_seeds = compare_seeds
         self.tasks: list[Task] = []
         given = dict(epochs=epochs, image_size=image_size, max_train_batches=max_train_batches)
         self.budget = {k: v for k, v in given.items() if v not in (None, "", 0)}
@@ -184,6 +200,12 @@ class Session:
         from convlora_lite.training.devices import resolve_device
 
         return resolve_device("auto")
+
+    @property
+    def comparison_seeds(self) -> int:
+        """How many seeds a compared task (and 08's grid) trains: ``compare_seeds`` offline (at least
+        the session's seeds), the session's seeds at paper scale."""
+        return max(self.compare_seeds, len(self.seeds)) if self.offline else len(self.seeds)
 
     @property
     def image_size(self) -> int:
@@ -223,9 +245,15 @@ class Session:
         if not self.offline and self.device == "cpu":
             mode += ("\nNo GPU found: every model runs on the CPU in fp32, hours at this preset. On Colab: Runtime > "
                      "Change runtime type > a GPU (T4), then run the notebook again.")
+        if on_colab() and not str(self.output_dir).startswith(COLAB_DRIVE):
+            mode += (f"\nOn Colab: OUTPUT_DIR {self.output_dir} is lost when the session ends. Mount Google Drive "
+                     f"(from google.colab import drive; drive.mount(\"{COLAB_DRIVE}\")) and set OUTPUT_DIR under "
+                     f"{COLAB_DRIVE}/MyDrive/ to resume after a disconnect.")
         budget = ", ".join(f"{k}={v}" for k, v in self.budget.items()) or "the preset's"
+        extra = self.comparison_seeds > len(self.seeds)
+        compared = f" ({self.comparison_seeds} for the compared task)" if extra else ""
         return (f"{mode}\ndata: {self.data_root} | outputs: {self.output_dir} | checkpoint: {self.checkpoint}\n"
-                f"methods: {self.methods} | seeds: {self.seeds} | budget: {budget}")
+                f"methods: {self.methods} | seeds: {self.seeds}{compared} | budget: {budget}")
 
     def dataset_name(self, task: str) -> str:
         """The dataset a task trains on: its ``synth_`` analog offline, the real one at paper scale."""
@@ -258,20 +286,34 @@ class Session:
 
     def train(self, datasets: Sequence[str], methods: Sequence[str] | None = None, seeds: int | None = None,
               ) -> list[RunDir]:
-        """Train (or read back) every run of ``datasets`` x ``methods`` x the first ``seeds`` of the
-        session's seeds (default: all of them); returns the runs in that order."""
+        """Train (or read back) every run of ``datasets`` x ``methods`` x ``seeds`` seeds (default: the
+        session's; the preset's seed and the next integers); returns the runs in that order."""
+        from convlora_lite.training.sweep import seeds_for
+
         methods = list(methods or self.methods)
-        seeds = self.seeds[: seeds or len(self.seeds)]
+        seeds = seeds_for(self.preset, seeds or len(self.seeds))
         for dataset in datasets:
             self.prepare(dataset)
         run_sweep(self.preset, datasets, methods, len(seeds), self.output_dir, self.data_root, self.checkpoint,
                   budget=self.budget)
         return [RunDir.of(self.sweep, d, m, s) for d in datasets for m in methods for s in seeds]
 
-    def task(self, task: str) -> "Task":
-        """The steps of one paper task (``polyp``, ``camo``, ...) in a domain notebook."""
-        self.tasks.append(Task(self, self.dataset_name(task)))
+    def task(self, task: str, compared: bool = False) -> "Task":
+        """The steps of one paper task (``polyp``, ``camo``, ...) in a domain notebook; ``compared``: the
+        task whose methods the notebook compares, trained with :attr:`comparison_seeds` seeds."""
+        self.tasks.append(Task(self, self.dataset_name(task), compared))
         return self.tasks[-1]
+
+    def show_grid_reading(self, runs: Sequence[RunDir]) -> None:
+        """What a grid's ``runs`` (from :meth:`train`) show, one dataset at a time (:meth:`Task.show_reading`);
+        the datasets then count among the session's tasks in :meth:`show_takeaways`."""
+        for dataset in dict.fromkeys(run.path.parent.parent.name for run in runs):
+            task = Task(self, dataset)
+            for run in runs:
+                if run.path.parent.parent.name == dataset:
+                    task.runs.setdefault(run.path.parent.name, []).append(run)
+            self.tasks.append(task)
+            task.show_reading()
 
     def show_takeaways(self) -> None:
         """The notebook's closing numbers, computed: the trainable budget here and on ViT-H, and for
@@ -291,8 +333,8 @@ class Session:
 class Task:
     """One task of a domain notebook: its data, recipe, runs, results, predictions and the paper."""
 
-    def __init__(self, session: Session, dataset: str) -> None:
-        self.session, self.name = session, dataset
+    def __init__(self, session: Session, dataset: str, compared: bool = False) -> None:
+        self.session, self.name, self.compared = session, dataset, compared
         self.spec = get_dataset_spec(dataset)
         self.root = session.prepare(dataset)
         self.runs: dict[str, list[RunDir]] = {}
@@ -365,8 +407,9 @@ class Task:
         _display(recipe_comparison(self.config()))
 
     def train(self) -> dict[str, list[RunDir]]:
-        """Train (or read back) the session's methods x seeds on this task."""
-        runs = self.session.train([self.name])
+        """Train (or read back) the session's methods x seeds on this task (x :attr:`Session.comparison_seeds`
+        seeds when it is the compared task)."""
+        runs = self.session.train([self.name], seeds=self.session.comparison_seeds if self.compared else None)
         self.runs = {m: [r for r in runs if r.path.parent.name == m] for m in self.session.methods}
         return self.runs
 

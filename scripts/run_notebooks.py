@@ -13,7 +13,7 @@ and absolute paths for its data and runs, so everything it writes lands under ``
 ``parameters`` (``--parameter NAME=VALUE`` on the command line) are passed to every notebook on
 top of those, e.g. the budget knobs ``EPOCHS=1 IMAGE_SIZE=128`` or ``CHECKPOINT=/path/to/sam.pth``;
 each notebook gets those its ``parameters`` cell declares. The index records each notebook's host-memory peak:
-the largest memory of its kernel process and that process's children (PSS), sampled every 0.2 s.
+the largest memory of its kernel process and that process's children (PSS), sampled every 0.5 s.
 
 The notebooks run headless (``CONVLORA_HEADLESS=1``: no progress bars). A notebook also fails when
 one of its cells displayed a figure that became no picture (a ``<Figure size ...>`` text where an
@@ -81,13 +81,24 @@ def output_problems(notebook: Path) -> list[str]:
     return problems
 
 
+def _process_memory(process) -> int:
+    """Bytes of memory ``process`` (a ``psutil.Process``) holds: its proportional set size (PSS,
+    pages shared with other processes split between them) from ``/proc/PID/smaps_rollup`` where the
+    system has it (one cheap read), else its resident set."""
+    try:
+        for line in Path(f"/proc/{process.pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return process.memory_info().rss
+
+
 @contextmanager
-def children_peak_memory(interval: float = 0.2):
+def children_peak_memory(interval: float = 0.5):
     """Sample the memory of this process's children (a notebook's kernel and the data-loader
-    workers it starts) every ``interval`` seconds; yields a dict whose ``"bytes"`` is the peak so
-    far. Each process counts its proportional set size (PSS: pages shared between the kernel and
-    its forked workers are split between them, not counted once per process), where the system
-    reports it, else its resident set."""
+    workers it starts; PSS, so pages the workers share with the kernel count once) every
+    ``interval`` seconds; yields a dict whose ``"bytes"`` is the peak so far."""
     import psutil
 
     peak, done = {"bytes": 0}, threading.Event()
@@ -98,12 +109,9 @@ def children_peak_memory(interval: float = 0.2):
             total = 0
             for child in me.children(recursive=True):
                 try:
-                    info = child.memory_full_info()
-                except psutil.AccessDenied:  # no smaps to read: the resident set
-                    info = child.memory_info()
+                    total += _process_memory(child)
                 except psutil.Error:  # it ended between listing and reading
-                    continue
-                total += getattr(info, "pss", info.rss)
+                    pass
             peak["bytes"] = max(peak["bytes"], total)
 
     thread = threading.Thread(target=sample, daemon=True)

@@ -126,3 +126,33 @@ def test_show_class_iou_draws_the_all_background_miou_of_the_scored_images(tmp_p
     expected = 100 * (labels == 0).mean() / len(np.unique(labels))
     assert line.get_label() == f"{BASELINE_NAME} mIoU {expected:.3g}"
     np.testing.assert_allclose(line.get_ydata(), [expected] * 2, rtol=1e-6)
+
+
+def test_the_compared_task_trains_compare_seeds_offline_and_the_preset_seeds_at_paper_scale(tmp_path):
+    from convlora_lite.notebook import Session
+    from convlora_lite.training.sweep import seeds_for
+
+    session = Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", methods="decoder_only",
+                      compare_seeds=2, announce=False)
+    assert session.comparison_seeds == 2 and "(2 for the compared task)" in session.describe()
+    compared, other = session.task("polyp", compared=True), session.task("leaf")
+    assert [r.path.name for r in compared.train()["decoder_only"]] == [f"seed{s}" for s in seeds_for("smoke", 2)]
+    assert [r.path.name for r in other.train()["decoder_only"]] == [f"seed{seeds_for('smoke', 1)[0]}"]
+    assert all(r.read_metrics() for r in compared.runs["decoder_only"])
+    assert Session("smoke", tmp_path, seeds=3, compare_seeds=2, announce=False).comparison_seeds == 3
+    assert Session("colab", tmp_path, announce=False).comparison_seeds == 1  # colab's hour: one seed
+    assert Session("paper", tmp_path, announce=False).comparison_seeds == 3
+
+
+def test_on_colab_the_session_says_how_to_keep_outputs_on_drive(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from convlora_lite.notebook import Session
+
+    assert "Google Drive" not in Session("smoke", tmp_path, output_dir=tmp_path / "out", announce=False).describe()
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    text = Session("smoke", tmp_path, output_dir=tmp_path / "out", announce=False).describe()
+    assert "is lost when the session ends" in text and 'drive.mount("/content/drive")' in text
+    on_drive = Session("smoke", tmp_path, output_dir="/content/drive/MyDrive/runs", announce=False).describe()
+    assert "Google Drive" not in on_drive

@@ -11,6 +11,8 @@ import nbformat
 import pytest
 from papermill.translators import PythonTranslator
 
+from convlora_lite import install_command
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 REQUIRED_PARAMETERS = ("PRESET", "DATA_ROOT", "CHECKPOINT", "OUTPUT_DIR")
 #: the same budget knobs in every notebook (None: the preset's), see convlora_lite.notebook.BUDGET_KNOBS
@@ -44,6 +46,9 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
     if install["cell_type"] != "code" or 'if "google.colab" in sys.modules' not in _source(install) \
             or "pip install" not in _source(install):
         problems.append("cell 2 is not the Colab-only install cell")
+    elif f"!{install_command()}" not in _source(install):
+        problems.append(f"cell 2 does not run `{install_command()}` (convlora_lite.install_command(): this "
+                        "version, from REPOSITORY_URL)")
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if tagged != [2]:
         problems.append(f"exactly one cell, the third, must be tagged parameters (tagged: {tagged})")
@@ -95,7 +100,7 @@ def _good_notebook() -> dict:
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": [
         md("# 05 · Example\n\n**What you will learn**\n\n- x\n\n[![Open In Colab](https://colab.research.google.com/"
            f"assets/colab-badge.svg)](https://colab.research.google.com/github/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"),
-        code('import sys\nif "google.colab" in sys.modules:\n    !pip install -q convlora_lite'),
+        code(f'import sys\nif "google.colab" in sys.modules:\n    !{install_command()}'),
         code("import os\n" + "\n".join(f'{n} = os.environ.get("CONVLORA_{n}", "{"cpu" if n == "PRESET" else "x"}")'
                                        for n in REQUIRED_PARAMETERS)
              + "\nSEEDS = 0\nEPOCHS = None\nIMAGE_SIZE = None\nMAX_TRAIN_BATCHES = None", tags=["parameters"]),
@@ -111,6 +116,7 @@ BREAKAGES = {
     "no what you will learn": lambda nb: nb["cells"][0].update(
         source=nb["cells"][0]["source"].replace("What you will learn", "")),
     "install not colab-only": lambda nb: nb["cells"][1].update(source="!pip install -q convlora_lite"),
+    "install unpinned": lambda nb: nb["cells"][1].update(source=nb["cells"][1]["source"].replace("@v", "@main#")),
     "parameters untagged": lambda nb: nb["cells"][2].update(metadata={}),
     "two parameters cells": lambda nb: nb["cells"][4]["metadata"].update(tags=["parameters"]),
     "preset default smoke": lambda nb: nb["cells"][2].update(

@@ -175,8 +175,15 @@ def draw_own_image(segmenter, image, title: str | None = None) -> Figure:
 
 def own_image(run_dir, image=None):
     """A finished run on one image of any size: ``image`` (a path) when given, shown as a figure; live
-    and without ``image``, an upload button that segments what is uploaded; headless without
+    and without ``image``, an upload that segments what is uploaded (in JupyterLab an ipywidgets
+    button; on Colab its own upload dialog, ``google.colab.files.upload``, because ipywidgets'
+    FileUpload loses files of 1 MB or more there, jupyter-widgets/ipywidgets#3452); headless without
     ``image``, nothing to show (``None``)."""
+    import io
+    import sys
+
+    from PIL import Image
+
     from convlora_lite.inference.segmenter import Segmenter
 
     segmenter = Segmenter.from_run(run_dir)
@@ -184,11 +191,16 @@ def own_image(run_dir, image=None):
         return draw_own_image(segmenter, image)
     if is_headless():
         return None
-    import io
+    if "google.colab" in sys.modules:
+        from google.colab import files
 
+        uploaded = files.upload()  # {file name: bytes}; empty when the dialog is cancelled
+        if not uploaded:
+            return None
+        name, content = next(iter(uploaded.items()))
+        return draw_own_image(segmenter, Image.open(io.BytesIO(content)), name)
     import ipywidgets as w
     from IPython.display import display
-    from PIL import Image
 
     use_inline_figures()
     upload, out = w.FileUpload(accept="image/*", multiple=False, description="your image"), w.Output()

@@ -1,4 +1,8 @@
 """A finished run on an image of another size comes back at that image's size."""
+import io
+import sys
+import types
+
 from PIL import Image
 
 from convlora_lite.analysis.widgets import draw_own_image, own_image
@@ -20,3 +24,17 @@ def test_own_image_is_segmented_at_its_own_size(tmp_path, monkeypatch):
     assert figure.axes[1].images[1].get_array().shape == (297, 413)
     assert own_image(run) is None  # headless and nothing given: nothing to show
     assert draw_own_image(segmenter, path).axes[1].get_title().startswith("decoder_only: predicted mask")
+
+    # live on Colab: Colab's own upload dialog (google.colab.files.upload -> {name: bytes}), not ipywidgets
+    monkeypatch.delenv("CONVLORA_HEADLESS")
+    photo = io.BytesIO()
+    Image.new("RGB", (150, 90), (200, 30, 30)).save(photo, "JPEG")
+    answers = [{"holiday.jpg": photo.getvalue()}, {}]  # one upload, then a cancelled dialog
+    colab = types.ModuleType("google.colab")
+    colab.files = types.SimpleNamespace(upload=lambda: answers.pop(0))
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    figure = own_image(run)
+    assert figure.axes[0].get_title() == "your image (150 x 90 px)" and figure._suptitle.get_text() == "holiday.jpg"
+    assert figure.axes[1].images[1].get_array().shape == (90, 150)
+    assert own_image(run) is None and answers == []
