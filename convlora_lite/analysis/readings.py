@@ -108,20 +108,28 @@ def baseline_readings(runs: pd.DataFrame, baseline: dict, split: str) -> list[st
 
 
 def convergence_readings(run_dirs, spec) -> list[str]:
-    """Per run: the best epoch of the selection metric, and whether it was still improving at the end."""
-    sentences = []
+    """Per method: the best epoch of the selection metric in each of its runs, and whether training was
+    still improving at the last epoch (one sentence per method; a single run names its seed)."""
+    by_method: dict[str, list] = {}
     for run in map(RunDir, run_dirs):
-        history = run.read_history()
-        column = f"val_{spec.select_metric}"
-        values = history[column].to_numpy()
+        values = run.read_history()[f"val_{spec.select_metric}"].to_numpy()
         best = int(np.argmax(values) if spec.select_mode == "max" else np.argmin(values))
         config = run.read_config()
-        name = f"{config.method} (seed {config.seed})"
-        if best == len(values) - 1 and len(values) > 1:
-            sentences.append(f"{name}: val {spec.select_metric} was still improving at the last epoch "
-                             f"({len(values)}): a longer schedule would likely score higher.")
-        else:
-            sentences.append(f"{name}: best val {spec.select_metric} at epoch {best + 1} of {len(values)}.")
+        by_method.setdefault(config.method, []).append((config.seed, best + 1, len(values)))
+    sentences = []
+    for method, runs in by_method.items():
+        still = [seed for seed, best, epochs in runs if best == epochs > 1]
+        if len(runs) == 1:
+            (seed, best, epochs) = runs[0]
+            name = f"{method} (seed {seed})"
+            sentences.append(f"{name}: val {spec.select_metric} was still improving at the last epoch ({epochs}): a "
+                             "longer schedule would likely score higher." if still else
+                             f"{name}: best val {spec.select_metric} at epoch {best} of {epochs}.")
+            continue
+        line = (f"{method} ({len(runs)} seeds): best val {spec.select_metric} at epochs "
+                f"{', '.join(str(best) for _, best, _ in runs)} of {runs[0][2]}")
+        sentences.append(line + (f"; still improving at the last epoch in {len(still)} of {len(runs)}: a longer "
+                                 "schedule would likely score higher." if still else "."))
     return sentences
 
 

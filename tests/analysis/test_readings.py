@@ -71,6 +71,12 @@ def test_baseline_and_convergence_readings(tmp_path):
     assert still.startswith("lora (seed 3): val iou was still improving at the last epoch (2)")
     run.write_history([{"epoch": 1, "val_iou": 0.4}, {"epoch": 2, "val_iou": 0.3}])
     assert readings.convergence_readings([run.path], BINARY) == ["lora (seed 3): best val iou at epoch 1 of 2."]
+    second = RunDir(tmp_path / "run2")
+    second.write_json(second.config, dict(dataset="synth_polyp", method="lora", seed=4))
+    second.write_history([{"epoch": 1, "val_iou": 0.1}, {"epoch": 2, "val_iou": 0.3}])
+    assert readings.convergence_readings([run.path, second.path], BINARY) == [
+        "lora (2 seeds): best val iou at epochs 1, 2 of 2; still improving at the last epoch in 1 of 2: a longer "
+        "schedule would likely score higher."]
 
 
 def test_routing_reading_names_collapsed_layers():
