@@ -34,7 +34,8 @@ def register(subparsers) -> None:
                           help="a real dataset: " + ", ".join(n for n, s in DATASETS.items() if not s.synthetic))
     download.add_argument("--root", default=_DEFAULT_ROOT, help="data root (default: %(default)s)")
     download.add_argument("--base-url", default=None,
-                          help="mirror that replaces the official S3 prefix (also $CONVLORA_DATA_BASE_URL)")
+                          help="mirror that replaces the official S3 prefix and Google Drive: URL/{official zip "
+                               "name}, Trans10K-v2 as URL/Trans10K_cls12.zip (also $CONVLORA_DATA_BASE_URL)")
     download.add_argument("--keep-zip", action="store_true", help="keep the archive after extracting it")
     download.set_defaults(func=_download)
 
