@@ -326,7 +326,8 @@ class Session:
                 runs = collect_runs([run.path for runs in task.runs.values() for run in runs])
                 verdict = readings.conv_lora_verdict(runs)
                 best = readings.method_readings(runs)[0]
-                lines += [f"{task.name}: {best}"] + ([verdict.split(". ")[0] + "."] if verdict else [])
+                lines += [f"{task.name}: {best}"] + ([verdict.replace(readings.CONV_LORA_OFFLINE_NOTE, "").strip()]
+                                                     if verdict else [])
         print("Takeaways (computed from this run):\n- " + "\n- ".join(lines))
 
 

@@ -69,10 +69,12 @@ def conv_lora_verdict(runs: pd.DataFrame) -> str | None:
         return None
     means = runs.groupby(["dataset", "split", "metric", "method"])["value"].mean().unstack("method")
     ahead = [_better(metric, row["conv_lora"], row["lora"]) for (_, _, metric), row in means.iterrows()]
+    seeds = runs[runs["method"].isin(["lora", "conv_lora"])].groupby("method")["seed"].nunique().min()
+    caveat = " One seed: no conclusion." if seeds < 2 else ""
+    metrics = f"{len(ahead)} test metric{'s' if len(ahead) > 1 else ''}"
     if all(ahead):
-        return f"Conv-LoRA's mean is ahead of LoRA's on all {len(ahead)} test metrics."
-    share = f"{sum(ahead)} of {len(ahead)}"
-    return f"Conv-LoRA's mean is ahead of LoRA's on {share} test metrics. {CONV_LORA_OFFLINE_NOTE}"
+        return f"Conv-LoRA's mean is ahead of LoRA's on {'all ' if len(ahead) > 1 else 'the '}{metrics}.{caveat}"
+    return f"Conv-LoRA's mean is ahead of LoRA's on {sum(ahead)} of {metrics}.{caveat} {CONV_LORA_OFFLINE_NOTE}"
 
 
 @torch.no_grad()
@@ -141,7 +143,7 @@ def zero_shot_readings(zero_shot: pd.DataFrame, runs: pd.DataFrame, split: str) 
     box, point = zero_shot.at["one box", metric], zero_shot.at["one point", metric]
     filled = zero_shot.at["filled box (no model)", metric]
     diff = box - filled
-    relation = "level with" if abs(diff) < 0.5 else "above" if _better(metric, box, filled) else "below"
+    relation = "level with" if abs(diff) < 0.5 else "better than" if _better(metric, box, filled) else "worse than"
     lines = [f"zero-shot {split} {metric}: one box {box:.1f}, one point {point:.1f}; one box is {relation} the "
              f"filled box alone ({filled:.1f}, difference {diff:+.1f})."]
     means = runs[(runs["split"] == split) & (runs["metric"] == metric)].groupby("method")["value"].mean() * 100

@@ -42,6 +42,18 @@ def test_conv_lora_verdict_points_to_the_measured_reasons():
     assert verdict.startswith("Conv-LoRA's mean is ahead of LoRA's on 1 of 2 test metrics.")
     assert "benchmarks/transfer_micro_sam_cpu.md" in verdict
     assert readings.conv_lora_verdict(_runs({"lora": [0.7]})) is None
+    assert "One seed: no conclusion." in verdict
+    ahead = readings.conv_lora_verdict(_runs({"lora": [0.10], "conv_lora": [0.05]}, metric="ber"))
+    assert ahead == "Conv-LoRA's mean is ahead of LoRA's on the 1 test metric. One seed: no conclusion."
+    three = readings.conv_lora_verdict(_runs({"lora": [0.6, 0.61, 0.62], "conv_lora": [0.7, 0.71, 0.72]}))
+    assert three == "Conv-LoRA's mean is ahead of LoRA's on the 1 test metric."
+
+
+def test_zero_shot_reading_says_better_or_worse_in_the_metric_s_direction():
+    table = pd.DataFrame({"ber": [9.6, 12.2, 6.5], "images": [3, 3, 3]},
+                         index=["one box", "one point", "filled box (no model)"])
+    (first, _) = readings.zero_shot_readings(table, _runs({"lora": [0.05]}, metric="ber"), "test")
+    assert "one box is worse than the filled box alone (6.5, difference +3.1)" in first
 
 
 def test_trivial_baseline_is_the_all_background_score():
