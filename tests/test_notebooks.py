@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from papermill.translators import PythonTranslator
 
-from convlora_lite import install_command
+from convlora_lite import REPOSITORY_URL, install_command
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 REQUIRED_PARAMETERS = ("PRESET", "DATA_ROOT", "CHECKPOINT", "OUTPUT_DIR")
@@ -40,7 +40,8 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
         problems.append(f"cell 1 is not a markdown title '# {number} · Title'")
     if "What you will learn" not in text:
         problems.append("cell 1 lacks 'What you will learn'")
-    badge = f"https://colab.research.google.com/github/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"
+    owner_name = REPOSITORY_URL.removeprefix("https://github.com/")
+    badge = f"https://colab.research.google.com/github/{owner_name}/blob/main/notebooks/{file_name})"
     if "colab-badge.svg" not in text or badge not in text:
         problems.append("cell 1 lacks a Colab badge that names this notebook's file")
     if install["cell_type"] != "code" or 'if "google.colab" in sys.modules' not in _source(install) \
