@@ -10,7 +10,7 @@ and absolute paths for its data and runs, so everything it writes lands under ``
       figures/NN_*_k.png     every figure the notebooks drew, extracted from their outputs
       data/  runs/           the synthetic datasets and the run directories they trained
 
-``parameters`` (``--parameter NAME=VALUE`` on the command line) are passed to every notebook on
+``parameters`` (``-p NAME VALUE`` on the command line) are passed to every notebook on
 top of those, e.g. the budget knobs ``EPOCHS=1 IMAGE_SIZE=128`` or ``CHECKPOINT=/path/to/sam.pth``;
 each notebook gets those its ``parameters`` cell declares. The index records each notebook's host-memory peak:
 the largest memory of its kernel process and that process's children (PSS), sampled every 0.5 s.

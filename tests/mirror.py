@@ -11,7 +11,7 @@ download tests. It writes, into one folder that :func:`serve` publishes on 127.0
   wrapped in ``Trans10K_cls12/``, JPEG images, palette ``masks_12/N_mask.png`` with class ids and
   255 = ignore).
 * ``sam/sam_vit_b_01ec64.pth`` -- SAM ViT-B with random weights saved as Meta's file is (a plain
-  ``torch.save``\\ d state dict with the official key names). Its digest is not Meta's, so a test
+  state dict with the official key names, written by ``torch.save``). Its digest is not Meta's, so a test
   passes its path as the checkpoint rather than ``"auto"`` (which verifies Meta's sha256).
 * ``mae/mae_pretrain_vit_base.pth`` -- MAE ViT-B in Meta's format (``{"model": timm names}``).
 * ``imagenette2-160.tgz`` -- Imagenette's archive: ``imagenette2-160/{train,val}/{wnid}/*.JPEG``.
