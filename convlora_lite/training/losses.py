@@ -45,7 +45,8 @@ def _binary_pair(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
 def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     """``F.avg_pool2d(x, size, stride=1, padding=size // 2)`` (zero padding counted) of x (B, C, H, W),
     as two one-dimensional passes: the same average, in 2 x size instead of size^2 additions per
-    pixel (a third of a micro-SAM training step on a CPU went to the 31 x 31 pool)."""
+    pixel (on a CPU the 31 x 31 pool took a third of a micro-SAM training step;
+    ``benchmarks/README.md``)."""
     rows = F.avg_pool2d(x, (size, 1), stride=1, padding=(size // 2, 0))
     return F.avg_pool2d(rows, (1, size), stride=1, padding=(0, size // 2))
 
