@@ -1,6 +1,7 @@
 """Segmentation datasets: one class per on-disk layout, and :func:`build_dataset`.
 
-Every dataset is a list of (image file, mask file) pairs, read lazily. An item is
+Every dataset is a list of (image file, mask file) pairs, read lazily (and, when asked, kept in
+memory once decoded: :meth:`PairedSegmentationDataset.keep_in_memory`). An item is
 ``dict(image=float32 (3, S, S) ImageNet-normalised, mask=..., name=str)`` where ``mask`` is
 float32 (S, S) in {0, 1} for a binary task or int64 (S, S) of class ids (255 = ignore) for a
 multi-class task; ``name`` is the image file's stem. See :mod:`.transforms` for the recipe.
@@ -68,6 +69,8 @@ class PairedSegmentationDataset(torch.utils.data.Dataset):
         image_size: side S of the square output.
         train: training mode (random horizontal flip).
         origin: what lists the pairs (a CSV path, a folder), quoted in error messages.
+
+    :meth:`keep_in_memory` lets later epochs skip the decoding.
     """
 
     def __init__(self, pairs, *, task: str, num_classes: int, image_size: int, train: bool,
@@ -77,6 +80,8 @@ class PairedSegmentationDataset(torch.utils.data.Dataset):
         self.num_classes = int(num_classes)
         self.origin = origin
         self.transform = SegmentationTransform(image_size, train=train, task=task)
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache_left = 0
         if not self.pairs:
             raise DataError(f"{origin} lists no samples; check that it is the right file or folder.")
 
@@ -111,9 +116,33 @@ class PairedSegmentationDataset(torch.utils.data.Dataset):
             labels = class_labels(mask, self.num_classes, source=f"mask {mask_path}")
         return to_rgb(image), labels
 
+    def keep_in_memory(self, max_bytes: int) -> "PairedSegmentationDataset":
+        """Keep up to ``max_bytes`` of decoded, resized samples in memory once read (before the
+        training flip, so what an item returns does not change). It pays in the process that reads
+        the items (a ``DataLoader`` with ``num_workers=0``); each worker process would fill a copy
+        of its own. Returns the dataset."""
+        self._cache_left = int(max_bytes) - self.kept_bytes
+        return self
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of decoded samples kept in memory so far."""
+        return sum(t.numel() * t.element_size() for item in self._cache.values() for t in item)
+
+    def prepared(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` decoded, resized and normalised (``SegmentationTransform.prepare``),
+        from memory when it was kept there (see :meth:`keep_in_memory`)."""
+        if index in self._cache:
+            return self._cache[index]
+        prepared = self.transform.prepare(*self.load_pair(index))
+        size = sum(t.numel() * t.element_size() for t in prepared)
+        if size <= self._cache_left:
+            self._cache[index] = prepared
+            self._cache_left -= size
+        return prepared
+
     def __getitem__(self, index: int) -> dict:
-        image, labels = self.load_pair(index)
-        image_t, mask_t = self.transform(image, labels)
+        image_t, mask_t = self.transform.augment(*self.prepared(index))
         return {"image": image_t, "mask": mask_t, "name": self.pairs[index][0].stem}
 
     def __repr__(self) -> str:
@@ -234,7 +263,7 @@ def _missing_data_hint(spec: DatasetSpec, root) -> str:
 
 
 def build_dataset(spec: str | DatasetSpec, split: str, root, image_size: int, train: bool,
-                  check_files: bool = True) -> PairedSegmentationDataset:
+                  check_files: bool = True, cache_bytes: int = 0) -> PairedSegmentationDataset:
     """The ``split`` of the registered dataset ``spec`` under ``root``.
 
     Args:
@@ -247,6 +276,7 @@ def build_dataset(spec: str | DatasetSpec, split: str, root, image_size: int, tr
         image_size: side S of the square output.
         train: training mode (random horizontal flip); use False for val/test.
         check_files: check up front that every listed file exists.
+        cache_bytes: see :meth:`PairedSegmentationDataset.keep_in_memory` (0: decode every read).
     """
     if isinstance(spec, str):
         spec = get_dataset_spec(spec)
@@ -265,10 +295,12 @@ def build_dataset(spec: str | DatasetSpec, split: str, root, image_size: int, tr
                         "use 'csv', 'trans10k' or 'folder'.")
     if check_files:
         dataset.check_files()
-    return dataset
+    return dataset.keep_in_memory(cache_bytes)
 
 
-def build_splits(spec: DatasetSpec, root, image_size: int) -> dict[str, PairedSegmentationDataset]:
+def build_splits(spec: DatasetSpec, root, image_size: int,
+                 cache_bytes: int = 0) -> dict[str, PairedSegmentationDataset]:
     """``{"train", "val", *spec.test_splits}`` -> the dataset of that split (training mode for
-    ``train`` only)."""
-    return {split: build_dataset(spec, split, root, image_size, train=(split == "train")) for split in spec.all_splits}
+    ``train`` only), each keeping up to ``cache_bytes`` of decoded samples in memory."""
+    return {split: build_dataset(spec, split, root, image_size, train=(split == "train"), cache_bytes=cache_bytes)
+            for split in spec.all_splits}

@@ -41,6 +41,7 @@ from convlora_lite.data.registry import DatasetSpec, get_dataset_spec
 from convlora_lite.data.verify import verify_dataset
 from convlora_lite.errors import ConfigError, DataError, DownloadError
 from convlora_lite.http import download_file
+from convlora_lite.locking import exclusive
 
 #: environment variable that replaces the official S3 prefix (a mirror, or a local folder).
 BASE_URL_ENV = "CONVLORA_DATA_BASE_URL"
@@ -127,8 +128,10 @@ def ensure_dataset(spec: DatasetSpec, root, log=print) -> None:
     if is_installed(spec, root):
         return
     if spec.synthetic:
-        log(f"{spec.name} is not in {root}: generating it (synthetic, offline)...")
-        synthetic.generate_synthetic(spec.name, root)
+        with exclusive(install_dir(spec, root), log=log):  # another process may be generating it
+            if not is_installed(spec, root):
+                log(f"{spec.name} is not in {root}: generating it (synthetic, offline)...")
+                synthetic.generate_synthetic(spec.name, root)
         return
     if install_dir(spec, root).exists():
         raise _not_installed(spec, root)

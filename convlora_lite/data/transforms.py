@@ -135,7 +135,8 @@ class SegmentationTransform:
 
     ``transform(image, labels)`` takes an RGB PIL image and a uint8 (H, W) label map (from
     :func:`binary_labels` or :func:`class_labels`) of the same size and returns
-    ``(image (3, S, S) float32, mask (S, S))``.
+    ``(image (3, S, S) float32, mask (S, S))``. It is :meth:`prepare` (deterministic: resize and
+    normalise, what a dataset may keep in memory) followed by :meth:`augment` (the random flip).
     """
 
     def __init__(self, image_size: int, train: bool, task: str = "binary", flip_p: float = 0.5):
@@ -146,16 +147,23 @@ class SegmentationTransform:
         self.task = task
         self.flip_p = float(flip_p)
 
-    def __call__(self, image: Image.Image, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, image: Image.Image, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic part: ``(image (3, S, S) float32 normalised, mask (S, S))``."""
         size = (self.image_size, self.image_size)
         pixels = np.asarray(image.resize(size, Image.BICUBIC))
         label_map = np.asarray(Image.fromarray(labels).resize(size, Image.NEAREST))
-        image_t = normalize_image(pixels)
         mask_t = torch.from_numpy(label_map.copy())
-        mask_t = mask_t.float() if self.task == "binary" else mask_t.long()
+        return normalize_image(pixels), mask_t.float() if self.task == "binary" else mask_t.long()
+
+    def augment(self, image_t: torch.Tensor, mask_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random part (training only): a horizontal flip with probability ``flip_p``. Returns new
+        tensors, never the ones given (those may be a dataset's cached copy)."""
         if self.train and torch.rand(()) < self.flip_p:
-            image_t, mask_t = image_t.flip(-1), mask_t.flip(-1)
-        return image_t, mask_t
+            return image_t.flip(-1), mask_t.flip(-1)
+        return image_t.clone(), mask_t.clone()
+
+    def __call__(self, image: Image.Image, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.augment(*self.prepare(image, labels))
 
     def __repr__(self) -> str:
         return (f"SegmentationTransform(image_size={self.image_size}, train={self.train}, "

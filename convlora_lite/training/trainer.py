@@ -48,6 +48,7 @@ from convlora_lite.data.datasets import build_splits
 from convlora_lite.data.install import ensure_dataset
 from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError, DataError
+from convlora_lite.locking import exclusive
 from convlora_lite.models.prompts import batch_names, train_prompts
 from convlora_lite.peft.state import load_trainable, trainable_state
 from convlora_lite.progress import progress_bar
@@ -75,6 +76,10 @@ def _set_rng_state(state: dict) -> None:
 
 #: the duration estimate is printed after this many timed batches (the first one is not timed).
 ESTIMATE_AFTER_BATCHES = 5
+#: with ``num_workers=0``, each split keeps up to this many bytes of decoded samples in memory, so
+#: epochs after the first skip the decoding (a ``cpu`` run's analogs fit: about 67 MB for 64 training
+#: images at 256 px; see ``benchmarks/README.md``, "Data decoding").
+DATA_CACHE_BYTES = 512 * 2**20
 
 
 def _duration(seconds: float) -> str:
@@ -131,7 +136,8 @@ class Trainer:
         if datasets is None:
             with self.accelerator.main_process_first():
                 ensure_dataset(self.spec, config.data_root, log=self.log)
-                datasets = build_splits(self.spec, config.data_root, config.image_size)
+                cache = DATA_CACHE_BYTES if config.num_workers == 0 else 0  # a worker's copy dies with it
+                datasets = build_splits(self.spec, config.data_root, config.image_size, cache_bytes=cache)
         missing = {"train", "val"} - set(datasets)
         if missing:
             raise DataError(f"datasets lacks the split(s) {sorted(missing)}; give at least train and val.")
@@ -399,6 +405,10 @@ class Trainer:
 
 def fit(config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
         on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> Path:
-    """Train ``config`` (see :class:`Trainer` for the arguments); returns the run directory."""
-    return Trainer(config, spec=spec, datasets=datasets, on_epoch_end=on_epoch_end).fit()
+    """Train ``config`` (see :class:`Trainer` for the arguments); returns the run directory.
+
+    One process at a time trains a run directory (:func:`~convlora_lite.locking.exclusive`): a
+    second one waits, then finds the run finished (or resumes where the first stopped)."""
+    with exclusive(config.output_dir or "run", log=tqdm.write):
+        return Trainer(config, spec=spec, datasets=datasets, on_epoch_end=on_epoch_end).fit()
 

@@ -244,3 +244,43 @@ def test_dataloader_batches_items(tmp_path):
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=3)))
     assert batch["image"].shape == (3, 3, SIZE, SIZE) and batch["mask"].shape == (3, SIZE, SIZE)
     assert batch["name"] == ["img0", "img1", "img2"]
+
+
+# --------------------------------------------------------------------------- kept in memory
+def _epochs_of_items(dataset, epochs=3):
+    torch.manual_seed(0)  # the training flip draws from the global stream
+    return [[dataset[i] for i in range(len(dataset))] for _ in range(epochs)]
+
+
+def test_keep_in_memory_returns_the_same_items_and_flips_and_skips_decoding(tmp_path, monkeypatch):
+    csv = _write_csv_dataset(tmp_path, n=4)
+    plain = _epochs_of_items(CsvSegmentationDataset(csv, image_size=SIZE, train=True))
+    kept = CsvSegmentationDataset(csv, image_size=SIZE, train=True).keep_in_memory(2**20)
+    decoded = []
+    load_pair = kept.load_pair
+    monkeypatch.setattr(kept, "load_pair", lambda index: decoded.append(index) or load_pair(index))
+    cached = _epochs_of_items(kept)
+    assert decoded == [0, 1, 2, 3]  # decoded in the first epoch only
+    flips = 0
+    for plain_epoch, cached_epoch in zip(plain, cached):
+        for a, b in zip(plain_epoch, cached_epoch):
+            torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
+            torch.testing.assert_close(a["mask"], b["mask"], rtol=0, atol=0)
+    for a, b in zip(plain[0], plain[1]):
+        flips += not torch.equal(a["image"], b["image"])
+    assert flips > 0  # the epochs differ by their random flips, cached or not
+    first = kept[0]["image"]
+    first.zero_()  # a caller changing an item in place does not change the kept copy
+    assert not torch.equal(kept[0]["image"], first)
+
+
+def test_build_dataset_keeps_samples_up_to_its_byte_budget(tmp_path):
+    _write_csv_dataset(get_dataset_spec("camo").dataset_dir(tmp_path), n=4, csv_name="test_CAMO.csv")
+    item_bytes = 3 * SIZE * SIZE * 4 + SIZE * SIZE * 4  # float32 image and mask
+    dataset = build_dataset("camo", "test", tmp_path, image_size=SIZE, train=False, cache_bytes=2 * item_bytes + 1)
+    for i in range(4):
+        dataset[i]
+    assert dataset.kept_bytes == 2 * item_bytes  # the first two; the third did not fit
+    default = build_dataset("camo", "test", tmp_path, image_size=SIZE, train=False)
+    default[0]
+    assert default.kept_bytes == 0  # off by default

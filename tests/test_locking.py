@@ -1,0 +1,68 @@
+"""One process at a time on a run directory or a synthetic dataset (convlora_lite.locking)."""
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+
+from convlora_lite.locking import exclusive
+
+
+def _hold(folder, seconds):
+    with exclusive(folder):
+        (folder.parent / "held").write_text("yes")
+        time.sleep(seconds)
+        (folder.parent / "released").write_text("yes")
+
+
+def _wait_for(path, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_a_second_process_waits_until_the_first_is_done(tmp_path):
+    folder = tmp_path / "runs" / "seed1"
+    holder = multiprocessing.get_context("spawn").Process(target=_hold, args=(folder, 1.0))
+    holder.start()
+    _wait_for(tmp_path / "runs" / "held")
+    said = []
+    with exclusive(folder, log=said.append):
+        assert (tmp_path / "runs" / "released").exists()  # entered only after the holder finished
+    holder.join(30)
+    assert holder.exitcode == 0
+    assert said == [f"{folder} is in use by another process: waiting until it is done."]
+    assert not folder.exists()  # the lock lives beside the folder, which it does not create
+    with exclusive(folder, log=said.append):  # free again: no wait, no message
+        pass
+    assert len(said) == 1
+
+
+def test_a_run_another_process_is_training_is_read_back_not_trained_again(tmp_path):
+    from convlora_lite.data.install import ensure_dataset
+    from convlora_lite.data.registry import get_dataset_spec
+    from convlora_lite.training import TrainConfig, Trainer
+
+    root, out = tmp_path / "data", tmp_path / "run"
+    ensure_dataset(get_dataset_spec("synth_polyp"), root, log=lambda *_: None)
+    command = [sys.executable, "-m", "convlora_lite", "train", "--dataset", "synth_polyp", "--method", "lora",
+               "--preset", "smoke", "--model", "test_tiny", "--root", str(root),
+               "--output-dir", str(out), "--resume"]
+    config = TrainConfig.resolve("synth_polyp", "lora", "smoke", model="test_tiny",
+                                 data_root=str(root), output_dir=str(out), resume=True)
+    with exclusive(out):
+        second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env={**os.environ, "CONVLORA_HEADLESS": "1"})
+        lines = []
+        for line in second.stdout:  # wait until it reports that it is waiting for this process
+            lines.append(line)
+            if "is in use by another process" in line:
+                break
+        assert any("is in use by another process" in line for line in lines), "".join(lines)
+        Trainer(config).fit()  # this process trains the run meanwhile
+    rest, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, "".join(lines) + rest
+    assert "is already complete: nothing to resume" in rest
+    assert "training images" not in rest  # it trained nothing
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 1 + config.epochs
