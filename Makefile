@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) scripts/run_notebooks.py --output-dir outputs
+	$(PY) scripts/run_notebooks.py --output-dir outputs --jobs 2
 
 # ruff first (the package, tests, benchmarks and scripts), then the unit tests and the notebooks
 # under nbval on the smoke preset, writing their data and runs under .nbval/.

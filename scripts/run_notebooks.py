@@ -10,7 +10,9 @@ and absolute paths for its data and runs, so everything it writes lands under ``
       figures/NN_*_k.png     every figure the notebooks drew, extracted from their outputs
       data/  runs/           the synthetic datasets and the run directories they trained
 
-``parameters`` (``-p NAME VALUE`` on the command line) are passed to every notebook on
+``--jobs N`` runs N notebooks at a time (``make run`` uses 2), each kernel with ``cpu_count // N``
+torch threads; notebooks that need the same run or dataset take turns on it. ``parameters``
+(``-p NAME VALUE`` on the command line) are passed to every notebook on
 top of those, e.g. the budget knobs ``EPOCHS=1 IMAGE_SIZE=128`` or ``CHECKPOINT=/path/to/sam.pth``;
 each notebook gets those its ``parameters`` cell declares. The index records each notebook's host-memory peak:
 the largest memory of its kernel process and that process's children (PSS), sampled every 0.5 s.
@@ -123,45 +125,74 @@ def children_peak_memory(interval: float = 0.5):
         thread.join()
 
 
+def run_notebook(path: Path, output_dir: Path, parameters: dict, timeout: int, threads: int | None = None) -> dict:
+    """Execute one notebook into ``output_dir/notebooks`` and extract its figures; returns ``name``,
+    ``ok``, ``seconds``, ``peak_gb`` (host memory of its kernel), ``figures`` and ``error``.
+    ``threads``: the torch/OpenMP threads of its kernel (default: the library's own choice)."""
+    import papermill
+
+    executed = output_dir / "notebooks" / path.name
+    if threads is not None:  # the kernel inherits this process's environment
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    start, error = time.perf_counter(), None
+    declared = papermill.inspect_notebook(str(path))  # a notebook gets only the parameters it has
+    given = {k: v for k, v in parameters.items() if k in declared}
+    with children_peak_memory() as peak:
+        try:
+            papermill.execute_notebook(str(path), str(executed), parameters=given, cwd=str(path.parent),
+                                       execution_timeout=timeout, progress_bar=False)
+        except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+            error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
+    if error is None:
+        problems = output_problems(executed)
+        error = "; ".join(problems) if problems else None
+    seconds = time.perf_counter() - start
+    figures = extract_figures(executed, output_dir / "figures") if executed.exists() else []
+    return dict(name=path.name, ok=error is None, seconds=seconds, peak_gb=peak["bytes"] / 1e9, figures=figures,
+                error=error)
+
+
 def run_notebooks(output_dir: Path, preset: str = "cpu", only: list[str] | None = None,
                   timeout: int = 1800, folder: Path = REPO / "notebooks", log=print,
-                  parameters: dict | None = None) -> list[dict]:
+                  parameters: dict | None = None, jobs: int = 1) -> list[dict]:
     """Execute the notebooks into ``output_dir`` and write ``index.md``; returns one dict per notebook
-    (``name``, ``ok``, ``seconds``, ``peak_gb`` (host memory of its kernel), ``figures``, ``error``).
-    ``parameters`` are passed to every notebook besides the preset and the data and output folders."""
-    import papermill
+    in reading order (see :func:`run_notebook`). ``parameters`` are passed to every notebook besides
+    the preset and the data and output folders.
+
+    ``jobs`` > 1 runs that many notebooks at a time, in reading order, each kernel with
+    ``cpu_count // jobs`` torch threads. Notebooks that need the same run or dataset take turns on it
+    (``convlora_lite.locking``): the first trains or generates it, the next reads it back."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from convlora_lite.progress import HEADLESS_ENV
 
     os.environ[HEADLESS_ENV] = "1"  # the kernels inherit it: no progress bars in the stored outputs
     output_dir = output_dir.resolve()
-    executed = output_dir / "notebooks"
-    executed.mkdir(parents=True, exist_ok=True)
+    (output_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     parameters = dict(PRESET=preset, DATA_ROOT=str(output_dir / "data"), OUTPUT_DIR=str(output_dir / "runs"),
                       **(parameters or {}))
-    results = []
-    for path in notebook_paths(folder, only):
-        log(f"Running {path.name} (preset {preset}) ...")
-        start, error = time.perf_counter(), None
-        declared = papermill.inspect_notebook(str(path))  # a notebook gets only the parameters it has
-        given = {k: v for k, v in parameters.items() if k in declared}
-        with children_peak_memory() as peak:
-            try:
-                papermill.execute_notebook(str(path), str(executed / path.name), parameters=given,
-                                           cwd=str(path.parent), execution_timeout=timeout, progress_bar=False)
-            except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
-                error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
-        if error is None:
-            problems = output_problems(executed / path.name)
-            error = "; ".join(problems) if problems else None
-        seconds = time.perf_counter() - start
-        figures = (extract_figures(executed / path.name, output_dir / "figures") if (executed / path.name).exists()
-                   else [])
-        results.append(dict(name=path.name, ok=error is None, seconds=seconds, peak_gb=peak["bytes"] / 1e9,
-                            figures=figures, error=error))
-        log(f"  {'ok' if error is None else 'FAILED'} in {seconds:.0f} s, host peak {peak['bytes'] / 1e9:.1f} GB, "
-            f"{len(figures)} figure(s)" + (f": {error}" if error else ""))
-    write_index(output_dir, results, preset)
+    paths = notebook_paths(folder, only)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    started = time.perf_counter()
+
+    def report(result: dict) -> dict:
+        log(f"{result['name']}: {'ok' if result['ok'] else 'FAILED'} in {result['seconds']:.0f} s, host peak "
+            f"{result['peak_gb']:.1f} GB, {len(result['figures'])} figure(s)"
+            + (f": {result['error']}" if result["error"] else ""))
+        return result
+
+    if jobs > 1:
+        log(f"Running {len(paths)} notebooks (preset {preset}), {jobs} at a time, {threads} thread(s) each ...")
+        with ProcessPoolExecutor(jobs) as pool:  # a process per notebook: its own kernel and memory peak
+            futures = [pool.submit(run_notebook, path, output_dir, parameters, timeout, threads) for path in paths]
+            finished = {result["name"]: result for result in map(report, (f.result() for f in as_completed(futures)))}
+        results = [finished[path.name] for path in paths]
+    else:
+        results = []
+        for path in paths:
+            log(f"Running {path.name} (preset {preset}) ...")
+            results.append(report(run_notebook(path, output_dir, parameters, timeout)))
+    write_index(output_dir, results, preset, wall_seconds=time.perf_counter() - started, jobs=jobs)
     return results
 
 
@@ -183,8 +214,10 @@ def results_sections(output_dir: Path) -> list[str]:
     return lines
 
 
-def write_index(output_dir: Path, results: list[dict], preset: str) -> Path:
-    """``index.md``: a table of the notebooks and a gallery of their figures and results tables."""
+def write_index(output_dir: Path, results: list[dict], preset: str, wall_seconds: float | None = None,
+                jobs: int = 1) -> Path:
+    """``index.md``: a table of the notebooks and a gallery of their figures and results tables
+    (``wall_seconds``: the whole job's, which ``jobs`` > 1 makes less than the notebooks' sum)."""
     lines = [f"# convlora_lite main job (preset `{preset}`)", "",
              "Offline presets (smoke, cpu) show the bundled micro SAM on synthetic analogs of the paper's "
              "datasets, not the real data or SAM ViT-H.", "",
@@ -193,7 +226,12 @@ def write_index(output_dir: Path, results: list[dict], preset: str) -> Path:
         status = "ok" if r["ok"] else f"FAILED: {r['error']}"
         lines.append(f"| [{r['name']}](notebooks/{r['name']}) | {status} | {r['seconds']:.0f} | {r['peak_gb']:.1f} "
                      f"| {len(r['figures'])} |")
-    lines.append(f"\nTotal: {sum(r['seconds'] for r in results):.0f} s.\n")
+    total = sum(r["seconds"] for r in results)
+    if wall_seconds is None or jobs == 1:
+        lines.append(f"\nTotal: {total:.0f} s.\n")
+    else:
+        lines.append(f"\nTotal: {wall_seconds:.0f} s of wall time, {jobs} notebooks at a time "
+                     f"(the notebooks' own times add up to {total:.0f} s).\n")
     lines += results_sections(output_dir)
     for r in results:
         if r["figures"]:
@@ -221,12 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu", help="smoke | cpu | colab | paper (default cpu: offline)")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. 00 03")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--jobs", "-j", type=int, default=1,
+                        help="notebooks run at a time (default 1); each kernel gets cpu_count // jobs threads")
     parser.add_argument("--parameter", "-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter for every notebook, e.g. -p EPOCHS 1 (values read as Python "
                              "literals when they are one, else as text)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more notebooks at a time")
     results = run_notebooks(args.output_dir, args.preset, args.only, args.timeout,
-                            parameters={name: _literal(value) for name, value in args.parameter})
+                            parameters={name: _literal(value) for name, value in args.parameter}, jobs=args.jobs)
     if not results:
         print("No notebooks found in notebooks/.", file=sys.stderr)
         return 1

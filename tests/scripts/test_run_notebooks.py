@@ -1,5 +1,6 @@
 """The main job executes notebooks with papermill, keeps going past a failure and indexes figures."""
 import json
+import os
 
 import nbformat
 from run_notebooks import notebook_paths, results_sections, run_notebooks
@@ -94,3 +95,25 @@ def test_parameters_reach_the_notebooks_that_declare_them_and_memory_peaks_are_r
     assert [r["ok"] for r in results] == [True, True], [r["error"] for r in results]
     assert results[1]["peak_gb"] > 0.2 and results[1]["peak_gb"] > results[0]["peak_gb"]
     assert "| host peak (GB) |" in (tmp_path / "out" / "index.md").read_text()
+
+
+def test_jobs_run_notebooks_side_by_side_with_their_share_of_threads(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    stamps = tmp_path / "stamps"
+    stamps.mkdir()
+    for name in ("00_a", "01_b", "02_c"):  # each records when it ran and how many threads its kernel got
+        _notebook(folder / f"{name}.ipynb",
+                  "import os, time, json\nstart = time.time()\ntime.sleep(2.0)\n"
+                  f"open({str(stamps / name)!r}, 'w').write(json.dumps([start, time.time(), "
+                  "os.environ.get('OMP_NUM_THREADS')]))")
+    said = []
+    results = run_notebooks(tmp_path / "out", preset="smoke", folder=folder, timeout=120, log=said.append, jobs=2)
+    assert [r["name"] for r in results] == ["00_a.ipynb", "01_b.ipynb", "02_c.ipynb"]  # reading order
+    assert all(r["ok"] for r in results), [r["error"] for r in results]
+    runs = {name: json.loads((stamps / name).read_text()) for name in ("00_a", "01_b", "02_c")}
+    (a_start, a_end, threads), (b_start, b_end, _), _ = runs.values()
+    assert b_start < a_end and a_start < b_end  # 00 and 01 ran at the same time
+    assert threads == str(max(1, (os.cpu_count() or 1) // 2))
+    assert "2 at a time" in said[0] and len(said) == 4  # the start, then one line per notebook
+    assert "2 notebooks at a time" in (tmp_path / "out" / "index.md").read_text()
