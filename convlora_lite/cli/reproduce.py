@@ -18,6 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output-dir", default="runs/reproduce", help="where the runs and results.md go")
     parser.add_argument("--model", help="SAM backbone for every run (default: the preset's)")
     parser.add_argument("--epochs", type=int, help="override the preset/recipe epochs")
+    parser.add_argument("--lr", type=float, help="override the preset/recipe learning rate")
     parser.add_argument("--max-train-batches", type=int, help="cap the training batches per epoch (quick sweeps)")
     parser.add_argument("--max-eval-batches", type=int, help="cap the validation and test batches (quick sweeps)")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from convlora_lite.training.sweep import reproduce
 
-    overrides = {key: value for key, value in dict(model=args.model, epochs=args.epochs, data_root=args.root,
+    overrides = {key: value for key, value in dict(model=args.model, epochs=args.epochs, lr=args.lr, data_root=args.root,
                                                     device=args.device, max_train_batches=args.max_train_batches,
                                                     max_eval_batches=args.max_eval_batches,
                                                     prompt=args.prompt).items()

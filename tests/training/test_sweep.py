@@ -57,10 +57,11 @@ def test_cli_and_bad_arguments(data_root, tmp_path, capsys):
     out = tmp_path / "cli_runs"
     assert main(["reproduce", "--preset", "smoke", "--datasets", "synth_leaf", "--methods", "decoder_only",
                  "--model", "test_tiny", "--root", str(data_root), "--output-dir", str(out),
-                 "--max-train-batches", "1", "--epochs", "2"]) == 0
+                 "--max-train-batches", "1", "--epochs", "2", "--lr", "5e-4"]) == 0
     assert "Table written to" in capsys.readouterr().out and (out / "results.md").exists()
     run_dir = out / "synth_leaf" / "decoder_only" / f"seed{seeds_for('smoke', 1)[0]}"
-    assert json.loads((run_dir / "config.json").read_text())["max_train_batches"] == 1
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert (stored["max_train_batches"], stored["lr"]) == (1, 5e-4)
     assert len(pd.read_csv(run_dir / "history.csv")) == 2
     assert main(["reproduce", "--datasets", "synth_leaf", "--methods", "nope", "--output-dir", str(out)]) == 2
     assert "Unknown PEFT method 'nope'" in capsys.readouterr().err
