@@ -34,11 +34,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from convlora_lite.training.sweep import reproduce
 
-    overrides = {key: value for key, value in dict(model=args.model, epochs=args.epochs, lr=args.lr, data_root=args.root,
-                                                    device=args.device, max_train_batches=args.max_train_batches,
-                                                    max_eval_batches=args.max_eval_batches,
-                                                    prompt=args.prompt).items()
-                 if value is not None}
+    given = dict(model=args.model, epochs=args.epochs, lr=args.lr, data_root=args.root, device=args.device,
+                 max_train_batches=args.max_train_batches, max_eval_batches=args.max_eval_batches, prompt=args.prompt)
+    overrides = {key: value for key, value in given.items() if value is not None}
     path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, shard=args.shard,
                      **overrides)
     if path is not None:
