@@ -39,6 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: more outputs than this per code cell, on average, means debris (bars, warnings, echoed reprs).
 MAX_OUTPUTS_PER_CELL = 3
+#: the kernels' own log (its notice that a local kernel talks over TCP, the interrupt papermill sends
+#: at shutdown) stays out of the job's console; what a cell prints or raises is in the notebook.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 _FIGURE_TEXT = re.compile(r"^<Figure size \d+(\.\d+)?x\d+(\.\d+)? with \d+ Axes>$")
 
 
@@ -140,7 +143,8 @@ def run_notebook(path: Path, output_dir: Path, parameters: dict, timeout: int, t
     with children_peak_memory() as peak:
         try:
             papermill.execute_notebook(str(path), str(executed), parameters=given, cwd=str(path.parent),
-                                       execution_timeout=timeout, progress_bar=False)
+                                       execution_timeout=timeout, progress_bar=False,
+                                       extra_arguments=KERNEL_ARGUMENTS)
         except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
             error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
     if error is None:

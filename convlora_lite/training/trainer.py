@@ -77,8 +77,8 @@ def _set_rng_state(state: dict) -> None:
 #: the duration estimate is printed after this many timed batches (the first one is not timed).
 ESTIMATE_AFTER_BATCHES = 5
 #: with ``num_workers=0``, each split keeps up to this many bytes of decoded samples in memory, so
-#: epochs after the first skip the decoding (a ``cpu`` run's analogs fit: about 67 MB for 64 training
-#: images at 256 px; see ``benchmarks/README.md``, "Data decoding").
+#: epochs after the first skip the decoding (a ``cpu`` run's analog fits: 80 MiB for its 64 training and
+#: 16 validation images at 256 px; see ``benchmarks/README.md``, "Data decoding").
 DATA_CACHE_BYTES = 512 * 2**20
 
 
