@@ -317,7 +317,7 @@ class Session:
 
     def show_takeaways(self) -> None:
         """The notebook's closing numbers, computed: the trainable budget here and on ViT-H, and for
-        every task trained in this session, Conv-LoRA against LoRA and the all-background floor."""
+        every task trained in this session, the leader on its first test metric and Conv-LoRA against LoRA."""
         from convlora_lite.analysis import readings
 
         lines = [readings.budget_reading(self.model)]
@@ -326,8 +326,7 @@ class Session:
                 runs = collect_runs([run.path for runs in task.runs.values() for run in runs])
                 verdict = readings.conv_lora_verdict(runs)
                 best = readings.method_readings(runs)[0]
-                lines += [f"{task.name}: {best}"] + ([verdict.replace(readings.CONV_LORA_OFFLINE_NOTE, "").strip()]
-                                                     if verdict else [])
+                lines += [best] + ([verdict.replace(readings.CONV_LORA_OFFLINE_NOTE, "").strip()] if verdict else [])
         print("Takeaways (computed from this run):\n- " + "\n- ".join(lines))
 
 
@@ -478,8 +477,8 @@ class Task:
         from convlora_lite.analysis.paper_tables import compare_with_paper, paper_results
 
         if self.session.offline:
-            print(f"{self.name} is a synthetic analog, trained offline on a small model for minutes: its numbers are "
-                  "NOT comparable with the paper's (SAM ViT-H, the real data, the full schedule). The paper's row, "
+            print(f"{self.name} is a synthetic analog, trained offline on a small model for a few epochs: its numbers "
+                  "are NOT comparable with the paper's (SAM ViT-H, the real data, the full schedule). The paper's row, "
                   "for context only:")
             _display(paper_results(self.name))
             return

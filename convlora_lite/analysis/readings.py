@@ -31,6 +31,10 @@ CONV_LORA_OFFLINE_NOTE = (
     "benchmarks/transfer_micro_sam_cpu.md (3 seeds of every analog, at 8 epochs).")
 
 
+#: two means (x100) closer than this print the same to one decimal: a tie, not a lead.
+TIE = 0.05
+
+
 def _better(metric: str, a: float, b: float) -> bool:
     return a > b if METRIC_DIRECTIONS.get(metric, "max") == "max" else a < b
 
@@ -52,6 +56,9 @@ def method_readings(runs: pd.DataFrame) -> list[str]:
         first, second = order[0], order[1]
         gap = abs(stats.at[first, "mean"] - stats.at[second, "mean"])
         seeds = int(stats.loc[[first, second], "count"].min())
+        if gap < TIE:
+            sentences.append(f"{head} {first} and {second} tie at {stats.at[first, 'mean']:.1f}.")
+            continue
         line = (f"{head} {first} {stats.at[first, 'mean']:.1f} ahead of {second} "
                 f"{stats.at[second, 'mean']:.1f} by {gap:.1f}")
         if seeds < 2:
@@ -69,13 +76,19 @@ def conv_lora_verdict(runs: pd.DataFrame) -> str | None:
     if not {"lora", "conv_lora"} <= set(runs["method"]):
         return None
     means = runs.groupby(["dataset", "split", "metric", "method"])["value"].mean().unstack("method")
-    ahead = [_better(metric, row["conv_lora"], row["lora"]) for (_, _, metric), row in means.iterrows()]
+    tied = [abs(row["conv_lora"] - row["lora"]) * 100 < TIE for _, row in means.iterrows()]
+    ahead = [not tie and _better(metric, row["conv_lora"], row["lora"])
+             for ((_, _, metric), row), tie in zip(means.iterrows(), tied)]
     seeds = runs[runs["method"].isin(["lora", "conv_lora"])].groupby("method")["seed"].nunique().min()
     caveat = " One seed: no conclusion." if seeds < 2 else ""
     metrics = f"{len(ahead)} test metric{'s' if len(ahead) > 1 else ''}"
+    if all(tied):
+        return f"Conv-LoRA and LoRA tie on {'all ' if len(ahead) > 1 else 'the '}{metrics}."
     if all(ahead):
         return f"Conv-LoRA's mean is ahead of LoRA's on {'all ' if len(ahead) > 1 else 'the '}{metrics}.{caveat}"
-    return f"Conv-LoRA's mean is ahead of LoRA's on {sum(ahead)} of {metrics}.{caveat} {CONV_LORA_OFFLINE_NOTE}"
+    ties = f" (tied on {sum(tied)})" if any(tied) else ""
+    return (f"Conv-LoRA's mean is ahead of LoRA's on {sum(ahead)} of {metrics}{ties}.{caveat} "
+            f"{CONV_LORA_OFFLINE_NOTE}")
 
 
 @torch.no_grad()

@@ -31,6 +31,18 @@ def test_gap_is_weighed_against_the_spread_over_seeds():
     assert "by 2.0, within the spread over seeds (std up to 10.0" in noisy
 
 
+def test_equal_means_are_a_tie_not_a_lead():
+    # both methods predict background everywhere (synth_trans10k at 4 epochs): the same score on every seed
+    runs = pd.concat([_runs({"lora": [0.743] * 3, "conv_lora": [0.743] * 3}, metric="acc"),
+                      _runs({"lora": [0.062] * 3, "conv_lora": [0.0624] * 3}, metric="miou")])
+    assert readings.method_readings(runs) == ["synth_polyp/test acc: conv_lora and lora tie at 74.3.",
+                                              "synth_polyp/test miou: conv_lora and lora tie at 6.2."]
+    assert readings.conv_lora_verdict(runs) == "Conv-LoRA and LoRA tie on all 2 test metrics."
+    mixed = pd.concat([runs[runs["metric"] == "acc"], _runs({"lora": [0.7], "conv_lora": [0.6]})])
+    assert readings.conv_lora_verdict(mixed).startswith("Conv-LoRA's mean is ahead of LoRA's on 0 of 2 test "
+                                                        "metrics (tied on 1). Conv-LoRA does not beat LoRA here.")
+
+
 def test_lower_is_better_metrics_rank_the_other_way():
     (sentence,) = readings.method_readings(_runs({"lora": [0.10], "conv_lora": [0.05]}, metric="ber"))
     assert sentence.startswith("synth_polyp/test ber (lower is better): conv_lora 5.0 ahead of lora 10.0")
