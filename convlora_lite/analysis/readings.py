@@ -186,7 +186,9 @@ def routing_reading(usage: pd.DataFrame, collapsed: float = 0.9, trained: bool =
 
 
 def budget_reading(model_name: str, method: str = "conv_lora") -> str:
-    """``method``'s trainable parameters on ``model_name`` and on SAM ViT-H (the paper's Ratio), with
+    """``method``'s trainable parameters on ``model_name`` and on SAM ViT-H (the paper's Ratio: against
+    the whole SAM, prompt encoder and full mask decoder included, plus what the method adds; a
+    prompt-free model built here holds fewer parameters, so its own count's ratio is higher), with
     the mask decoder's share of the trainable budget (decoder-only trains the decoder alone)."""
     from convlora_lite.analysis.parameter_counts import paper_param_table
 
@@ -196,7 +198,8 @@ def budget_reading(model_name: str, method: str = "conv_lora") -> str:
 
     here, decoder_share = counts(model_name)
     line = (f"{method} on {model_name}: {here['trainable']:,} of {here['total']:,} parameters train "
-            f"({100 * here['ratio']:.2f} %), {100 * decoder_share:.0f} % of them in the mask decoder")
+            f"({100 * here['ratio']:.2f} %, counted as the paper's table counts: against the whole SAM plus what "
+            f"the method adds), {100 * decoder_share:.0f} % of them in the mask decoder")
     if model_name == "vit_h":
         return line + "."
     paper, paper_share = counts("vit_h")
