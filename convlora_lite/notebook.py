@@ -217,16 +217,13 @@ class Session:
                 or get_config(self.model).image_size)
 
     def autocast(self):
-        """A context for the notebook's own forward passes: the preset's mixed precision (fp16 or
-        bf16 autocast) on a GPU, plain fp32 on the CPU (where the trainer also runs fp32)."""
-        import contextlib
+        """A context for the notebook's own forward passes: the preset's precision on this device, as
+        its runs are scored (:func:`~convlora_lite.training.devices.inference_precision`: fp16 autocast
+        on a GPU, plain fp32 on the CPU, where the trainer also runs fp32)."""
+        from convlora_lite.training import devices
 
-        import torch
-
-        precision = get_preset(self.preset).value("precision")
-        if self.device != "cuda" or precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+        precision = devices.inference_precision(get_preset(self.preset).value("precision"), self.device)
+        return devices.autocast(self.device, precision)
 
     @property
     def sweep(self) -> Path:

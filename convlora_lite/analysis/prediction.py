@@ -42,13 +42,14 @@ def _indices(dataset, n: int, indices: Sequence[int] | None) -> list[int]:
 
 @torch.no_grad()
 def predict_items(model: nn.Module, dataset, *, n: int = 4, indices: Sequence[int] | None = None,
-                  device: str = "auto", batch_size: int = 4) -> Predictions:
+                  device: str = "auto", batch_size: int = 4, precision: str = "fp32") -> Predictions:
     """The predictions of ``model`` (a :class:`~convlora_lite.models.segmenter.PromptFreeSAM`) on items
     ``indices`` of ``dataset`` (default: the first ``n``); the model is put in eval mode on
-    ``device`` (``"auto"``: a GPU when there is one). The results are on the CPU."""
-    from convlora_lite.training.devices import resolve_device
+    ``device`` (``"auto"``: a GPU when there is one) and runs under ``precision``'s autocast. The
+    results are float32 (or class ids), on the CPU."""
+    from convlora_lite.training import devices
 
-    device = resolve_device(device)
+    device = devices.resolve_device(device)
     chosen = _indices(dataset, n, indices)
     items = [dataset[i] for i in chosen]
     images = torch.stack([item["image"] for item in items])
@@ -56,7 +57,8 @@ def predict_items(model: nn.Module, dataset, *, n: int = 4, indices: Sequence[in
     model.eval().to(device)
     outputs = []
     for start in range(0, len(items), batch_size):
-        scores = model.predict(images[start:start + batch_size].to(device)).float().cpu()
+        with devices.autocast(device, precision):
+            scores = model.predict(images[start:start + batch_size].to(device)).float().cpu()
         outputs.append(scores if getattr(model, "is_binary", True) else scores.argmax(1))
     return Predictions(images, masks, torch.cat(outputs), [item["name"] for item in items])
 
@@ -77,11 +79,15 @@ def _run_dataset(config, split: str, run_dir=None):
 def predict_run(run_dir, split: str = "test", *, n: int = 4, indices: Sequence[int] | None = None,
                 device: str = "auto") -> Predictions:
     """:func:`predict_items` with the best weights of the finished run ``run_dir`` on ``split``
-    of its dataset (read from the run's ``data_root`` at its ``image_size``)."""
+    of its dataset (read from the run's ``data_root`` at its ``image_size``), in the run's own precision
+    (:func:`~convlora_lite.training.devices.inference_precision`)."""
+    from convlora_lite.training.devices import inference_precision, resolve_device
     from convlora_lite.training.model import load_run
 
     model, config = load_run(run_dir)
-    return predict_items(model, _run_dataset(config, split, run_dir), n=n, indices=indices, device=device)
+    device = resolve_device(device)
+    return predict_items(model, _run_dataset(config, split, run_dir), n=n, indices=indices, device=device,
+                         precision=inference_precision(config.precision, device))
 
 
 def predict_runs(run_dirs: Mapping[str, str | Path], split: str = "test", *, n: int = 4,

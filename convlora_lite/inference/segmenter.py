@@ -21,6 +21,7 @@ from PIL import Image
 
 from convlora_lite.data.transforms import normalize_image, to_rgb
 from convlora_lite.errors import DataError
+from convlora_lite.training import devices
 
 
 def as_pil(image) -> Image.Image:
@@ -57,12 +58,15 @@ class Segmenter:
         spec: the run's dataset spec (task, class names, metrics).
         device: ``"auto"`` (a GPU when there is one), ``"cuda"``, ``"mps"`` or ``"cpu"``.
         batch_size: images per forward pass in :meth:`segment_batch`.
+
+    The model runs in the run's own precision on ``device``
+    (:func:`~convlora_lite.training.devices.inference_precision`: fp16 or bf16 autocast where the run
+    trained so, fp32 for an fp16 run on a CPU); probabilities are float32.
     """
 
     def __init__(self, model, config, spec, *, device: str = "auto", batch_size: int = 4) -> None:
-        from convlora_lite.training.devices import resolve_device
-
-        self.device = resolve_device(device)
+        self.device = devices.resolve_device(device)
+        self.precision = devices.inference_precision(config.precision, self.device)
         self.model = model.eval().to(self.device)
         self.config, self.spec = config, spec
         self.batch_size = int(batch_size)
@@ -105,7 +109,8 @@ class Segmenter:
         out = []
         for start in range(0, len(images), self.batch_size):
             batch, sizes = self._inputs(images[start:start + self.batch_size])
-            scores = self.model.predict(batch.to(self.device)).float()
+            with devices.autocast(self.device, self.precision):
+                scores = self.model.predict(batch.to(self.device)).float()
             if self.is_binary:
                 scores = scores[:, None]
             for score, (height, width) in zip(scores, sizes):

@@ -104,12 +104,17 @@ class NoisyTopKGate(nn.Module):
         self.w_noise = nn.Parameter(torch.zeros(dim, num_experts))
 
     def forward(self, pooled: torch.Tensor) -> Routing:
-        """Route N samples given their pooled features (N, dim)."""
+        """Route N samples given their pooled features (N, dim).
+
+        The routing is computed in float32 whatever the precision of ``pooled`` and of the matmuls
+        under autocast (fp16/bf16 on CUDA): the logits are cast up right after their product, so the
+        noise, the top-k, the softmax and the losses meet only float32 tensors, in training as in
+        evaluation, on CUDA's autocast policy as on the CPU's (``docs/precision.md``)."""
         k, num_experts = self.top_k, self.num_experts
-        clean_logits = pooled @ self.w_gate
+        clean_logits = (pooled @ self.w_gate).float()
         noisy = self.training
         if noisy:
-            noise_std = F.softplus(pooled @ self.w_noise) + NOISE_EPSILON
+            noise_std = F.softplus((pooled @ self.w_noise).float()) + NOISE_EPSILON
             logits = clean_logits + torch.randn_like(clean_logits) * noise_std
         else:
             logits = clean_logits

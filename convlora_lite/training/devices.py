@@ -1,7 +1,15 @@
-"""Where a run computes: the device, the precision, the Accelerate state, the process group."""
+"""Where a run computes: the device, the precision, the Accelerate state, the process group.
+
+The precision policy (``docs/precision.md``): a run resolves its precision once (:func:`resolve_precision`)
+and every forward pass of its model, training, validation, testing, ``convlora eval`` and ``predict``,
+runs under :func:`autocast` of that precision; fp16 training scales its loss (:func:`grad_scaler`).
+Results (losses, probabilities, metrics, saved weights) are float32.
+"""
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
+from typing import Optional
 
 import torch
 
@@ -28,13 +36,42 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def inference_precision(precision: str, device: str) -> str:
+    """The precision a finished run's model is scored in on ``device``: the run's own (``"auto"``
+    resolved for ``device``), so that ``convlora eval`` reproduces the scores of its ``metrics.json``;
+    an fp16 run scored on a machine without CUDA runs in fp32 (CPUs have no fast fp16)."""
+    if precision == "fp16" and device != "cuda":
+        return "fp32"
+    return resolve_precision(precision, device)
 
-def make_accelerator(device: str, precision: str):
-    """An ``Accelerator`` on ``device`` with ``precision`` (DDP tolerates parameters that get no
-    gradient, e.g. Conv-LoRA's gate on a step where only the task loss reaches it).
 
-    Accelerate keeps one process-wide state that refuses a second precision or device; in a
-    single process (a notebook fitting a CPU run, then a bf16 one) that state is reset first.
+#: the autocast dtype of each mixed precision.
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(device: str, precision: str):
+    """The context every forward pass of a run's model runs in: ``torch.autocast`` to fp16 or bf16 on
+    ``device`` (``"cuda"``, ``"cpu"``, ``"mps"``, or ``"cuda:1"``), a no-op for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def grad_scaler(device: str, precision: str) -> Optional[torch.amp.GradScaler]:
+    """fp16 training's loss scaler (the official recipe's; bf16 and fp32 need none)."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
+
+
+def make_accelerator(device: str):
+    """An ``Accelerator`` on ``device`` for data parallelism (DDP tolerates parameters that get no
+    gradient, e.g. Conv-LoRA's gate on a step where only the task loss reaches it). The precision is
+    the trainer's own (:func:`autocast`, :func:`grad_scaler`), so that training and evaluation share
+    one policy: Accelerate's mixed precision is off.
+
+    Accelerate keeps one process-wide state that refuses a second device; in a single process (a
+    notebook fitting a CPU run, then a GPU one) that state is reset first.
     Under a multi-process launch it is left alone."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -43,9 +80,8 @@ def make_accelerator(device: str, precision: str):
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    return Accelerator(cpu=device == "cpu", mixed_precision={"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[precision],
+    return Accelerator(cpu=device == "cpu", mixed_precision="no",
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-
 
 
 def end_distributed() -> None:

@@ -23,7 +23,7 @@ from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.prompts import batch_names, eval_prompts
 from convlora_lite.progress import progress_bar
-from convlora_lite.training.devices import resolve_device
+from convlora_lite.training import devices
 from convlora_lite.training.metrics import task_metrics
 from convlora_lite.training.model import build_segmenter, load_run
 from convlora_lite.training.rundir import RunDir
@@ -34,6 +34,8 @@ def evaluate_model(model: nn.Module, dataset: Dataset, spec, *, batch_size: int 
                    max_batches: Optional[int] = None, autocast=nullcontext, desc: str = "eval") -> dict:
     """Score ``model`` on ``dataset`` with the task's metrics.
 
+    ``autocast``: a callable returning the context of the forward passes (a run's
+    :func:`~convlora_lite.training.devices.autocast`); the metrics are computed in float32.
     Binary: :class:`BinarySegMetrics` on ``model.predict`` probabilities; multi-class:
     :class:`MultiClassSegMetrics` on ``predict(...).argmax(1)``. A prompted model
     (``model.prompt`` box or point) gets each image's evaluation prompt from its mask.
@@ -65,7 +67,8 @@ def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Datas
              device: str = "auto") -> dict:
     """The task's metrics of a finished run's best weights on ``split`` (built from the registry
     under the run's ``data_root`` unless ``dataset`` is given; a run on own data reads the split
-    recorded in its directory)."""
+    recorded in its directory), in the run's own precision on ``device``
+    (:func:`~convlora_lite.training.devices.inference_precision`), as its trainer scored it."""
     model, config = load_run(run_dir)
     spec = spec if spec is not None else config_spec(config)
     if dataset is None and config.data_dir:
@@ -77,9 +80,10 @@ def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Datas
             raise ConfigError(f"{config.dataset} has no split {split!r}; choose one of {', '.join(spec.all_splits)}.")
         ensure_dataset(spec, config.data_root)
         dataset = build_dataset(spec.name, split, config.data_root, config.image_size, train=False)
-    device = resolve_device(device)
+    device = devices.resolve_device(device)
+    precision = devices.inference_precision(config.precision, device)
     return evaluate_model(model.to(device), dataset, spec, batch_size=config.batch_size, device=device,
-                          desc=f"eval {split}")
+                          autocast=lambda: devices.autocast(device, precision), desc=f"eval {split}")
 
 
 def zero_shot_baseline(config, dataset: Dataset, spec, *, device="cpu", max_batches: Optional[int] = None,

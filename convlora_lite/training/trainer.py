@@ -52,8 +52,8 @@ from convlora_lite.locking import exclusive
 from convlora_lite.models.prompts import batch_names, train_prompts
 from convlora_lite.peft.state import load_trainable, trainable_state
 from convlora_lite.progress import progress_bar
+from convlora_lite.training import devices
 from convlora_lite.training.config import TrainConfig
-from convlora_lite.training.devices import make_accelerator, resolve_device, resolve_precision
 from convlora_lite.training.evaluation import evaluate_model, zero_shot_baseline
 from convlora_lite.training.losses import task_loss
 from convlora_lite.training.model import build_model
@@ -120,9 +120,10 @@ class Trainer:
         config.validate()
         self.config = config
         self.spec = spec if spec is not None else config_spec(config)
-        self.device = resolve_device(config.device)
-        self.precision = resolve_precision(config.precision, self.device)
-        self.accelerator = make_accelerator(self.device, self.precision)
+        self.device = devices.resolve_device(config.device)
+        self.precision = devices.resolve_precision(config.precision, self.device)
+        self.accelerator = devices.make_accelerator(self.device)
+        self.scaler = devices.grad_scaler(self.device, self.precision)
         self.is_main = self.accelerator.is_main_process
         self.run = RunDir(config.output_dir or "run")
         self.on_epoch_end = on_epoch_end
@@ -195,7 +196,7 @@ class Trainer:
         if improved:
             self.run.save_tensors(self.run.best, weights)
         self.run.write_history(history)
-        scaler = self.accelerator.scaler
+        scaler = self.scaler
         self.run.save_state({
             "epoch": len(history), "history": history, "best": best, "patience_left": patience_left,
             "stopped_early": stopped, "weights": {k: v.cpu().clone() for k, v in weights.items()},
@@ -208,8 +209,8 @@ class Trainer:
         load_trainable(self.accelerator.unwrap_model(self.model), state["weights"], "resume state")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"] is not None and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] is not None and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
         rank = self.accelerator.process_index
         if state["world_size"] == self.accelerator.num_processes:
             _set_rng_state(state["rng"][rank])
@@ -266,19 +267,16 @@ class Trainer:
                 names = batch_names(batch, i * cfg.batch_size)
                 inputs.append(train_prompts(batch["mask"], names, cfg.prompt, cfg.seed, epoch).to(acc.device))
             with nullcontext() if step_now else acc.no_sync(self.model):
-                with acc.autocast():
+                with self.autocast():
                     out = self.model(*inputs)
                     task_loss = self.loss_fn(out, masks)
                     loss = (task_loss + out.aux_loss) / group_size
-                acc.backward(loss)
+                acc.backward(loss if self.scaler is None else self.scaler.scale(loss))
             sums += torch.stack([task_loss.detach().float(), out.aux_loss.detach().float(),
                                  torch.ones((), device=acc.device)])
             if step_now:
                 lr = self.optimizer.param_groups[0]["lr"]
-                if cfg.max_grad_norm is not None:
-                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                if not acc.optimizer_step_was_skipped:
+                if self.optimizer_step(cfg.max_grad_norm):
                     self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             bar.update(1)
@@ -289,6 +287,28 @@ class Trainer:
         bar.close()
         sums = acc.reduce(sums, reduction="sum")
         return {"train_loss": (sums[0] / sums[2]).item(), "aux_loss": (sums[1] / sums[2]).item(), "lr": lr}
+
+    def autocast(self):
+        """The context of every forward pass of this run's model (:func:`~convlora_lite.training.devices.autocast`
+        of its device and precision), training and evaluation alike."""
+        return devices.autocast(self.device, self.precision)
+
+    def optimizer_step(self, max_grad_norm: Optional[float]) -> bool:
+        """Unscale (fp16), clip at ``max_grad_norm`` and step; returns False when the fp16 scaler skipped
+        the step because a gradient overflowed (the learning-rate schedule then waits, as Accelerate's
+        ``optimizer_step_was_skipped`` has it)."""
+        if self.scaler is None:
+            if max_grad_norm is not None:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+            self.optimizer.step()
+            return True
+        self.scaler.unscale_(self.optimizer)
+        if max_grad_norm is not None:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return self.scaler.get_scale() >= scale
 
     def _log_size(self, first_epoch: int) -> None:
         """One line: the run's size (images, batches, epochs, optimizer steps), before it starts."""
@@ -313,7 +333,7 @@ class Trainer:
         """The task's metrics of the current weights on ``split`` (main process)."""
         return evaluate_model(self.accelerator.unwrap_model(self.model), self.datasets[split], self.spec,
                               batch_size=self.config.batch_size, device=self.accelerator.device,
-                              max_batches=self.config.max_eval_batches, autocast=self.accelerator.autocast,
+                              max_batches=self.config.max_eval_batches, autocast=self.autocast,
                               desc=f"eval {split}")
 
     def _better(self, value: float, best: Optional[float]) -> bool:
@@ -392,7 +412,7 @@ class Trainer:
         if self.config.prompt != "none":
             zero_shot = {split: jsonable(zero_shot_baseline(
                 self.config, self.datasets[split], self.spec, device=self.accelerator.device,
-                max_batches=self.config.max_eval_batches, autocast=self.accelerator.autocast,
+                max_batches=self.config.max_eval_batches, autocast=self.autocast,
                 desc=f"zero-shot {split}")) for split in tests}
             metrics = {**metrics, "prompt": self.config.prompt, "zero_shot": zero_shot}
         self.run.write_json(self.run.metrics, metrics)
