@@ -5,7 +5,7 @@ import torch
 from convlora_lite.analysis.prediction import predict_items, predict_run, predict_runs
 from convlora_lite.data import generate_synthetic
 from convlora_lite.errors import ConfigError, DataError
-from convlora_lite.training import TrainConfig, fit, load_run
+from convlora_lite.training import TrainConfig, devices, fit, load_run
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +22,27 @@ def tiny_runs(tmp_path_factory):
     return runs
 
 
+def _model_probabilities(run_dir, images):
+    """The run's model on ``images`` where and in the precision the run was trained (CUDA when it is there)."""
+    model, config = load_run(run_dir)
+    device = devices.resolve_device(config.device)
+    with devices.autocast(device, devices.inference_precision(config.precision, device)):
+        return model.to(device).predict(images.to(device)).float().cpu()
+
+
 def test_binary_run_predictions_are_the_models_probabilities(tiny_runs):
     images, masks, predictions, names = predict_run(tiny_runs["synth_polyp"], "test", n=2)
     assert images.shape == (2, 3, 64, 64) and masks.shape == predictions.shape == (2, 64, 64)
     assert predictions.dtype == torch.float32 and names == ["test_0000", "test_0001"]
-    model, _ = load_run(tiny_runs["synth_polyp"])
-    torch.testing.assert_close(predictions, model.predict(images))
+    torch.testing.assert_close(predictions, _model_probabilities(tiny_runs["synth_polyp"], images))
     assert ((predictions >= 0) & (predictions <= 1)).all()
 
 
 def test_multiclass_run_predictions_are_class_ids(tiny_runs):
     result = predict_run(tiny_runs["synth_trans10k"], "val", indices=[0])
     assert result.predictions.shape == (1, 64, 64) and result.predictions.dtype == torch.int64
-    model, _ = load_run(tiny_runs["synth_trans10k"])
-    torch.testing.assert_close(result.predictions, model.predict(result.images).argmax(1))
+    torch.testing.assert_close(result.predictions, _model_probabilities(tiny_runs["synth_trans10k"],
+                                                                        result.images).argmax(1))
     assert int(result.predictions.max()) < 12
 
 

@@ -10,7 +10,7 @@ from convlora_lite.errors import ConfigError
 from convlora_lite.models.prompts import eval_prompts
 from convlora_lite.models.sam import build_sam
 from convlora_lite.models.segmenter import PromptedSAM
-from convlora_lite.training import TrainConfig, build_model, evaluate, fit, load_run
+from convlora_lite.training import TrainConfig, build_model, devices, evaluate, fit, load_run
 from convlora_lite.training.evaluation import zero_shot_baseline
 from convlora_lite.training.metrics import BinarySegMetrics
 
@@ -25,9 +25,12 @@ def test_tiny_fit_with_prompts_writes_the_zero_shot_baseline(tmp_path, prompt, m
     assert 0 <= metrics["test"]["test"]["iou"] <= 1 and 0 <= metrics["zero_shot"]["test"]["iou"] <= 1
     model, loaded = load_run(run)
     assert isinstance(model, PromptedSAM) and loaded.prompt == prompt
-    got = evaluate(run, "test", spec=BINARY, dataset=Discs(4, 2), device="cpu")
+    got = evaluate(run, "test", spec=BINARY, dataset=Discs(4, 2))  # where and how the trainer scored it
     assert got == pytest.approx(metrics["test"]["test"], abs=1e-6)
-    zero = zero_shot_baseline(cfg, Discs(4, 2), BINARY)
+    device = devices.resolve_device(cfg.device)
+    precision = devices.resolve_precision(cfg.precision, device)
+    zero = zero_shot_baseline(cfg, Discs(4, 2), BINARY, device=device,
+                              autocast=lambda: devices.autocast(device, precision))
     assert zero == pytest.approx(metrics["zero_shot"]["test"], abs=1e-6)
 
 
