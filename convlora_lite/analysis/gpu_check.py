@@ -3,6 +3,8 @@
 ``python -m convlora_lite.analysis.gpu_check --output-dir benchmarks/results`` runs, on the first
 CUDA GPU, within about 10 minutes (random weights throughout, no download):
 
+0. **cuda**: the GPU is visible to torch (its name, memory, compute capability, bf16 support) and
+   computes a matrix product;
 1. **bench**: Conv-LoRA (fast and the official per-expert loop) vs LoRA, step time and peak memory
    (:func:`~convlora_lite.analysis.step_benchmark.run_benchmark`) on ViT-B and ViT-H at 1024 px,
    in fp16 and in bf16;
@@ -12,6 +14,9 @@ CUDA GPU, within about 10 minutes (random weights throughout, no download):
 3. **training**: two short runs of :func:`~convlora_lite.training.fit` on generated 1024 px data
    (``synth_polyp``), one in fp16 with the gradient scaler and one in bf16: the training loss must
    go down and no loss or metric may be NaN.
+
+``--quick`` fits a borrowed GPU's first minutes (under 3 minutes on one GPU): the cuda part, the
+bench on ViT-B at 1024 px in fp16 only, the colab step and both training runs (fp16 and bf16).
 
 It writes ``gpu_check_<device>_<UTC time>.json`` (every number, the command, the machine; after each
 part, so a run cut short keeps what it measured) and a
@@ -51,15 +56,39 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def _plan(gpu: bool) -> dict:
-    """What each part runs: the real sizes on a GPU, test_tiny on the CPU."""
+def plan(gpu: bool, quick: bool = False) -> dict:
+    """What each part runs: the real sizes on a GPU, test_tiny on the CPU; ``quick``: ViT-B and one
+    precision in the bench (the tiny model and its precisions are the same on the CPU)."""
     if gpu:
-        return dict(device="cuda", bench_models=("vit_b", "vit_h"), bench_size=1024, precisions=("fp16", "bf16"),
-                    bench_steps=5, bench_warmup=2, colab_model=None, colab_size=None, colab_precision="fp16",
-                    train_model="vit_b", train_size=1024, train_precisions=("fp16", "bf16"))
-    return dict(device="cpu", bench_models=("test_tiny",), bench_size=64, precisions=("fp32", "bf16"),
-                bench_steps=2, bench_warmup=1, colab_model="test_tiny", colab_size=64, colab_precision="fp32",
-                train_model="test_tiny", train_size=64, train_precisions=("fp32", "bf16"))
+        return dict(device="cuda", bench_models=("vit_b",) if quick else ("vit_b", "vit_h"), bench_size=1024,
+                    precisions=("fp16",) if quick else ("fp16", "bf16"), bench_steps=5, bench_warmup=2,
+                    colab_model=None, colab_size=None, colab_precision="fp16", train_model="vit_b", train_size=1024,
+                    train_precisions=("fp16", "bf16"))
+    return dict(device="cpu", bench_models=("test_tiny",), bench_size=64, precisions=("fp32",) if quick else
+                ("fp32", "bf16"), bench_steps=2, bench_warmup=1, colab_model="test_tiny", colab_size=64,
+                colab_precision="fp32", train_model="test_tiny", train_size=64, train_precisions=("fp32", "bf16"))
+
+
+def part_names(steps: dict) -> list[str]:
+    """The names of the parts a :func:`plan` runs, in order (the report's keys)."""
+    names = ["cuda"] if steps["device"] == "cuda" else []
+    names += [f"bench {model} {steps['bench_size']} px {precision}" for model in steps["bench_models"]
+              for precision in steps["precisions"]]
+    names.append(f"colab step {steps['colab_precision']}")
+    names += [f"training {steps['train_model']} {steps['train_size']} px {precision}"
+              for precision in steps["train_precisions"]]
+    return names
+
+
+def cuda_part() -> dict:
+    """The GPU as torch sees it, and one matrix product on it checked against the CPU's."""
+    props = torch.cuda.get_device_properties(0)
+    a = torch.randn(256, 256)
+    on_gpu = (a.cuda() @ a.cuda()).cpu()
+    return {"ok": bool(torch.allclose(on_gpu, a @ a, atol=1e-2, rtol=1e-3)), "name": props.name,
+            "total_memory_gib": round(props.total_memory / _GIB, 1), "capability": f"{props.major}.{props.minor}",
+            "device_count": torch.cuda.device_count(), "bf16_supported": torch.cuda.is_bf16_supported(),
+            "cuda": torch.version.cuda}
 
 
 def _run_part(results: dict, name: str, function, *args, log=print, **kwargs) -> None:
@@ -142,7 +171,7 @@ def training_part(device: str, precision: str, model: str, image_size: int, work
                               grad_accum=1, lr=1e-3, max_train_batches=None, max_eval_batches=1,
                               output_dir=str(workdir / f"run_{precision}"), data_root=str(root))
     trainer = Trainer(cfg)
-    scaler = trainer.accelerator.scaler
+    scaler = trainer.scaler
     run = trainer.fit()
     history = json.loads((run / "metrics.json").read_text())
     rows = trainer.run.read_history().to_dict("records")
@@ -166,6 +195,9 @@ def _summary(results: dict) -> str:
     for name, part in results["parts"].items():
         if "error" in part:
             shown = part["error"]
+        elif name == "cuda":
+            shown = (f"{part['name']}, {part['total_memory_gib']} GiB, compute capability {part['capability']}, "
+                     f"bf16 {part['bf16_supported']}, CUDA {part['cuda']}")
         elif "methods" in part:
             shown = "; ".join(f"{label}: {m['median_step_s']:.3f} s ({m['time_ratio']:.3f}x), "
                               f"{m['peak_memory_mib']:.0f} MiB ({m['memory_ratio']:.3f}x)"
@@ -182,11 +214,11 @@ def _summary(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, command: str | None = None,
-                  log=print) -> tuple[dict, Path]:
-    """Run every part; returns ``(results, path of the JSON written)``."""
+def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, quick: bool = False,
+                  command: str | None = None, log=print) -> tuple[dict, Path]:
+    """Run every part (``quick``: the short plan); returns ``(results, path of the JSON written)``."""
     gpu = torch.cuda.is_available() and not force_cpu
-    plan = _plan(gpu)
+    steps = plan(gpu, quick)
     if gpu:
         name = torch.cuda.get_device_name()
         log(f"[gpu_check] GPU: {name}, {torch.cuda.get_device_properties(0).total_memory / _GIB:.1f} GiB")
@@ -196,9 +228,12 @@ def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, comm
             "model test_tiny at 64 px on the CPU (fp32 stands in for fp16). These numbers mean nothing; "
             "run this on a GPU for the real check.")
     stamp = datetime.now(timezone.utc)
-    results = {"meta": {"time_utc": stamp.strftime("%Y-%m-%d %H:%M UTC"), "device": plan["device"], "device_name": name,
+    results = {"meta": {"time_utc": stamp.strftime("%Y-%m-%d %H:%M UTC"), "device": steps["device"],
+                        "device_name": name,
                         "torch": torch.__version__, "cuda": torch.version.cuda, "gpu": gpu,
-                        "mode": "GPU check" if gpu else "dry run on the CPU (no GPU): test_tiny, fp32 for fp16",
+                        "quick": quick, "parts_planned": part_names(steps),
+                        "mode": ("quick " if quick else "") + ("GPU check" if gpu else
+                                                               "dry run on the CPU (no GPU): test_tiny, fp32 for fp16"),
                         "command": command or shlex.join([sys.executable, "-m", "convlora_lite.analysis.gpu_check",
                                                           *sys.argv[1:]])},
                "parts": {}}
@@ -206,22 +241,25 @@ def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, comm
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:40] if gpu else "cpu_dry_run"
+    slug += "_quick" if quick else ""
     path = out / f"gpu_check_{slug}_{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
 
     def _part(*args, **kwargs):  # each part's result is written at once: a timeout keeps what was measured
         _run_part(*args, **kwargs)
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
-    for model in plan["bench_models"]:
-        for precision in plan["precisions"]:
-            _part(parts, f"bench {model} {plan['bench_size']} px {precision}", bench_part, model, plan["bench_size"],
-                  precision, plan["device"], plan["bench_steps"], plan["bench_warmup"], log=log)
-    _part(parts, f"colab step {plan['colab_precision']}", colab_step_part, plan["device"], plan["colab_precision"],
-          plan["colab_model"], plan["colab_size"], log=log)
+    if gpu:
+        _part(parts, "cuda", cuda_part, log=log)
+    for model in steps["bench_models"]:
+        for precision in steps["precisions"]:
+            _part(parts, f"bench {model} {steps['bench_size']} px {precision}", bench_part, model,
+                  steps["bench_size"], precision, steps["device"], steps["bench_steps"], steps["bench_warmup"], log=log)
+    _part(parts, f"colab step {steps['colab_precision']}", colab_step_part, steps["device"],
+          steps["colab_precision"], steps["colab_model"], steps["colab_size"], log=log)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        for precision in plan["train_precisions"]:
-            _part(parts, f"training {plan['train_model']} {plan['train_size']} px {precision}", training_part,
-                  plan["device"], precision, plan["train_model"], plan["train_size"], Path(tmp), log=log)
+        for precision in steps["train_precisions"]:
+            _part(parts, f"training {steps['train_model']} {steps['train_size']} px {precision}", training_part,
+                  steps["device"], precision, steps["train_model"], steps["train_size"], Path(tmp), log=log)
     results["ok"] = all(part["ok"] for part in parts.values())
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     path.with_suffix(".md").write_text(_summary(results))
@@ -236,8 +274,10 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", default="benchmarks/results", help="where the JSON and .md go")
     parser.add_argument("--cpu", action="store_true", help="the dry run on the CPU even when a GPU is there")
+    parser.add_argument("--quick", action="store_true",
+                        help="under 3 minutes on one GPU: cuda, ViT-B fp16 bench, colab step, fp16 and bf16 training")
     args = parser.parse_args(argv)
-    results, _ = run_gpu_check(args.output_dir, force_cpu=args.cpu)
+    results, _ = run_gpu_check(args.output_dir, force_cpu=args.cpu, quick=args.quick)
     return 0 if results["ok"] else 1
 
 
