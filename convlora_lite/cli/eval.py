@@ -10,7 +10,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval", help="score a run's best checkpoint on a split",
         description="Rebuild the model of a run directory (config.json + checkpoint/best.safetensors) and "
-                    "score it with the dataset's metrics.")
+                    "score it with the dataset's metrics, in the run's own precision (fp16/bf16 autocast where it "
+                    "trained so; docs/precision.md), as its trainer scored it.")
     parser.add_argument("--run-dir", required=True, help="a run directory written by `convlora train`")
     parser.add_argument("--split", default="test", help="split name (default test; polyp: test_kvasir, test_cvc)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
