@@ -7,6 +7,7 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers) -> None:
+    from convlora_lite.models.prompts import PROMPTS
     from convlora_lite.training.presets import PRESET_NAMES
 
     parser = subparsers.add_parser("reproduce", help="train datasets x methods x seeds and write the table")
@@ -17,6 +18,8 @@ def register(subparsers) -> None:
                                                       "the preset's number, 3 on paper, else 1)")
     parser.add_argument("--output-dir", default="runs/reproduce", help="where the runs and results.md go")
     parser.add_argument("--model", help="SAM backbone for every run (default: the preset's)")
+    parser.add_argument("--image-size", type=int, help="input side in pixels for every run (default: the preset's, "
+                                                      "or the model's own)")
     parser.add_argument("--epochs", type=int, help="override the preset/recipe epochs")
     parser.add_argument("--lr", type=float, help="override the preset/recipe learning rate")
     parser.add_argument("--max-train-batches", type=int, help="cap the training batches per epoch (quick sweeps)")
@@ -25,17 +28,22 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
     parser.add_argument("--shard", help="K/N: train only worker K's part of the grid (0 <= K < N; every N-th run "
                                         "from K), for N workers sharing --output-dir")
-    parser.add_argument("--prompt", choices=("none", "box", "point"),
+    parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the PEFT method(s), e.g. num_experts=4 (repeatable; checked for every "
+                             "method of the grid before anything is trained or downloaded)")
+    parser.add_argument("--prompt", choices=PROMPTS,
                         help="beyond the paper: train and score every run with box or point prompts "
                              "(default none, prompt-free); see `convlora train --help`")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from convlora_lite.peft.base import parse_options
     from convlora_lite.training.sweep import reproduce
 
-    given = dict(model=args.model, epochs=args.epochs, lr=args.lr, data_root=args.root, device=args.device,
-                 max_train_batches=args.max_train_batches, max_eval_batches=args.max_eval_batches, prompt=args.prompt)
+    given = dict(model=args.model, image_size=args.image_size, epochs=args.epochs, lr=args.lr, data_root=args.root,
+                 device=args.device, max_train_batches=args.max_train_batches, max_eval_batches=args.max_eval_batches,
+                 prompt=args.prompt, method_options=parse_options(args.method_option) or None)
     overrides = {key: value for key, value in given.items() if value is not None}
     path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, shard=args.shard,
                      **overrides)

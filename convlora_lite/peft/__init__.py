@@ -35,7 +35,8 @@ def apply_peft(model: nn.Module, method: str, **cfg) -> nn.Module:
         **cfg: the method's options (fields of its config dataclass, e.g. ``rank`` for LoRA).
 
     Returns:
-        ``model`` itself, with ``model.peft_method`` and ``model.peft_config`` recorded.
+        ``model`` itself, with ``model.peft_method`` (the name) and ``model.peft_config`` (the method's
+        config dataclass, built and checked once) recorded.
     """
     spec = get_method(method)
     if getattr(model, "peft_method", None) is not None:
@@ -54,7 +55,7 @@ def apply_peft(model: nn.Module, method: str, **cfg) -> nn.Module:
         if not name.startswith("iou_prediction_head."):
             p.requires_grad_(True)
     model.peft_method = method
-    model.peft_config = spec.options(**cfg)
+    model.peft_config = config
     return model
 
 

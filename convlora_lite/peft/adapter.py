@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.peft.base import PeftMethod
+from convlora_lite.peft.base import PeftMethod, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class AdapterConfig:
     """Adapter's options: the bottleneck width of each adapter."""
 
     bottleneck: int = 2
+
+    def __post_init__(self) -> None:
+        check_positive_int("bottleneck", self.bottleneck)
 
 
 class BottleneckAdapter(nn.Module):
@@ -73,8 +76,6 @@ class _ApplyAdapter:
 def inject(model: nn.Module, config: AdapterConfig) -> None:
     """Attach a :class:`BottleneckAdapter` after the attention and after the MLP of every block."""
     bottleneck = config.bottleneck
-    if not isinstance(bottleneck, int) or bottleneck < 1:
-        raise ConfigError(f"Adapter bottleneck must be a positive integer, got {bottleneck!r}.")
     blocks = getattr(getattr(model, "image_encoder", None), "blocks", None)
     if blocks is None:
         raise ConfigError("The model has no SAM image encoder (`model.image_encoder.blocks`); "

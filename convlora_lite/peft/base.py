@@ -62,17 +62,33 @@ class PeftMethod:
         return dataclasses.asdict(self.config())
 
     def make_config(self, **options):
-        """The method's config with ``options`` set; a :class:`ConfigError` naming the options the
-        method takes for an unknown one."""
-        unknown = set(options) - set(self.defaults)
+        """The method's config with ``options`` set, its values checked by the config's ``__post_init__``;
+        a :class:`ConfigError` naming the options the method takes for an unknown one."""
+        names = {field.name for field in dataclasses.fields(self.config)}
+        unknown = set(options) - names
         if unknown:
             raise ConfigError(f"Unknown option(s) {sorted(unknown)} for method {self.name!r}; "
-                              f"it takes {sorted(self.defaults) or 'none'}.")
+                              f"it takes {sorted(names) or 'none'}.")
         return self.config(**options)
 
     def options(self, **options) -> dict[str, Any]:
         """Every option of the method: ``options`` over the defaults (checked like :meth:`make_config`)."""
         return dataclasses.asdict(self.make_config(**options))
+
+
+def check_positive_int(name: str, value) -> None:
+    """A :class:`ConfigError` naming option ``name`` unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"Option {name} must be a positive integer, got {value!r}.")
+
+
+def check_number(name: str, value, low: float, high: Optional[float] = None, *, open_low: bool = False) -> None:
+    """A :class:`ConfigError` naming option ``name`` unless ``value`` is a number in ``[low, high)``
+    (``(low, high)`` with ``open_low``; no upper bound when ``high`` is None)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or value < low or (open_low and value == low) or (high is not None and value >= high):
+        bounds = f"{'(' if open_low else '['}{low}, {'inf' if high is None else high})"
+        raise ConfigError(f"Option {name} must be a number in {bounds}, got {value!r}.")
 
 
 def parse_options(pairs, context: str = "") -> dict[str, Any]:

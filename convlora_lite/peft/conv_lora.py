@@ -24,7 +24,6 @@ as the test oracle and the benchmark baseline;
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.peft.base import AuxLossModule, PeftMethod
+from convlora_lite.peft.base import AuxLossModule, PeftMethod, check_number, check_positive_int
 from convlora_lite.peft.lora import LoraConfig, LoRALinear, wrap_encoder_qkv
 
 #: The noise floor added to the learned noise scale (official ``noise_epsilon``).
@@ -54,6 +53,25 @@ class ConvLoraConfig(LoraConfig):
     gated: bool = False
     loss_coef: float = 0.01
     implementation: str = "fast"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int("num_experts", self.num_experts)
+        if self.scales is not None:
+            scales = list(self.scales) if isinstance(self.scales, (list, tuple)) else None
+            if scales is None or len(scales) != self.num_experts:
+                raise ConfigError(f"Option scales must list one upsampling factor per expert (num_experts="
+                                  f"{self.num_experts}), got {self.scales!r}.")
+            for scale in scales:
+                check_number("scales", scale, 1.0)
+        check_positive_int("top_k", self.top_k)
+        if self.top_k > self.num_experts:
+            raise ConfigError(f"Option top_k must be between 1 and num_experts={self.num_experts}, got {self.top_k}.")
+        if not isinstance(self.gated, bool):
+            raise ConfigError(f"Option gated must be true or false, got {self.gated!r}.")
+        check_number("loss_coef", self.loss_coef, 0.0)
+        if self.implementation not in ("fast", "official"):
+            raise ConfigError(f"Option implementation must be 'fast' or 'official', got {self.implementation!r}.")
 
 
 class Routing(NamedTuple):
@@ -95,8 +113,6 @@ class NoisyTopKGate(nn.Module):
     def __init__(self, dim: int, num_experts: int, top_k: int = ConvLoraConfig.top_k,
                  loss_coef: float = ConvLoraConfig.loss_coef):
         super().__init__()
-        if not 1 <= top_k <= num_experts:
-            raise ConfigError(f"top_k must be between 1 and num_experts={num_experts}, got {top_k}.")
         self.num_experts = num_experts
         self.top_k = top_k
         self.loss_coef = loss_coef
@@ -206,8 +222,6 @@ class MoEConv(nn.Module):
     def __init__(self, channels: int, scales: Sequence[float], top_k: int = ConvLoraConfig.top_k,
                  gated: bool = ConvLoraConfig.gated, loss_coef: float = ConvLoraConfig.loss_coef):
         super().__init__()
-        if len(scales) == 0 or any(s < 1 for s in scales):
-            raise ConfigError(f"scales must be a non-empty list of upsampling factors >= 1, got {list(scales)}.")
         self.gated = gated
         self.gate = NoisyTopKGate(channels, len(scales), top_k=top_k, loss_coef=loss_coef)
         self.experts = nn.ModuleList(ConvExpert(channels, s) for s in scales)
@@ -296,10 +310,10 @@ class ConvLoRALinear(LoRALinear, AuxLossModule):
                  dropout: float = LoraConfig.dropout, num_experts: int = ConvLoraConfig.num_experts,
                  scales: Optional[Sequence[float]] = None, top_k: int = ConvLoraConfig.top_k,
                  gated: bool = ConvLoraConfig.gated, loss_coef: float = ConvLoraConfig.loss_coef):
+        ConvLoraConfig(rank=rank, alpha=alpha, dropout=dropout, num_experts=num_experts, scales=scales, top_k=top_k,
+                       gated=gated, loss_coef=loss_coef)  # the values' checks live in the config
         super().__init__(base, rank=rank, alpha=alpha, dropout=dropout)
         scales = list(range(1, num_experts + 1)) if scales is None else list(scales)
-        if len(scales) != num_experts:
-            raise ConfigError(f"Got {len(scales)} scales for num_experts={num_experts}; give one scale per expert.")
         self.moe = self.moe_type(rank, scales, top_k=top_k, gated=gated, loss_coef=loss_coef)
         self.moe.to(device=base.weight.device, dtype=base.weight.dtype)
         self.aux_loss = None
@@ -331,15 +345,13 @@ def inject(model: nn.Module, config: ConvLoraConfig) -> None:
     ``implementation``: ``"fast"`` (this file, sync-free) or ``"official"`` (the per-expert
     dispatch loop of the authors' code, ``conv_lora_official.py``; same parameters, same results).
     """
-    if config.implementation == "fast":
-        layer_type = ConvLoRALinear
-    elif config.implementation == "official":
+    if config.implementation == "official":
         from convlora_lite.peft.conv_lora_official import OfficialConvLoRALinear as layer_type
     else:
-        raise ConfigError(f"Unknown Conv-LoRA implementation {config.implementation!r}; choose 'fast' or 'official'.")
-    options = dataclasses.asdict(config)
-    del options["implementation"]
-    wrap_encoder_qkv(model, lambda qkv: layer_type(qkv, **options))
+        layer_type = ConvLoRALinear
+    wrap_encoder_qkv(model, lambda qkv: layer_type(
+        qkv, rank=config.rank, alpha=config.alpha, dropout=config.dropout, num_experts=config.num_experts,
+        scales=config.scales, top_k=config.top_k, gated=config.gated, loss_coef=config.loss_coef))
 
 
 METHOD = PeftMethod(

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.peft.base import PeftMethod
+from convlora_lite.peft.base import PeftMethod, check_number, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class LoraConfig:
     rank: int = 3
     alpha: float = 32
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_positive_int("rank", self.rank)
+        check_number("alpha", self.alpha, float("-inf"))
+        check_number("dropout", self.dropout, 0.0, 1.0)
 
 
 class LoRALinear(nn.Module):
@@ -53,10 +58,7 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise ConfigError(f"LoRA wraps an nn.Linear, got {type(base).__name__}; adapt a linear layer.")
-        if rank <= 0:
-            raise ConfigError(f"LoRA rank must be a positive integer, got {rank}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"LoRA dropout must be in [0, 1), got {dropout}.")
+        LoraConfig(rank=rank, alpha=alpha, dropout=dropout)  # the values' checks live in the config
         self.base = base
         self.base.requires_grad_(False)
         self.rank = rank

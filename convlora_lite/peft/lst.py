@@ -44,7 +44,7 @@ from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.peft.base import PeftMethod
+from convlora_lite.peft.base import PeftMethod, check_number, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,15 @@ class LstConfig:
     reduction: int = 4
     gate_temperature: float = 0.1
     taps: Optional[Sequence[int]] = None
+
+    def __post_init__(self) -> None:
+        check_positive_int("reduction", self.reduction)
+        check_number("gate_temperature", self.gate_temperature, 0.0, open_low=True)
+        taps = self.taps
+        if taps is not None and (not isinstance(taps, (list, tuple)) or not taps
+                                 or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in taps)
+                                 or list(taps) != sorted(set(taps))):
+            raise ConfigError(f"Option taps must be increasing block indices >= 0, got {taps!r}.")
 
 
 class LadderSideNetwork(nn.Module):
@@ -165,8 +174,6 @@ def inject(model: nn.Module, config: LstConfig) -> None:
     if not isinstance(reduction, int) or reduction < 1 or dim % reduction or (dim // reduction) % heads:
         raise ConfigError(f"LST reduction must be a positive integer that divides the encoder width {dim} into a "
                           f"side width divisible by its {heads} heads, got {reduction!r}.")
-    if gate_temperature <= 0:
-        raise ConfigError(f"LST gate_temperature must be > 0, got {gate_temperature}.")
     taps = [i for i, b in enumerate(blocks) if b.window_size == 0] if taps is None else list(taps)
     if not taps or any(not 0 <= i < len(blocks) for i in taps) or taps != sorted(set(taps)):
         raise ConfigError(f"LST taps must be increasing block indices in [0, {len(blocks) - 1}], got {taps} "

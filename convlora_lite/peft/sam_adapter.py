@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.peft.base import PeftMethod
+from convlora_lite.peft.base import PeftMethod, check_number, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,12 @@ class SamAdapterConfig:
     scale_factor: int = 16
     freq_ratio: float = 0.25
     zero_init: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive_int("scale_factor", self.scale_factor)
+        check_number("freq_ratio", self.freq_ratio, 0.0, 1.0)
+        if not isinstance(self.zero_init, bool):
+            raise ConfigError(f"Option zero_init must be true or false, got {self.zero_init!r}.")
 
 
 def high_frequency_component(images: torch.Tensor, freq_ratio: float = 0.25) -> torch.Tensor:
@@ -148,9 +154,6 @@ def inject(model: nn.Module, config: SamAdapterConfig) -> None:
     if not isinstance(scale_factor, int) or scale_factor < 1 or dim % scale_factor:
         raise ConfigError(f"SAM-Adapter scale_factor must be a positive integer dividing the encoder width {dim}, "
                           f"got {scale_factor!r}.")
-    if not 0.0 <= freq_ratio < 1.0:
-        raise ConfigError("SAM-Adapter freq_ratio (the low-frequency area removed) must be in [0, 1), "
-                          f"got {freq_ratio}.")
     ref = encoder.patch_embed.proj.weight
     generator = PromptGenerator(dim, len(encoder.blocks), encoder.patch_embed.proj.kernel_size[0], scale_factor,
                                 freq_ratio, zero_init, device=ref.device, dtype=ref.dtype)

@@ -33,7 +33,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.peft.base import PeftMethod
+from convlora_lite.peft.base import PeftMethod, check_number
 
 #: The layer types SSF follows, and the dimension of their output that holds the channels.
 _CHANNEL_DIM = {nn.Linear: -1, nn.LayerNorm: -1, nn.Conv2d: 1, LayerNorm2d: 1}
@@ -44,6 +44,9 @@ class SsfConfig:
     """SSF's options: the standard deviation of the scales' and shifts' initial noise (0: exact identity)."""
 
     init_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_number("init_std", self.init_std, 0.0)
 
 
 def _num_channels(module: nn.Module) -> int:
@@ -76,8 +79,6 @@ def add_scale_shift(module: nn.Module, init_std: float = 0.0) -> None:
 def inject(model: nn.Module, config: SsfConfig) -> None:
     """Add a scale and shift after every Linear, Conv2d, LayerNorm and LayerNorm2d of the encoder."""
     init_std = config.init_std
-    if not isinstance(init_std, (int, float)) or init_std < 0:
-        raise ConfigError(f"SSF init_std must be a number >= 0 (0: exact identity, 0.02: SSF's own), got {init_std!r}.")
     encoder = getattr(model, "image_encoder", None)
     if encoder is None:
         raise ConfigError("The model has no `image_encoder`; pass a segment_anything Sam or a PromptFreeSAM.")

@@ -50,7 +50,7 @@ from segment_anything.modeling.image_encoder import (
 from torch import nn
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.peft.base import PeftMethod
+from convlora_lite.peft.base import PeftMethod, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class VptConfig:
     """VPT-Deep's options: the number of prompt tokens per block."""
 
     num_prompts: int = 12
+
+    def __post_init__(self) -> None:
+        check_positive_int("num_prompts", self.num_prompts)
 
 
 def prompted_attention(attn: Attention, x: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
@@ -121,8 +124,6 @@ class PromptedBlock(nn.Module):
 def inject(model: nn.Module, config: VptConfig) -> None:
     """Replace every image-encoder block by a :class:`PromptedBlock` with ``num_prompts`` prompts."""
     num_prompts = config.num_prompts
-    if not isinstance(num_prompts, int) or num_prompts < 1:
-        raise ConfigError(f"VPT num_prompts must be a positive integer, got {num_prompts!r}.")
     encoder = getattr(model, "image_encoder", None)
     blocks = getattr(encoder, "blocks", None)
     if blocks is None:

@@ -45,3 +45,60 @@ def test_train_cli_rejects_an_unknown_method_option(capsys):
                  "--method-option", "experts=4"])
     assert code == 2
     assert "Unknown option(s) ['experts'] for method 'lora'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, options, named", [
+    ("lora", {"rank": 0}, "rank"), ("lora", {"dropout": 1.0}, "dropout"),
+    ("conv_lora", {"top_k": 9}, "top_k"), ("conv_lora", {"num_experts": 3, "scales": [1, 2]}, "scales"),
+    ("conv_lora", {"scales": [0.5, 1, 2, 3, 4, 5, 6, 7]}, "scales"), ("conv_lora", {"implementation": "cuda"},
+                                                                      "implementation"),
+    ("conv_lora", {"gated": "yes"}, "gated"), ("adapter", {"bottleneck": 0}, "bottleneck"),
+    ("vpt", {"num_prompts": 1.5}, "num_prompts"), ("lst", {"gate_temperature": 0}, "gate_temperature"),
+    ("lst", {"taps": [3, 1]}, "taps"), ("sam_adapter", {"freq_ratio": 1.0}, "freq_ratio"),
+    ("ssf", {"init_std": -0.1}, "init_std"),
+])
+def test_bad_values_are_refused_by_the_config_naming_the_option(method, options, named):
+    with pytest.raises(ConfigError, match=named):
+        get_method(method).make_config(**options)
+
+
+def test_the_model_keeps_the_config_it_was_built_with():
+    from convlora_lite.models.sam import build_sam
+    from convlora_lite.peft import apply_peft
+
+    model = apply_peft(build_sam("test_tiny"), "conv_lora", num_experts=4, top_k=2)
+    assert model.peft_config == ConvLoraConfig(num_experts=4, top_k=2)
+    assert model.image_encoder.blocks[0].attn.qkv.moe.num_experts == 4
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--dataset", "polyp", "--method", "lora", "--method-option", "rank=0"],
+    ["reproduce", "--datasets", "polyp,camo", "--methods", "lora,conv_lora", "--method-option", "rank=0"],
+    ["reproduce", "--datasets", "polyp", "--methods", "conv_lora", "--method-option", "top_k=9"],
+    ["train", "--dataset", "polyp", "--method", "conv_lora", "--method-option", "scales=[1,2]"],
+])
+def test_a_bad_method_option_exits_2_before_any_data_or_checkpoint_is_touched(tmp_path, monkeypatch, capsys,
+                                                                               command):
+    """On the paper preset (ViT-H, 2.4 GB of weights) the value is refused at once, naming the option."""
+    monkeypatch.setenv("CONVLORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONVLORA_DATA_BASE_URL", "http://127.0.0.1:9/nothing")  # a download would fail loudly
+    out = tmp_path / "runs"
+    code = main(command + ["--preset", "paper", "--root", str(tmp_path / "data"), "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    option = command[-1].split("=")[0]
+    assert f"Option {option} must" in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "data").exists() and not out.exists()
+
+
+def test_reproduce_takes_the_image_size_and_method_options_of_train(tmp_path, monkeypatch):
+    from convlora_lite.training import sweep
+
+    seen = []
+    monkeypatch.setattr(sweep, "grid_configs", lambda *a, **k: seen.append(k) or [])
+    monkeypatch.setattr(sweep, "collect_runs", lambda paths: __import__("pandas").DataFrame())
+    monkeypatch.setattr(sweep, "results_table", lambda runs: runs)
+    monkeypatch.setattr(sweep, "table_markdown", lambda table: "")
+    assert main(["reproduce", "--datasets", "synth_polyp", "--methods", "conv_lora", "--image-size", "128",
+                 "--method-option", "num_experts=4", "--output-dir", str(tmp_path)]) == 0
+    assert seen[0]["image_size"] == 128 and seen[0]["method_options"] == {"num_experts": 4}
