@@ -16,7 +16,6 @@ a box prompt: the filled evaluation box itself as the predicted mask.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -24,12 +23,13 @@ import torch
 
 from convlora_lite.data.registry import get_dataset_spec
 from convlora_lite.training import TrainConfig, fit
+from convlora_lite.training.rundir import RunDir
 from convlora_lite.training.sweep import seeds_for
 
 
 def rows_of(run_dir: Path) -> list[dict]:
     """The CSV rows of one finished prompted run (the dataset's table metrics)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = RunDir(run_dir).read_metrics()
     spec = get_dataset_spec(metrics["dataset"])
     rows = []
     for split, values in metrics["test"].items():

@@ -304,11 +304,11 @@ class Session:
     def show_grid_reading(self, runs: Sequence[RunDir]) -> None:
         """What a grid's ``runs`` (from :meth:`train`) show, one dataset at a time (:meth:`Task.show_reading`);
         the datasets then count among the session's tasks in :meth:`show_takeaways`."""
-        for dataset in dict.fromkeys(run.path.parent.parent.name for run in runs):
+        for dataset in dict.fromkeys(run.dataset for run in runs):
             task = Task(self, dataset)
             for run in runs:
-                if run.path.parent.parent.name == dataset:
-                    task.runs.setdefault(run.path.parent.name, []).append(run)
+                if run.dataset == dataset:
+                    task.runs.setdefault(run.method, []).append(run)
             self.tasks.append(task)
             task.show_reading()
 
@@ -407,7 +407,7 @@ class Task:
         """Train (or read back) the session's methods x seeds on this task (x :attr:`Session.comparison_seeds`
         seeds when it is the compared task)."""
         runs = self.session.train([self.name], seeds=self.session.comparison_seeds if self.compared else None)
-        self.runs = {m: [r for r in runs if r.path.parent.name == m] for m in self.session.methods}
+        self.runs = {m: [r for r in runs if r.method == m] for m in self.session.methods}
         return self.runs
 
     def show_curves(self, method: str | None = None) -> None:

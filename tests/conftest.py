@@ -72,3 +72,26 @@ def server():
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def fake_run():
+    """A finished run directory written through :class:`RunDir`, without training:
+    ``fake_run(path, dataset, method, seed, test={split: {metric: value}}, history=[rows], **config)``.
+    The config is the full ``TrainConfig.resolve`` of (dataset, method) on the ``cpu`` preset, with ``config``'s
+    fields over it; ``metrics.json`` holds ``test`` and ``completed``; ``history`` rows go to ``history.csv``."""
+    from convlora_lite.training import TrainConfig
+    from convlora_lite.training.rundir import RunDir
+
+    def write(path, dataset, method, seed, test=None, history=None, **config):
+        run = RunDir(path)
+        resolved = TrainConfig.resolve(dataset, method, "cpu", seed=seed, output_dir=str(run.path), **config)
+        run.create()
+        run.write_config(resolved.to_dict())
+        if test is not None:
+            run.write_metrics({"dataset": dataset, "method": method, "seed": seed, "test": test, "completed": True})
+        if history is not None:
+            run.write_history(history)
+        return run.path
+
+    return write

@@ -172,8 +172,8 @@ def training_part(device: str, precision: str, model: str, image_size: int, work
                               output_dir=str(workdir / f"run_{precision}"), data_root=str(root))
     trainer = Trainer(cfg)
     scaler = trainer.scaler
-    run = trainer.fit()
-    history = json.loads((run / "metrics.json").read_text())
+    trainer.fit()
+    history = trainer.run.read_metrics()
     rows = trainer.run.read_history().to_dict("records")
     losses = [row["train_loss"] for row in rows]
     numbers = losses + [v for row in rows for k, v in row.items() if k.startswith("val_") and isinstance(v, float)]

@@ -25,6 +25,7 @@ import pandas as pd
 
 from convlora_lite.data.registry import get_dataset_spec
 from convlora_lite.errors import ConfigError
+from convlora_lite.training.rundir import RunDir
 
 CITATION = ("Zihan Zhong, Zhiqiang Tang, Tong He, Haoyang Fang, Chun Yuan. Convolution Meets LoRA: "
             "Parameter Efficient Finetuning for Segment Anything Model. ICLR 2024. arXiv:2401.17868.")
@@ -145,7 +146,6 @@ def compare_with_paper(run_dirs) -> pd.DataFrame:
     comparable; show :func:`paper_results` for context instead) and for a mix of datasets or
     methods.
     """
-    import json
 
     from convlora_lite.analysis.results_tables import collect_runs
 
@@ -160,7 +160,7 @@ def compare_with_paper(run_dirs) -> pd.DataFrame:
         raise ConfigError(f"{dataset} is a synthetic analog: its numbers are NOT comparable with the paper's. "
                           f"Show paper_results({dataset!r}) for context, or train on the real dataset "
                           "(preset colab or paper) to compare.")
-    models = sorted({json.loads((Path(d) / "config.json").read_text())["model"] for d in runs["run_dir"]})
+    models = sorted({RunDir(d).read_config_dict()["model"] for d in runs["run_dir"]})
     ours = runs.groupby(["split", "metric"])["value"].agg(["mean", "std", "count"]) * [100, 100, 1]
     paper_row = "LoRA" if method == "lora" else "Conv-LoRA"
     rows = []

@@ -1,15 +1,12 @@
 """Paper-style results tables built from run directories (never from typed-in numbers).
 
-A run directory (see ``rundir.py``) holds ``config.json`` (dataset, method, seed, ...) and
-``metrics.json`` (``test``: split -> metric -> value, fractions in [0, 1]). :func:`collect_runs`
+A run directory (:class:`~convlora_lite.training.rundir.RunDir`) holds its config (dataset, method,
+seed, ...) and its metrics (``test``: split -> metric -> value, fractions in [0, 1]). :func:`collect_runs`
 reads many of them into one long DataFrame, :func:`results_table` pivots it into the paper's
 layout: one row per method (in the paper's order), one column per (dataset, test split, metric),
 each cell the mean +- standard deviation over seeds, multiplied by 100 for display.
 """
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,16 +14,7 @@ import pandas as pd
 from convlora_lite.data.own import run_spec
 from convlora_lite.errors import DataError
 from convlora_lite.peft import METHOD_NAMES
-
-
-def find_run_dirs(paths) -> list[Path]:
-    """Every run directory (a folder holding ``metrics.json``) at or below the given paths."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise DataError(f"{path} does not exist; pass run directories or folders that contain them.")
-        found += [p.parent for p in sorted(path.rglob("metrics.json"))]
-    return sorted(set(found))
+from convlora_lite.training.rundir import RunDir
 
 
 def collect_runs(paths) -> pd.DataFrame:
@@ -36,16 +24,15 @@ def collect_runs(paths) -> pd.DataFrame:
     per-class IoU lists are left out of the long table.
     """
     rows = []
-    for run in find_run_dirs(paths):
-        config = json.loads((run / "config.json").read_text())
-        metrics = json.loads((run / "metrics.json").read_text())
-        spec = run_spec(run)  # the registry's, or an own-data run's recorded spec
+    for run in RunDir.find(paths):
+        config, metrics = run.read_config_dict(), run.read_metrics()
+        spec = run_spec(run.path)  # the registry's, or an own-data run's recorded spec
         for split, values in metrics.get("test", {}).items():
             for metric in spec.metrics:
                 value = values.get(metric)
                 if isinstance(value, (int, float)):
                     rows.append(dict(dataset=spec.name, method=config["method"], seed=config["seed"],
-                                     split=split, metric=metric, value=float(value), run_dir=str(run)))
+                                     split=split, metric=metric, value=float(value), run_dir=str(run.path)))
     if not rows:
         raise DataError(f"No finished runs with test metrics found under {', '.join(map(str, paths))}.")
     return pd.DataFrame(rows)

@@ -7,7 +7,6 @@ for data fetched by hand). Multi-GPU: ``accelerate launch -m convlora_lite train
 """
 from __future__ import annotations
 
-import json
 import os
 
 from convlora_lite.errors import ConfigError
@@ -15,6 +14,7 @@ from convlora_lite.models.prompts import PROMPTS
 from convlora_lite.peft.base import parse_options
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
 from convlora_lite.training.presets import PRESET_NAMES
+from convlora_lite.training.rundir import RunDir
 
 
 def register(subparsers) -> None:
@@ -81,7 +81,7 @@ def run(args) -> int:
     config = TrainConfig.resolve(args.dataset, args.method, args.preset, **given)
     run_dir = fit(config)
     if int(os.environ.get("RANK", "0")) == 0:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = RunDir(run_dir).read_metrics()
         print(f"Run directory: {run_dir}")
         print(f"Best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
               f"(val {metrics['select_metric']} {metrics['val'][metrics['select_metric']]:.4f})")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from convlora_lite.errors import CheckpointError, ConfigError
+from convlora_lite.io import atomic_write
 
 FORMAT = "convlora_lite.export/1"
 #: methods whose trained model is SAM's own architecture once merged.
@@ -80,7 +81,7 @@ def export_run(run_dir, output) -> Path:
     metadata = {"format": FORMAT, "config": json.dumps(config.to_dict()),
                 "spec": json.dumps(spec_summary(run_spec(run_dir))), "base": json.dumps(base_reference(config))}
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    _atomic(output, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
+    atomic_write(output, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
     return output
 
 
@@ -205,11 +206,6 @@ def export_merged_sam(source, output) -> Path:
     model, config, _ = load_source(source)
     state = merged_sam_state(model, config)
     output = Path(output)
-    _atomic(output, lambda tmp: torch.save(state, tmp))
+    atomic_write(output, lambda tmp: torch.save(state, tmp))
     return output
 
-
-def _atomic(path: Path, write) -> None:
-    from convlora_lite.training.rundir import atomic_write
-
-    atomic_write(Path(path), write)

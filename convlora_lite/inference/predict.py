@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from convlora_lite.data.datasets import IMAGE_SUFFIXES
 from convlora_lite.errors import DataError, UserError
-from convlora_lite.training.rundir import atomic_write
+from convlora_lite.io import atomic_write
 
 _BASE_PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
                  (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]

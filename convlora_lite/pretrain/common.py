@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from convlora_lite.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from convlora_lite.errors import CheckpointError
+from convlora_lite.io import atomic_write
 
 
 def to_model_input(images: list[np.ndarray]) -> torch.Tensor:
@@ -70,11 +71,9 @@ class TrainState:
         self.step, self.elapsed_s, self.resumed = state["step"], state["elapsed_s"], state["resumed"] + 1
 
     def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({"config": self.config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": self.step, "elapsed_s": self.elapsed_s, "resumed": self.resumed}, tmp)
-        os.replace(tmp, self.path)
+        state = {"config": self.config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "step": self.step, "elapsed_s": self.elapsed_s, "resumed": self.resumed}
+        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
 
 
 def save_fp16_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> str:

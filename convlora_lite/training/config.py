@@ -11,9 +11,10 @@ from types import SimpleNamespace
 from typing import Optional
 
 from convlora_lite.errors import ConfigError
+from convlora_lite.io import jsonable
 from convlora_lite.models.prompts import check_prompt
 from convlora_lite.training.presets import OFFICIAL_SEED, get_preset
-from convlora_lite.training.rundir import RunDir, jsonable
+from convlora_lite.training.rundir import RunDir
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")

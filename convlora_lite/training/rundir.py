@@ -13,23 +13,28 @@
         resume.pt               optimizer, scheduler, scaler, RNG states, epoch, best so far, history
       figures/loss_curve.png
 
-A sweep keeps its runs at ``{output_dir}/{dataset}/{method}/seed{seed}`` (:meth:`RunDir.of`).
-Every file is written to a temporary name in the same folder and then moved into place with
-``os.replace``, so a crash never leaves a half-written file: ``resume.pt`` is either the old
-epoch's or the new one's.
+A sweep keeps its runs at ``{output_dir}/{dataset}/{method}/seed{seed}`` (:meth:`RunDir.of`);
+:meth:`RunDir.find` finds the runs below any folder, and a run's dataset, method and seed are read
+from its ``config.json``, never from its path. These file names are known to this module only.
+Every file is written to a temporary name in the same folder and then moved into place
+(:func:`convlora_lite.io.atomic_write`), so a crash never leaves a half-written file: ``resume.pt`` is
+either the old epoch's or the new one's.
 """
 from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from convlora_lite.errors import CheckpointError
+from convlora_lite.errors import CheckpointError, DataError
+from convlora_lite.io import atomic_write
+
+#: the file whose presence marks a run directory.
+METRICS_NAME = "metrics.json"
 
 
 class RunDir:
@@ -43,30 +48,75 @@ class RunDir:
         """The run of (``dataset``, ``method``, ``seed``) in the sweep folder ``output_dir``."""
         return cls(Path(output_dir) / dataset / method / f"seed{seed}")
 
+    @classmethod
+    def find(cls, paths) -> list["RunDir"]:
+        """Every finished-or-not run directory (a folder holding ``metrics.json``) at or below ``paths``
+        (run directories or folders of them), sorted by path."""
+        found: set[Path] = set()
+        for path in map(Path, paths):
+            if not path.exists():
+                raise DataError(f"{path} does not exist; pass run directories or folders that contain them.")
+            found.update(p.parent for p in path.rglob(METRICS_NAME))
+        return [cls(path) for path in sorted(found)]
+
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunDir) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
     config = property(lambda self: self.path / "config.json")
     history = property(lambda self: self.path / "history.csv")
-    metrics = property(lambda self: self.path / "metrics.json")
+    metrics = property(lambda self: self.path / METRICS_NAME)
     checkpoint_dir = property(lambda self: self.path / "checkpoint")
     best = property(lambda self: self.checkpoint_dir / "best.safetensors")
     last = property(lambda self: self.checkpoint_dir / "last.safetensors")
     resume_state = property(lambda self: self.checkpoint_dir / "resume.pt")
     figures = property(lambda self: self.path / "figures")
+    loss_curve = property(lambda self: self.figures / "loss_curve.png")
     split = property(lambda self: self.path / "split.json")
+
+    @property
+    def dataset(self) -> str:
+        """The run's dataset (registry name or own-data label), from ``config.json``."""
+        return self.read_config_dict()["dataset"]
+
+    @property
+    def method(self) -> str:
+        """The run's PEFT method, from ``config.json``."""
+        return self.read_config_dict()["method"]
+
+    @property
+    def seed(self) -> int:
+        """The run's seed, from ``config.json``."""
+        return int(self.read_config_dict()["seed"])
 
     def create(self) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.figures.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, path: Path, data: dict) -> None:
-        _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
 
     def read_json(self, path: Path) -> dict:
         if not path.exists():
             raise CheckpointError(f"{path} does not exist: {self.path} is not a (finished) run directory.")
         return json.loads(path.read_text())
+
+    def read_config_dict(self) -> dict:
+        """``config.json`` as written (a run of an older version may lack newer fields)."""
+        return self.read_json(self.config)
+
+    def write_config(self, config: dict) -> None:
+        """Write ``config.json`` (a :meth:`TrainConfig.to_dict`)."""
+        self.write_json(self.config, config)
+
+    def write_metrics(self, metrics: dict) -> None:
+        """Write ``metrics.json``."""
+        self.write_json(self.metrics, metrics)
 
     def read_config(self):
         """The run's :class:`~convlora_lite.training.config.TrainConfig` (from ``config.json``)."""
@@ -109,12 +159,12 @@ class RunDir:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
                 writer.writeheader()
                 writer.writerows(rows)
-        _atomic(self.history, write)
+        atomic_write(self.history, write)
 
     def save_tensors(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
         """Save ``tensors`` (detached, contiguous, on the CPU) as safetensors."""
         cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-        _atomic(path, lambda tmp: save_file(cpu, str(tmp)))
+        atomic_write(path, lambda tmp: save_file(cpu, str(tmp)))
 
     def load_tensors(self, path: Path) -> dict[str, torch.Tensor]:
         if not path.exists():
@@ -122,30 +172,8 @@ class RunDir:
         return load_file(str(path))
 
     def save_state(self, state: dict) -> None:
-        _atomic(self.resume_state, lambda tmp: torch.save(state, tmp))
+        atomic_write(self.resume_state, lambda tmp: torch.save(state, tmp))
 
     def load_state(self) -> dict:
         return torch.load(self.resume_state, map_location="cpu", weights_only=False)
 
-
-def jsonable(value):
-    """Plain JSON types (numpy / torch scalars to float, tuples to lists)."""
-    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
-
-def atomic_write(path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``: a reader
-    sees the old file or the new one, never half of one (used for every file a run or a prediction writes)."""
-    _atomic(Path(path), write)
-
-
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

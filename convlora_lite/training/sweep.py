@@ -59,9 +59,8 @@ def grid_configs(preset: str, datasets: list[str], methods: list[str], seeds: in
     for name in ("output_dir", "seed", "resume"):
         if name in overrides:
             raise ConfigError(f"reproduce sets {name!r} itself for every run; do not pass it.")
-    root = Path(output_dir)
     return [TrainConfig.resolve(dataset, method, preset, seed=seed, resume=True,
-                                output_dir=str(root / dataset / method / f"seed{seed}"), **overrides)
+                                output_dir=str(RunDir.of(output_dir, dataset, method, seed).path), **overrides)
             for dataset in datasets for method in methods for seed in seeds_for(preset, seeds)]
 
 

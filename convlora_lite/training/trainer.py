@@ -48,6 +48,7 @@ from convlora_lite.data.datasets import build_splits
 from convlora_lite.data.install import ensure_dataset
 from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError, DataError
+from convlora_lite.io import jsonable
 from convlora_lite.locking import exclusive
 from convlora_lite.models.prompts import batch_names, train_prompts
 from convlora_lite.peft.state import load_trainable, trainable_state
@@ -58,7 +59,7 @@ from convlora_lite.training.evaluation import evaluate_model, zero_shot_baseline
 from convlora_lite.training.losses import task_loss
 from convlora_lite.training.model import build_model
 from convlora_lite.training.optim import build_optimizer, linear_decay
-from convlora_lite.training.rundir import RunDir, jsonable
+from convlora_lite.training.rundir import RunDir
 
 
 def _rng_state() -> dict:
@@ -355,7 +356,7 @@ class Trainer:
         stopped = resume.get("stopped_early", False)
         if self.is_main:
             run.create()
-            run.write_json(run.config, dataclasses.replace(cfg, resume=False).to_dict())
+            run.write_config(dataclasses.replace(cfg, resume=False).to_dict())
         if len(history) < cfg.epochs and not stopped:
             self._log_size(len(history))
         for epoch in range(len(history), cfg.epochs):
@@ -415,8 +416,8 @@ class Trainer:
                 max_batches=self.config.max_eval_batches, autocast=self.autocast,
                 desc=f"zero-shot {split}")) for split in tests}
             metrics = {**metrics, "prompt": self.config.prompt, "zero_shot": zero_shot}
-        self.run.write_json(self.run.metrics, metrics)
-        plot_history(self.run.path, self.spec).savefig(self.run.figures / "loss_curve.png", dpi=100)
+        self.run.write_metrics(metrics)
+        plot_history(self.run.path, self.spec).savefig(self.run.loss_curve, dpi=100)
 
 
 # --------------------------------------------------------------------------------------------

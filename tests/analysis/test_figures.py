@@ -1,6 +1,4 @@
 """Figures of convlora_lite.analysis.figures: the arrays they draw (hand cases) and the figures' layout."""
-import csv
-import json
 
 import numpy as np
 import pytest
@@ -151,19 +149,12 @@ def test_error_map_figure():
         error_map([_pixels(2, 2)], [mask, mask], [mask])
 
 
-def _write_run(tmp_path, rows, dataset="synth_sbu"):
-    with open(tmp_path / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (tmp_path / "config.json").write_text(json.dumps({"dataset": dataset, "method": "conv_lora", "model": "micro_sam"}))
-    return tmp_path
 
 
-def test_plot_history_marks_the_selection_metric_and_best_epoch(tmp_path):
+def test_plot_history_marks_the_selection_metric_and_best_epoch(tmp_path, fake_run):
     rows = [dict(epoch=e, train_loss=1 / e, aux_loss=0.01, lr=1e-3, val_ber=b, val_iou=0.5, val_mae=0.2, time_s=1.0)
             for e, b in zip((1, 2, 3), (0.3, 0.1, 0.2))]  # SBU selects the lowest BER: epoch 2
-    figure = plot_history(_write_run(tmp_path, rows))
+    figure = plot_history(fake_run(tmp_path / "run", "synth_sbu", "conv_lora", 0, history=rows))
     loss_ax, metric_ax = figure.axes
     assert loss_ax.get_xlabel() == metric_ax.get_xlabel() == "epoch"
     assert loss_ax.get_ylabel() == "loss" and "validation" in metric_ax.get_ylabel()

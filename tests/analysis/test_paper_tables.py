@@ -1,5 +1,4 @@
 """The paper's numbers in convlora_lite.analysis.paper_tables against docs/recipe.md, and the comparison tables."""
-import json
 
 import numpy as np
 import pytest
@@ -77,17 +76,12 @@ def test_parameter_table_matches_our_counts_on_vit_h():
         assert round(row["trainable"] / 1e6, 2) == PAPER_PARAMS[row["method"]][0]
 
 
-def _fake_run(path, dataset, method, seed, test):
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed,
-                                                  "model": "vit_b"}))
-    (path / "metrics.json").write_text(json.dumps({"test": test, "completed": True}))
-    return path
 
 
-def test_compare_with_paper_layout_and_values(tmp_path):
-    runs = [_fake_run(tmp_path / f"s{seed}", "polyp", "conv_lora", seed,
-                      {"test_kvasir": {"s_alpha": sa, "e_phi": 0.9}, "test_cvc": {"s_alpha": 0.8, "e_phi": 0.85}})
+def test_compare_with_paper_layout_and_values(tmp_path, fake_run):
+    runs = [fake_run(tmp_path / f"s{seed}", "polyp", "conv_lora", seed,
+                     {"test_kvasir": {"s_alpha": sa, "e_phi": 0.9}, "test_cvc": {"s_alpha": 0.8, "e_phi": 0.85}},
+                     model="vit_b")
             for seed, sa in ((1, 0.90), (2, 0.92))]
     table = compare_with_paper(runs)
     assert list(table.columns) == ["test set", "metric", "better", "paper LoRA", "paper Conv-LoRA", "ours",
@@ -102,17 +96,17 @@ def test_compare_with_paper_layout_and_values(tmp_path):
     assert table.attrs["paper_row"] == "Conv-LoRA"
     single = compare_with_paper(runs[0])
     assert np.isnan(single.iloc[0]["ours std"]) and single.iloc[0]["seeds"] == 1
-    lora = _fake_run(tmp_path / "lora", "sbu", "lora", 1, {"test": {"ber": 0.03}})
+    lora = fake_run(tmp_path / "lora", "sbu", "lora", 1, {"test": {"ber": 0.03}}, model="vit_b")
     row = compare_with_paper(lora).iloc[0]  # a LoRA run is compared with the paper's LoRA row
     np.testing.assert_allclose([row["ours"], row["ours - paper"]], [3.0, 3.0 - 2.74])
 
 
-def test_compare_with_paper_refuses_synthetic_and_mixed_runs(tmp_path):
-    synth = _fake_run(tmp_path / "synth", "synth_sbu", "conv_lora", 1, {"test": {"ber": 0.1}})
+def test_compare_with_paper_refuses_synthetic_and_mixed_runs(tmp_path, fake_run):
+    synth = fake_run(tmp_path / "synth", "synth_sbu", "conv_lora", 1, {"test": {"ber": 0.1}}, model="vit_b")
     with pytest.raises(ConfigError, match="NOT comparable"):
         compare_with_paper(synth)
-    a = _fake_run(tmp_path / "a", "sbu", "conv_lora", 1, {"test": {"ber": 0.1}})
-    b = _fake_run(tmp_path / "b", "sbu", "lora", 1, {"test": {"ber": 0.1}})
+    a = fake_run(tmp_path / "a", "sbu", "conv_lora", 1, {"test": {"ber": 0.1}}, model="vit_b")
+    b = fake_run(tmp_path / "b", "sbu", "lora", 1, {"test": {"ber": 0.1}}, model="vit_b")
     with pytest.raises(ConfigError, match="one dataset and one method"):
         compare_with_paper([a, b])
 

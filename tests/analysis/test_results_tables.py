@@ -1,34 +1,28 @@
 """Results tables from run directories: numbers checked against NumPy on hand-written runs."""
-import json
 
 import numpy as np
 import pytest
 
-from convlora_lite.analysis.results_tables import collect_runs, find_run_dirs, results_table, table_markdown
+from convlora_lite.analysis.results_tables import collect_runs, results_table, table_markdown
 from convlora_lite.cli import main
 from convlora_lite.errors import DataError
-
-
-def _write_run(path, dataset, method, seed, test):
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed}))
-    (path / "metrics.json").write_text(json.dumps({"completed": True, "test": test}))
+from convlora_lite.training.rundir import RunDir
 
 
 @pytest.fixture
-def runs(tmp_path):
+def runs(tmp_path, fake_run):
     values = {("lora", 0): 0.80, ("lora", 1): 0.84, ("conv_lora", 0): 0.90}
     for (method, seed), iou in values.items():
-        _write_run(tmp_path / "synth_leaf" / method / f"seed{seed}", "synth_leaf", method, seed,
-                   {"test": {"iou": iou, "dice": iou + 0.05, "s_alpha": 0.5}})
-    _write_run(tmp_path / "synth_polyp" / "lora" / "seed0", "synth_polyp", "lora", 0,
-               {"test": {"s_alpha": 0.7, "e_phi": 0.75}})
+        fake_run(tmp_path / "synth_leaf" / method / f"seed{seed}", "synth_leaf", method, seed,
+                 {"test": {"iou": iou, "dice": iou + 0.05, "s_alpha": 0.5}})
+    fake_run(tmp_path / "synth_polyp" / "lora" / "seed0", "synth_polyp", "lora", 0,
+             {"test": {"s_alpha": 0.7, "e_phi": 0.75}})
     return tmp_path
 
 
 def test_collect_keeps_only_the_datasets_table_metrics(runs):
     long = collect_runs([runs])
-    assert len(find_run_dirs([runs])) == 4
+    assert len(RunDir.find([runs])) == 4
     leaf = long[long.dataset == "synth_leaf"]
     assert set(leaf.metric) == {"iou", "dice"}  # s_alpha is not a leaf metric in the paper
     assert set(long[long.dataset == "synth_polyp"].metric) == {"s_alpha", "e_phi"}

@@ -5,6 +5,8 @@ import os
 import nbformat
 from run_notebooks import notebook_paths, results_sections, run_notebooks
 
+from convlora_lite.training.rundir import RunDir
+
 
 def _notebook(path, *sources):
     nb = nbformat.v4.new_notebook()
@@ -39,13 +41,10 @@ def test_runs_every_notebook_and_indexes_figures(tmp_path):
     assert (out / "notebooks" / "02_after.ipynb").exists()
 
 
-def test_index_tables_every_finished_run_of_each_sweep(tmp_path):
+def test_index_tables_every_finished_run_of_each_sweep(tmp_path, fake_run):
     def run(dataset, method, seed, s_alpha):
-        folder = tmp_path / "runs" / "sweep_cpu" / dataset / method / f"seed{seed}"
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed}))
-        (folder / "metrics.json").write_text(json.dumps({"test": {"test": {"s_alpha": s_alpha, "e_phi": 0.5,
-                                                                          "iou": 0.5, "dice": 0.5}}}))
+        fake_run(RunDir.of(tmp_path / "runs" / "sweep_cpu", dataset, method, seed).path, dataset, method, seed,
+                 {"test": {"s_alpha": s_alpha, "e_phi": 0.5, "iou": 0.5, "dice": 0.5}})
 
     run("synth_polyp", "lora", 1, 0.40)
     run("synth_polyp", "lora", 2, 0.50)

@@ -1,6 +1,5 @@
 """Prompted fine-tuning (TrainConfig.prompt box/point) end to end on test_tiny, its zero-shot
 baseline against a direct computation, the config rules and resuming runs written before the field."""
-import json
 
 import pytest
 import torch
@@ -13,14 +12,15 @@ from convlora_lite.models.segmenter import PromptedSAM
 from convlora_lite.training import TrainConfig, build_model, devices, evaluate, fit, load_run
 from convlora_lite.training.evaluation import zero_shot_baseline
 from convlora_lite.training.metrics import BinarySegMetrics
+from convlora_lite.training.rundir import RunDir
 
 
 @pytest.mark.parametrize("prompt,method", [("box", "conv_lora"), ("point", "lora")])
 def test_tiny_fit_with_prompts_writes_the_zero_shot_baseline(tmp_path, prompt, method):
     cfg = config(tmp_path, method=method, epochs=2, prompt=prompt)
     run = fit(cfg, spec=BINARY, datasets=datasets())
-    assert json.loads((run / "config.json").read_text())["prompt"] == prompt
-    metrics = json.loads((run / "metrics.json").read_text())
+    assert RunDir(run).read_config().prompt == prompt
+    metrics = RunDir(run).read_metrics()
     assert metrics["prompt"] == prompt and set(metrics["zero_shot"]) == set(metrics["test"]) == {"test"}
     assert 0 <= metrics["test"]["test"]["iou"] <= 1 and 0 <= metrics["zero_shot"]["test"]["iou"] <= 1
     model, loaded = load_run(run)
@@ -72,9 +72,9 @@ def test_prompt_values_and_multiclass_are_config_errors(tmp_path):
 def test_a_run_written_before_the_prompt_field_resumes(tmp_path):
     cfg = config(tmp_path, epochs=1)
     run = fit(cfg, spec=BINARY, datasets=datasets())
-    stored = json.loads((run / "config.json").read_text())
+    stored = RunDir(run).read_config_dict()
     del stored["prompt"]
-    (run / "config.json").write_text(json.dumps(stored))
+    RunDir(run).write_config(stored)
     resumed = TrainConfig.resolve(BINARY.name, "decoder_only", "smoke", spec=BINARY, **{
         k: v for k, v in cfg.to_dict().items() if k not in ("dataset", "method", "preset", "resume")}, resume=True)
     assert resumed.changed_fields(stored) == []
@@ -98,8 +98,8 @@ def test_cli_trains_with_a_box_prompt_and_refuses_one_for_a_multiclass_task(tmp_
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "\ntest test: s_alpha" in printed and "\nzero-shot test: s_alpha" in printed
-    assert json.loads((out / "config.json").read_text())["prompt"] == "box"
-    assert set(json.loads((out / "metrics.json").read_text())["zero_shot"]) == {"test"}
+    assert RunDir(out).read_config().prompt == "box"
+    assert set(RunDir(out).read_metrics()["zero_shot"]) == {"test"}
     assert main(["eval", "--run-dir", str(out), "--json"]) == 0
     capsys.readouterr()
     multi = ["train", "--dataset", "synth_trans10k", "--method", "lora", "--preset", "smoke", "--model", "test_tiny",
