@@ -16,4 +16,4 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 limit=600
 for arg in "$@"; do [ "$arg" = --quick ] && limit=240; done
-exec timeout "${GPU_CHECK_TIMEOUT_S:-$limit}" "$PY" -m convlora_lite.analysis.gpu_check --output-dir benchmarks/results "$@"
+exec timeout "${GPU_CHECK_TIMEOUT_S:-$limit}" "$PY" scripts/gpu_check.py --output-dir benchmarks/results "$@"

@@ -8,7 +8,6 @@ The public API: build a SAM, make it prompt-free, apply a PEFT method, train, sc
 __version__ = "0.1.0"
 
 from convlora_lite.analysis.parameter_counts import count_parameters, paper_param_table
-from convlora_lite.analysis.results_tables import collect_runs, results_table
 from convlora_lite.data import build_dataset, generate_synthetic, get_dataset_spec
 from convlora_lite.errors import CheckpointError, ConfigError, DataError, DownloadError, UserError
 from convlora_lite.inference import Segmenter, export_run, predict_files
@@ -16,6 +15,7 @@ from convlora_lite.models.prompts import Prompts, eval_prompts
 from convlora_lite.models.sam import MODEL_CONFIGS, build_sam
 from convlora_lite.models.segmenter import PromptedSAM, PromptFreeSAM, SegOutput
 from convlora_lite.peft import METHOD_NAMES, apply_peft
+from convlora_lite.reports.results_tables import collect_runs, results_table
 from convlora_lite.training import TrainConfig, Trainer, evaluate, evaluate_model, fit, load_run
 from convlora_lite.training.losses import balanced_bce, get_loss, structure_loss
 from convlora_lite.training.metrics import BinarySegMetrics, MultiClassSegMetrics

@@ -18,6 +18,14 @@ from pathlib import Path
 from convlora_lite.errors import DownloadError
 from convlora_lite.progress import progress_bar
 
+
+def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where downloads are kept (checkpoints, probe data): ``cache_dir``, else ``$CONVLORA_CACHE``, else
+    ``~/.cache/convlora_lite``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("CONVLORA_CACHE") or Path.home() / ".cache" / "convlora_lite").expanduser()
+
 #: seconds to wait for a connection before giving up (offline machines fail fast).
 CONNECT_TIMEOUT_S = 10.0
 #: how many times one call resumes after the connection drops mid-file.

@@ -27,31 +27,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from convlora_lite.analysis.comparisons import compare_curves, disagreement_map, metric_bars, params_vs_score
-from convlora_lite.analysis.diagrams import conv_lora_diagram, sam_diagram
 from convlora_lite.analysis.expert_routing import plot_scale_maps, record_routing
-from convlora_lite.analysis.figures import (
+from convlora_lite.analysis.parameter_counts import paper_param_table, parse_methods
+from convlora_lite.analysis.predictions import predict_run, predict_runs
+from convlora_lite.data.install import is_installed
+from convlora_lite.data.registry import DATASETS, get_dataset_spec
+from convlora_lite.plots.comparisons import compare_curves, disagreement_map, metric_bars, params_vs_score
+from convlora_lite.plots.diagrams import conv_lora_diagram, sam_diagram
+from convlora_lite.plots.figures import (
     display_image,
     error_map,
     overlay,
     plot_history,
     prediction_grid,
     preview_figure,
+    save_loss_curve,
 )
-from convlora_lite.analysis.paper_tables import paper_results, param_comparison
-from convlora_lite.analysis.parameter_counts import paper_param_table, parse_methods
-from convlora_lite.analysis.prediction import predict_run, predict_runs
-from convlora_lite.analysis.readings import routing_reading
-from convlora_lite.analysis.results_tables import collect_runs, results_table
-from convlora_lite.analysis.widgets import (
+from convlora_lite.plots.widgets import (
     expert_explorer,
     own_image,
     prediction_explorer,
     routing_explorer,
     use_inline_figures,
 )
-from convlora_lite.data.install import is_installed
-from convlora_lite.data.registry import DATASETS, get_dataset_spec
+from convlora_lite.reports.paper_tables import paper_results, param_comparison
+from convlora_lite.reports.readings import routing_reading
+from convlora_lite.reports.results_tables import collect_runs, results_table
+from convlora_lite.training.config import TrainConfig, preset_value
 from convlora_lite.training.presets import get_preset
 from convlora_lite.training.rundir import RunDir
 
@@ -116,12 +118,14 @@ def run_sweep(preset: str, datasets, methods, seeds: int, output_dir, data_root,
               log=print, budget: dict | None = None) -> Path:
     """Train the grid datasets x methods x ``seeds`` seeds on ``preset`` with the ``budget`` overrides
     (finished runs are read back) and write ``results.md``/``results.csv``; returns the sweep folder."""
+    from convlora_lite.reports.results_tables import write_results
     from convlora_lite.training.sweep import reproduce
 
     root = ensure_synthetic(datasets, preset, data_root)
     folder = sweep_dir(output_dir, preset, budget)
-    reproduce(preset, list(datasets), list(methods), seeds, output_dir=folder, log=log, data_root=str(root),
-              checkpoint=checkpoint, **(budget or {}))
+    runs = reproduce(preset, list(datasets), list(methods), seeds, output_dir=folder, log=log, data_root=str(root),
+                     checkpoint=checkpoint, on_finish=save_loss_curve, **(budget or {}))
+    write_results(folder, runs)
     return folder
 
 
@@ -192,7 +196,7 @@ class Session:
     @property
     def model(self) -> str:
         """The SAM backbone the preset trains."""
-        return get_preset(self.preset).value("model")
+        return preset_value(self.preset, "model")
 
     @property
     def device(self) -> str:
@@ -222,7 +226,7 @@ class Session:
         on a GPU, plain fp32 on the CPU, where the trainer also runs fp32)."""
         from convlora_lite.training import devices
 
-        precision = devices.inference_precision(get_preset(self.preset).value("precision"), self.device)
+        precision = devices.inference_precision(preset_value(self.preset, "precision"), self.device)
         return devices.autocast(self.device, precision)
 
     @property
@@ -315,7 +319,7 @@ class Session:
     def show_takeaways(self) -> None:
         """The notebook's closing numbers, computed: the trainable budget here and on ViT-H, and for
         every task trained in this session, the leader on its first test metric and Conv-LoRA against LoRA."""
-        from convlora_lite.analysis import readings
+        from convlora_lite.reports import readings
 
         lines = [readings.budget_reading(self.model)]
         for task in self.tasks:
@@ -346,9 +350,9 @@ class Task:
 
     def baseline(self, split: str) -> dict:
         """The task's metrics (fractions) of predicting background everywhere on ``split``
-        (:func:`~convlora_lite.analysis.readings.trivial_baseline`), on the images the runs are scored on:
+        (:func:`~convlora_lite.reports.readings.trivial_baseline`), on the images the runs are scored on:
         the first ``max_eval_batches`` batches when the preset caps them. Computed once per split."""
-        from convlora_lite.analysis.readings import trivial_baseline
+        from convlora_lite.reports.readings import trivial_baseline
 
         if split not in self._baselines:
             config = self.config()
@@ -358,14 +362,13 @@ class Task:
 
     def config(self, method: str = "conv_lora"):
         """The resolved training config of ``method`` on this task under the session's preset."""
-        from convlora_lite.training.config import TrainConfig
 
         return TrainConfig.resolve(self.name, method, self.session.preset, **self.session.budget)
 
     def show_data(self, max_items: int = 200) -> None:
         """The split sizes, a preview of images and masks, and what the masks hold (train split)."""
-        from convlora_lite.analysis.class_statistics import class_statistics, plot_class_statistics
-        from convlora_lite.analysis.figures import label_map_figure
+        from convlora_lite.plots.class_statistics import class_statistics, plot_class_statistics
+        from convlora_lite.plots.figures import label_map_figure
 
         print(self.spec.title, "| images per split:", {s: len(self.dataset(s)) for s in self.spec.all_splits})
         _display(preview_figure(self.name, self.root))
@@ -399,7 +402,7 @@ class Task:
 
     def show_recipe(self) -> None:
         """The official recipe of this task next to what this preset runs."""
-        from convlora_lite.analysis.paper_tables import recipe_comparison
+        from convlora_lite.reports.paper_tables import recipe_comparison
 
         _display(recipe_comparison(self.config()))
 
@@ -429,7 +432,7 @@ class Task:
     def show_reading(self) -> None:
         """What this task's runs show, computed: which method is ahead and by how much against the seed
         spread, Conv-LoRA against LoRA, the all-background floor, and whether training had converged."""
-        from convlora_lite.analysis import readings
+        from convlora_lite.reports import readings
 
         runs = collect_runs([run.path for runs in self.runs.values() for run in runs])
         lines = readings.method_readings(runs)
@@ -447,7 +450,7 @@ class Task:
         all-background mIoU."""
         import pandas as pd
 
-        from convlora_lite.analysis.class_statistics import class_iou_bars
+        from convlora_lite.plots.class_statistics import class_iou_bars
 
         method = method or self.session.methods[-1]
         split = self.spec.test_splits[0]
@@ -458,8 +461,8 @@ class Task:
 
     def show_predictions(self, n: int = 4) -> None:
         """Per test split: images, ground truth and each method's prediction; the last method's errors."""
-        from convlora_lite.analysis.figures import error_map, prediction_grid
-        from convlora_lite.analysis.prediction import predict_runs
+        from convlora_lite.analysis.predictions import predict_runs
+        from convlora_lite.plots.figures import error_map, prediction_grid
 
         last = self.session.methods[-1]
         for split in self.spec.test_splits:
@@ -471,7 +474,7 @@ class Task:
 
     def show_paper(self) -> None:
         """Offline: the paper's row for context. At paper scale: each method next to the paper."""
-        from convlora_lite.analysis.paper_tables import compare_with_paper, paper_results
+        from convlora_lite.reports.paper_tables import compare_with_paper, paper_results
 
         if self.session.offline:
             print(f"{self.name} is a synthetic analog, trained offline on a small model for a few epochs: its numbers "

@@ -203,8 +203,8 @@ def run_notebooks(output_dir: Path, preset: str = "cpu", only: list[str] | None 
 def results_sections(output_dir: Path) -> list[str]:
     """Markdown lines: for every sweep folder under ``output_dir/runs``, one table per dataset of all
     its finished runs (methods x test metrics, mean +- std over seeds, x100)."""
-    from convlora_lite.analysis.results_tables import collect_runs, results_table, table_markdown
     from convlora_lite.errors import DataError
+    from convlora_lite.reports.results_tables import collect_runs, results_table, table_markdown
 
     lines = []
     for sweep in sorted((output_dir / "runs").glob("sweep_*")):

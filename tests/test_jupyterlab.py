@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
            "(apt-get install chromium chromium-driver; .ci/run does it when it runs as root)")
 
 CELL = """import torch
-from convlora_lite.analysis.widgets import prediction_explorer
+from convlora_lite.plots.widgets import prediction_explorer
 
 torch.manual_seed(0)
 images, masks = torch.rand(3, 3, 32, 32), (torch.rand(3, 32, 32) > 0.5).float()

@@ -40,9 +40,12 @@ def test_a_second_process_waits_until_the_first_is_done(tmp_path):
 
 
 def test_a_run_another_process_is_training_is_read_back_not_trained_again(tmp_path):
+    from accelerate.utils import set_seed
+
     from convlora_lite.data.install import ensure_dataset
     from convlora_lite.data.registry import get_dataset_spec
-    from convlora_lite.training import TrainConfig, Trainer
+    from convlora_lite.training import TrainConfig, Trainer, build_model
+    from convlora_lite.training.run_data import config_spec, run_datasets
 
     root, out = tmp_path / "data", tmp_path / "run"
     ensure_dataset(get_dataset_spec("synth_polyp"), root, log=lambda *_: None)
@@ -60,7 +63,11 @@ def test_a_run_another_process_is_training_is_read_back_not_trained_again(tmp_pa
             if "is in use by another process" in line:
                 break
         assert any("is in use by another process" in line for line in lines), "".join(lines)
-        Trainer(config).fit()  # this process trains the run meanwhile
+        # this process trains the run meanwhile (the parts fit() builds, without fit()'s lock, held here)
+        spec = config_spec(config)
+        trainer = Trainer(config, spec)
+        set_seed(config.seed)
+        trainer.setup(build_model(config), run_datasets(config, spec, trainer.run)).fit()
     rest, _ = second.communicate(timeout=120)
     assert second.returncode == 0, "".join(lines) + rest
     assert "is already complete: nothing to resume" in rest

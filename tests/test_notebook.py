@@ -3,6 +3,7 @@ import torch
 
 from convlora_lite.data import get_dataset_spec, is_installed
 from convlora_lite.notebook import ensure_synthetic, notebook_data_root, sweep_dir
+from convlora_lite.training import TrainConfig
 from convlora_lite.training.rundir import RunDir
 
 
@@ -41,7 +42,7 @@ def test_budget_knobs_reach_every_run_and_get_their_own_sweep_folder(tmp_path):
     config = task.config("lora")
     assert (config.epochs, config.max_train_batches) == (2, 1)
     (run,) = session.train([task.name])
-    assert run.read_config().epochs == 2 and run.read_config().max_train_batches == 1
+    assert TrainConfig.of_run(run.path).epochs == 2 and TrainConfig.of_run(run.path).max_train_batches == 1
     assert run.path.parent.parent.parent == session.sweep
 
 
@@ -73,8 +74,8 @@ def test_the_grid_of_each_preset_and_the_notebooks_own_models(tmp_path):
 
 def test_show_curves_draws_the_all_background_floor_of_the_validation_split(tmp_path, monkeypatch):
     from convlora_lite import notebook
-    from convlora_lite.analysis import readings
-    from convlora_lite.analysis.figures import BASELINE_NAME
+    from convlora_lite.plots.figures import BASELINE_NAME
+    from convlora_lite.reports import readings
 
     shown, calls = [], []
     monkeypatch.setattr(notebook, "_display", lambda *objects: shown.extend(objects))
@@ -107,7 +108,7 @@ def test_show_class_iou_draws_the_all_background_miou_of_the_scored_images(tmp_p
     import numpy as np
 
     from convlora_lite import notebook
-    from convlora_lite.analysis.figures import BASELINE_NAME
+    from convlora_lite.plots.figures import BASELINE_NAME
 
     shown = []
     monkeypatch.setattr(notebook, "_display", lambda *objects: shown.extend(objects))

@@ -1,6 +1,6 @@
-"""What the runs and models show: parameter counts, step benchmarks, linear probes, attention
-distance, expert routing, predictions, results and paper tables, figures.
+"""Probes of models: parameter counts, linear probes, attention distance, expert routing, zero-shot SAM,
+a model's predictions on dataset items.
 
-Each module is imported by name (``from convlora_lite.analysis.figures import plot_history``);
-this package itself imports nothing, so the training code can use a figure without loading the
-rest."""
+Each module is imported by name (``from convlora_lite.analysis.expert_routing import record_routing``);
+this package itself imports nothing. Reports on runs are in :mod:`convlora_lite.reports`, pictures in
+:mod:`convlora_lite.plots`, cost tools in :mod:`convlora_lite.bench`."""

@@ -5,7 +5,7 @@ features reaches 67.7 % top-1, on frozen SAM features 54.2 %. This module holds 
 
 * :func:`make_shape_classes`: an offline, seeded classification set: each class is a shape kind
   (disc, square, triangle, ring, cross, star) drawn at a random size, place and angle, with random
-  textures on object and background (``pretrain.corpus.make_texture``), so the class is geometry
+  textures on object and background (``data.textures.make_texture``), so the class is geometry
   and texture is a nuisance;
 * :func:`image_folder_tensors`: an ImageNet-style folder (one sub-folder per class) as tensors;
 * :func:`probe_images`: the real-image probe set: Imagenette (10 ImageNet classes, downloaded
@@ -39,9 +39,9 @@ from matplotlib.figure import Figure
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
+from convlora_lite.data.textures import make_texture
+from convlora_lite.data.transforms import to_model_input
 from convlora_lite.errors import CheckpointError, ConfigError, DataError
-from convlora_lite.pretrain.common import to_model_input
-from convlora_lite.pretrain.corpus import make_texture
 
 SHAPE_CLASSES = ("disc", "square", "triangle", "ring", "cross", "star")
 

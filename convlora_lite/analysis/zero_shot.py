@@ -20,8 +20,7 @@ import pandas as pd
 import torch
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.models.prompts import centre_point, mask_box
-from convlora_lite.pretrain.sam_pretrain import decode
+from convlora_lite.models.prompts import centre_point, decode, mask_box
 from convlora_lite.training.metrics import task_metrics
 
 

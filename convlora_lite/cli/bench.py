@@ -1,12 +1,12 @@
 """``convlora bench``: median training-step time and peak memory of PEFT methods, measured in one
-process and interleaved (see :mod:`convlora_lite.analysis.step_benchmark`)."""
+process and interleaved (see :mod:`convlora_lite.bench.step_benchmark`)."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
-from convlora_lite.analysis.step_benchmark import format_benchmark, run_benchmark
+from convlora_lite.bench.step_benchmark import format_benchmark, run_benchmark
 from convlora_lite.models.sam import MODEL_CONFIGS
 
 

@@ -39,15 +39,18 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from convlora_lite.peft.base import parse_options
+    from convlora_lite.plots.figures import save_loss_curve
+    from convlora_lite.reports.results_tables import write_results
     from convlora_lite.training.sweep import reproduce
 
     given = dict(model=args.model, image_size=args.image_size, epochs=args.epochs, lr=args.lr, data_root=args.root,
                  device=args.device, max_train_batches=args.max_train_batches, max_eval_batches=args.max_eval_batches,
                  prompt=args.prompt, method_options=parse_options(args.method_option) or None)
     overrides = {key: value for key, value in given.items() if value is not None}
-    path = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, shard=args.shard,
-                     **overrides)
-    if path is not None:
+    runs = reproduce(args.preset, args.datasets, args.methods, args.seeds, args.output_dir, shard=args.shard,
+                     on_finish=save_loss_curve, **overrides)
+    if runs is not None:
+        path = write_results(args.output_dir, runs)
         print(path.read_text())
         print(f"Table written to {path}")
     return 0

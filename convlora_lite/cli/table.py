@@ -13,7 +13,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from convlora_lite.analysis.results_tables import collect_runs, results_table, table_markdown
+    from convlora_lite.reports.results_tables import collect_runs, results_table, table_markdown
 
     runs = collect_runs(args.run_dirs)
     markdown = table_markdown(results_table(runs))

@@ -12,6 +12,7 @@ import os
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.prompts import PROMPTS
 from convlora_lite.peft.base import parse_options
+from convlora_lite.plots.figures import save_loss_curve
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
 from convlora_lite.training.presets import PRESET_NAMES
 from convlora_lite.training.rundir import RunDir
@@ -79,7 +80,7 @@ def run(args) -> int:
     if not args.dataset and not args.data_dir:
         raise ConfigError("give --dataset NAME (a registry dataset) or --data-dir PATH (your own data).")
     config = TrainConfig.resolve(args.dataset, args.method, args.preset, **given)
-    run_dir = fit(config)
+    run_dir = fit(config, on_finish=save_loss_curve)
     if int(os.environ.get("RANK", "0")) == 0:
         metrics = RunDir(run_dir).read_metrics()
         print(f"Run directory: {run_dir}")

@@ -66,7 +66,7 @@ def imagenette(root=None, url: str | None = None, sha256: str | None = None) -> 
         url: the archive (default ``$CONVLORA_IMAGENETTE_URL``, else :data:`IMAGENETTE_URL`).
         sha256: the archive's digest, checked when given.
     """
-    from convlora_lite.models.checkpoints import cache_folder
+    from convlora_lite.http import cache_folder
 
     url = url or os.environ.get("CONVLORA_IMAGENETTE_URL") or IMAGENETTE_URL
     root = cache_folder(root)

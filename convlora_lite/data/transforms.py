@@ -168,3 +168,12 @@ class SegmentationTransform:
     def __repr__(self) -> str:
         return (f"SegmentationTransform(image_size={self.image_size}, train={self.train}, "
                 f"task={self.task!r}, flip_p={self.flip_p})")
+
+
+def to_model_input(images: list[np.ndarray]) -> torch.Tensor:
+    """Stack (S, S, 3) RGB images in [0, 1] into a (B, 3, S, S) ImageNet-normalised float tensor
+    (the same normalisation as ``Sam.preprocess`` and the project's datasets)."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() * 255.0
+    mean = torch.tensor([255 * m for m in IMAGENET_MEAN]).view(1, 3, 1, 1)
+    std = torch.tensor([255 * s for s in IMAGENET_STD]).view(1, 3, 1, 1)
+    return (batch - mean) / std

@@ -26,6 +26,7 @@ import torch
 
 from convlora_lite.errors import CheckpointError, ConfigError
 from convlora_lite.io import atomic_write
+from convlora_lite.training.config import TrainConfig
 
 FORMAT = "convlora_lite.export/1"
 #: methods whose trained model is SAM's own architecture once merged.
@@ -69,14 +70,14 @@ def export_run(run_dir, output) -> Path:
     """Write the export of the finished run ``run_dir`` to ``output`` (``.safetensors``); returns it."""
     from safetensors.torch import save_file
 
-    from convlora_lite.data.own import run_spec
+    from convlora_lite.training.run_data import run_spec
     from convlora_lite.training.rundir import RunDir
 
     run = RunDir(run_dir)
     output = Path(output)
     if output.suffix != ".safetensors":
         raise ConfigError(f"--output {output}: an export is a .safetensors file; name it e.g. model.safetensors.")
-    config = run.read_config()
+    config = TrainConfig.of_run(run.path)
     tensors = run.load_tensors(run.best)
     metadata = {"format": FORMAT, "config": json.dumps(config.to_dict()),
                 "spec": json.dumps(spec_summary(run_spec(run_dir))), "base": json.dumps(base_reference(config))}
@@ -121,7 +122,6 @@ def load_export(path, checkpoint=None):
     from accelerate.utils import set_seed
 
     from convlora_lite.peft.state import load_trainable
-    from convlora_lite.training.config import TrainConfig
     from convlora_lite.training.model import build_model
 
     tensors, config_dict, summary, base = read_export(path)
@@ -144,8 +144,8 @@ def load_export(path, checkpoint=None):
 def load_source(source, checkpoint=None):
     """``(model, config, spec)`` of a run directory or an export file (``checkpoint``: see
     :func:`load_export`; exports only)."""
-    from convlora_lite.data.own import run_spec
     from convlora_lite.training.model import load_run
+    from convlora_lite.training.run_data import run_spec
     from convlora_lite.training.rundir import RunDir
 
     source = Path(source)

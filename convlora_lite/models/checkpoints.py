@@ -12,30 +12,18 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from convlora_lite.errors import CheckpointError, DownloadError
-from convlora_lite.http import download_file
-
-if TYPE_CHECKING:
-    from convlora_lite.models.sam import SamConfig
-
+from convlora_lite.http import cache_folder, download_file
+from convlora_lite.models.configs import MODEL_CONFIGS, SamConfig
 
 #: model name -> the checkpoint file bundled in ``convlora_lite/assets`` (used by ``checkpoint="auto"``).
 BUNDLED_CHECKPOINTS = {"micro_sam": "micro_sam.safetensors"}
 #: the folder of the bundled micro checkpoints and their cards (shipped in the wheel).
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-
-
-def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where downloaded checkpoints live: ``cache_dir``, else ``$CONVLORA_CACHE``, else
-    ``~/.cache/convlora_lite``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("CONVLORA_CACHE") or Path.home() / ".cache" / "convlora_lite").expanduser()
 
 
 def official_checkpoint(cfg: SamConfig, cache_dir=None, base_url: str | None = None) -> Path:
@@ -123,8 +111,6 @@ def identify_state_dict(state: dict[str, torch.Tensor]) -> tuple[str | None, str
         return None, "no SAM model (it has no image_encoder.pos_embed)"
     grid, dim = pos.shape[1], pos.shape[3]
     depth = sum(1 for k in state if re.fullmatch(r"image_encoder\.blocks\.\d+\.attn\.qkv\.weight", k))
-    from convlora_lite.models.sam import MODEL_CONFIGS
-
     for cfg in MODEL_CONFIGS.values():
         if (cfg.embed_dim, cfg.depth) == (dim, depth):
             return cfg.name, f"{cfg.name} ({grid * cfg.patch_size} px)"

@@ -5,84 +5,22 @@ bundled micro model (``micro_sam``) and a random tiny model for tests (``test_ti
 model is a ``segment_anything.modeling.Sam`` with the same component classes, so everything
 that works on one works on the others.
 
-Checkpoints (finding, downloading, checking and resizing them) are
-:mod:`convlora_lite.models.checkpoints`' job.
+The variants' sizes are :mod:`convlora_lite.models.configs` (re-exported here); checkpoints (finding,
+downloading, checking and resizing them) are :mod:`convlora_lite.models.checkpoints`' job.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from convlora_lite.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from convlora_lite.errors import CheckpointError, ConfigError
+from convlora_lite.errors import CheckpointError
 from convlora_lite.models.checkpoints import fit_state_dict, load_state_dict_file, resolve_checkpoint
+from convlora_lite.models.configs import MODEL_CONFIGS, SamConfig, get_config, sized_config
 
-
-@dataclass(frozen=True)
-class SamConfig:
-    """The sizes of one SAM variant (defaults are SAM's own)."""
-
-    name: str
-    embed_dim: int
-    depth: int
-    num_heads: int
-    global_attn_indexes: tuple[int, ...]
-    image_size: int = 1024
-    patch_size: int = 16
-    window_size: int = 14
-    prompt_embed_dim: int = 256
-    decoder_depth: int = 2
-    decoder_mlp_dim: int = 2048
-    decoder_num_heads: int = 8
-    iou_head_hidden_dim: int = 256
-    mask_in_chans: int = 16
-    description: str = ""
-    checkpoint_url: str | None = None
-    checkpoint_sha256: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def grid_size(self) -> int:
-        """Side of the encoder's token grid (64 for SAM at 1024 px)."""
-        return self.image_size // self.patch_size
-
-
-_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-# The sha256 of Meta's three checkpoints, as pinned (identically) by several public projects, e.g.
-# computational-cell-analytics/micro-sam (micro_sam/util.py, ``_CHECKSUMS``) and the 3D Slicer
-# SegmentWithSAM extension (``downloadFileIntoCache(..., "SHA256:...")``).
-
-#: Every model ``build_sam`` can build.
-MODEL_CONFIGS: dict[str, SamConfig] = {
-    "vit_b": SamConfig("vit_b", 768, 12, 12, (2, 5, 8, 11), description="SAM ViT-B (93.7 M parameters)",
-                       checkpoint_url=_SAM_URL + "sam_vit_b_01ec64.pth",
-                       checkpoint_sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
-    "vit_l": SamConfig("vit_l", 1024, 24, 16, (5, 11, 17, 23), description="SAM ViT-L (312.3 M parameters)",
-                       checkpoint_url=_SAM_URL + "sam_vit_l_0b3195.pth",
-                       checkpoint_sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
-    "vit_h": SamConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31), description="SAM ViT-H (641.1 M parameters)",
-                       checkpoint_url=_SAM_URL + "sam_vit_h_4b8939.pth",
-                       checkpoint_sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
-    "micro_sam": SamConfig("micro_sam", embed_dim=192, depth=6, num_heads=3, global_attn_indexes=(2, 5),
-                           image_size=256, patch_size=16, window_size=6, prompt_embed_dim=128,
-                           decoder_depth=2, decoder_mlp_dim=512, decoder_num_heads=4, iou_head_hidden_dim=128,
-                           mask_in_chans=8, description="bundled micro SAM, pretrained offline by "
-                           "`python -m convlora_lite.pretrain micro_sam` (256 px, 16x16 tokens, 6x6 windows)"),
-    "test_tiny": SamConfig("test_tiny", embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,),
-                           image_size=64, patch_size=8, window_size=3, prompt_embed_dim=32,
-                           decoder_depth=2, decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32,
-                           mask_in_chans=4, description="random tiny SAM for tests (64 px, 8x8 tokens, 3x3 windows)"),
-}
-
-
-def get_config(name: str) -> SamConfig:
-    """The :class:`SamConfig` called ``name``; a clear error for an unknown name."""
-    if name not in MODEL_CONFIGS:
-        raise ConfigError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_CONFIGS)}.")
-    return MODEL_CONFIGS[name]
+__all__ = ["MODEL_CONFIGS", "SamConfig", "build_sam", "get_config", "sam_from_config", "sized_config"]
 
 
 def sam_from_config(cfg: SamConfig) -> Sam:
@@ -125,18 +63,6 @@ def sam_from_config(cfg: SamConfig) -> Sam:
         pixel_std=[255 * s for s in IMAGENET_STD],
     )
     return sam.eval()
-
-
-def sized_config(cfg: SamConfig, image_size: int | None) -> SamConfig:
-    """``cfg`` at another input size (a multiple of the patch size); ``cfg`` itself for ``None``."""
-    if image_size is None or image_size == cfg.image_size:
-        return cfg
-    if not isinstance(image_size, int) or image_size <= 0 or image_size % cfg.patch_size:
-        nearest = (cfg.patch_size * max(1, round(image_size / cfg.patch_size)) if isinstance(image_size, int)
-                   else cfg.image_size)
-        raise ConfigError(f"image_size={image_size!r} is not a positive multiple of {cfg.name}'s patch size "
-                          f"{cfg.patch_size} (native size {cfg.image_size}); pass a multiple such as {nearest}.")
-    return replace(cfg, image_size=image_size)
 
 
 def build_sam(name: str, checkpoint="auto", image_size: int | None = None, device="cpu",

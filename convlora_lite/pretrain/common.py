@@ -14,18 +14,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from convlora_lite.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from convlora_lite.errors import CheckpointError
 from convlora_lite.io import atomic_write
-
-
-def to_model_input(images: list[np.ndarray]) -> torch.Tensor:
-    """Stack (S, S, 3) RGB images in [0, 1] into a (B, 3, S, S) ImageNet-normalised float tensor
-    (the same normalisation as ``Sam.preprocess`` and the project's datasets)."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() * 255.0
-    mean = torch.tensor([255 * m for m in IMAGENET_MEAN]).view(1, 3, 1, 1)
-    std = torch.tensor([255 * s for s in IMAGENET_STD]).view(1, 3, 1, 1)
-    return (batch - mean) / std
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:

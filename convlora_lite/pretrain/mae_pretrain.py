@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from convlora_lite.data.transforms import to_model_input
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.mae import MaskedImageModel, random_patch_mask
 from convlora_lite.models.sam import get_config, sam_from_config
@@ -23,7 +24,6 @@ from convlora_lite.pretrain.common import (
     optimizer_step,
     run_steps,
     save_fp16_safetensors,
-    to_model_input,
     write_card,
 )
 from convlora_lite.pretrain.corpus import DESCRIPTION, generate_scene

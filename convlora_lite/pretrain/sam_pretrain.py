@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from segment_anything.modeling import Sam
 
+from convlora_lite.data.transforms import to_model_input
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.mae import build_micro_mae_encoder
-from convlora_lite.models.prompts import centre_point, jitter_box, mask_box, random_point  # noqa: F401 (re-exported)
+from convlora_lite.models.prompts import centre_point, decode, jitter_box, mask_box, random_point  # noqa: F401 (re-exported)
 from convlora_lite.models.sam import get_config, sam_from_config
 from convlora_lite.pretrain.common import (
     environment_record,
@@ -38,7 +39,6 @@ from convlora_lite.pretrain.common import (
     optimizer_step,
     run_steps,
     save_fp16_safetensors,
-    to_model_input,
     write_card,
 )
 from convlora_lite.pretrain.corpus import DESCRIPTION, generate_scene
@@ -98,26 +98,6 @@ def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     inter = (pred & gt).flatten(1).sum(1).float()
     union = (pred | gt).flatten(1).sum(1).float()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
-def decode(sam: Sam, embedding: torch.Tensor, points=None, boxes=None, multimask: bool = False,
-           size: int | None = None):
-    """Decode prompts against one image embedding (1, C, h, w).
-
-    Args:
-        points: None or (coords (N, P, 2) in input pixels, labels (N, P)); boxes: None or (N, 4).
-        size: the side of the returned logits (default the input size; the decoder's own is 4 * h).
-    Returns:
-        logits (N, M, size, size), iou predictions (N, M); M = 3 if multimask else 1.
-    """
-    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
-    low_res, iou_pred = sam.mask_decoder(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
-                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                         multimask_output=multimask)
-    size = size or sam.image_encoder.img_size
-    if low_res.shape[-1] != size:
-        low_res = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
-    return low_res, iou_pred
 
 
 def prompt_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor,

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
-from typing import Optional
+from typing import Any, Optional
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.io import jsonable
@@ -82,9 +81,9 @@ class TrainConfig:
         random weights). ``spec`` is the dataset's
         :class:`~convlora_lite.data.registry.DatasetSpec` (default: the registry's entry).
         """
-        from convlora_lite.data.own import config_spec, own_spec
         from convlora_lite.models.sam import get_config
         from convlora_lite.peft import get_method
+        from convlora_lite.training.run_data import dataset_spec
 
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = set(overrides) - set(fields)
@@ -95,16 +94,15 @@ class TrainConfig:
 
             overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
             if spec is None:
-                spec = own_spec(overrides["data_dir"], task=overrides.get("task"), loss=overrides.get("loss"),
-                                select_metric=overrides.get("select_metric"), name=dataset)
+                spec = dataset_spec(dataset, data_dir=overrides["data_dir"], task=overrides.get("task"),
+                                    loss=overrides.get("loss"), select_metric=overrides.get("select_metric"))
             dataset = dataset or spec.name
             overrides["task"] = spec.task
         elif dataset is None:
             raise ConfigError("Name a dataset (a registry name) or give data_dir (a folder, CSV or COCO JSON of "
                               "your own).")
         if spec is None:
-            spec = config_spec(SimpleNamespace(dataset=dataset, loss=overrides.get("loss"),
-                                                  select_metric=overrides.get("select_metric")))
+            spec = dataset_spec(dataset, loss=overrides.get("loss"), select_metric=overrides.get("select_metric"))
         values = dict(num_classes=1 if spec.task == "binary" else len(spec.classes), epochs=spec.epochs, lr=spec.lr)
         values.update(get_preset(preset).overrides)
         values.update(overrides, dataset=dataset, method=method, preset=preset)
@@ -145,6 +143,11 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         return cls(**data)
 
+    @classmethod
+    def of_run(cls, run_dir) -> "TrainConfig":
+        """The config of the run in ``run_dir`` (its ``config.json``)."""
+        return cls.from_dict(RunDir(run_dir).read_config_dict())
+
     def changed_fields(self, stored: dict) -> list[str]:
         """The fields (other than :data:`RESUME_FREE_FIELDS`) whose value differs from ``stored``,
         a run's ``config.json`` (a field it lacks, written before the field existed, counts as
@@ -158,3 +161,9 @@ class TrainConfig:
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
         return {**jsonable(defaults), **stored}
 
+
+def preset_value(preset: str, name: str) -> Any:
+    """The value of the :class:`TrainConfig` field ``name`` on ``preset``: the preset's override, else
+    the field's default."""
+    overrides = get_preset(preset).overrides
+    return overrides[name] if name in overrides else TrainConfig.__dataclass_fields__[name].default

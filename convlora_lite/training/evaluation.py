@@ -17,15 +17,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from convlora_lite.data.datasets import build_dataset
-from convlora_lite.data.install import ensure_dataset
-from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.prompts import batch_names, eval_prompts
 from convlora_lite.progress import progress_bar
 from convlora_lite.training import devices
 from convlora_lite.training.metrics import task_metrics
 from convlora_lite.training.model import build_segmenter, load_run
+from convlora_lite.training.run_data import config_spec, run_datasets
 from convlora_lite.training.rundir import RunDir
 
 
@@ -71,15 +69,8 @@ def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Datas
     (:func:`~convlora_lite.training.devices.inference_precision`), as its trainer scored it."""
     model, config = load_run(run_dir)
     spec = spec if spec is not None else config_spec(config)
-    if dataset is None and config.data_dir:
-        if split not in spec.all_splits:
-            raise ConfigError(f"{config.dataset} has no split {split!r}; choose one of {', '.join(spec.all_splits)}.")
-        dataset = own_datasets(spec, config, RunDir(run_dir))[split]
     if dataset is None:
-        if split not in spec.all_splits:
-            raise ConfigError(f"{config.dataset} has no split {split!r}; choose one of {', '.join(spec.all_splits)}.")
-        ensure_dataset(spec, config.data_root)
-        dataset = build_dataset(spec.name, split, config.data_root, config.image_size, train=False)
+        dataset = run_datasets(config, spec, RunDir(run_dir), [split])[split]
     device = devices.resolve_device(device)
     precision = devices.inference_precision(config.precision, device)
     return evaluate_model(model.to(device), dataset, spec, batch_size=config.batch_size, device=device,

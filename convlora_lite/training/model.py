@@ -5,7 +5,7 @@ import dataclasses
 
 from torch import nn
 
-from convlora_lite.models.checkpointing import enable_activation_checkpointing
+from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
 from convlora_lite.models.sam import build_sam
 from convlora_lite.models.segmenter import PromptedSAM, PromptFreeSAM
 from convlora_lite.peft import apply_peft
@@ -41,7 +41,7 @@ def load_run(run_dir) -> tuple[nn.Module, TrainConfig]:
     from accelerate.utils import set_seed
 
     run = RunDir(run_dir)
-    config = run.read_config()
+    config = TrainConfig.of_run(run.path)
     set_seed(config.seed)
     config = dataclasses.replace(config, activation_checkpointing=False)
     model = build_model(config)

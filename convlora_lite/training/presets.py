@@ -58,15 +58,6 @@ class Preset:
     #: how many seeds a sweep or a notebook trains by default (the paper reports the mean of 3).
     seeds: int = 1
 
-    def value(self, name: str) -> Any:
-        """The preset's value of the ``TrainConfig`` field ``name`` (its override, else the
-        field's default)."""
-        from convlora_lite.training.config import TrainConfig
-
-        if name in self.overrides:
-            return self.overrides[name]
-        return TrainConfig.__dataclass_fields__[name].default
-
 
 PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset in (
     Preset("smoke", "CI: seconds on a CPU, proves the pipeline runs end to end", dict(

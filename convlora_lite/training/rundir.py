@@ -62,6 +62,10 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
+    def __fspath__(self) -> str:
+        """A RunDir is a path too: ``Path(run)``, ``open``, ``RunDir(run)`` take it."""
+        return str(self.path)
+
     def __eq__(self, other) -> bool:
         return isinstance(other, RunDir) and self.path == other.path
 
@@ -117,12 +121,6 @@ class RunDir:
     def write_metrics(self, metrics: dict) -> None:
         """Write ``metrics.json``."""
         self.write_json(self.metrics, metrics)
-
-    def read_config(self):
-        """The run's :class:`~convlora_lite.training.config.TrainConfig` (from ``config.json``)."""
-        from convlora_lite.training.config import TrainConfig
-
-        return TrainConfig.from_dict(self.read_json(self.config))
 
     def read_metrics(self) -> dict:
         """``metrics.json``: best epoch, its val metrics, the test splits' metrics."""

@@ -8,16 +8,16 @@ Several workers (GPUs, nodes, SLURM array tasks) split one grid with ``shard=(k,
 ``k`` of ``n`` (``0 <= k < n``) trains the grid's runs ``k, k + n, k + 2n, ...`` (the grid in
 dataset, method, seed order), so the ``n`` shards are disjoint and together cover the grid once.
 They share ``output_dir`` (a shared file system); each shard is resumable on its own, and the
-worker that finds the whole grid complete writes ``results.md``/``results.csv`` (any worker run
-again, or ``convlora table``, writes it later).
+worker that finds the whole grid complete gets the grid's runs back, from which ``convlora reproduce``
+writes ``results.md``/``results.csv`` (:func:`convlora_lite.reports.results_tables.write_results`; any
+worker run again, or ``convlora table``, writes it later).
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from convlora_lite.analysis.results_tables import collect_runs, results_table, table_markdown
 from convlora_lite.errors import ConfigError
+from convlora_lite.training.config import TrainConfig, preset_value
 from convlora_lite.training.presets import get_preset
 from convlora_lite.training.rundir import RunDir
 
@@ -28,7 +28,7 @@ def seeds_for(preset: str, n: int | None = None) -> list[int]:
     n = get_preset(preset).seeds if n is None else n
     if n < 1:
         raise ConfigError(f"--seeds must be at least 1 (got {n}).")
-    base = get_preset(preset).value("seed")
+    base = preset_value(preset, "seed")
     return [base + i for i in range(n)]
 
 
@@ -54,8 +54,6 @@ def grid_configs(preset: str, datasets: list[str], methods: list[str], seeds: in
                  output_dir="runs/reproduce", **overrides) -> list:
     """The :class:`~convlora_lite.training.TrainConfig` of every run of the grid, in dataset,
     method, seed order (the order the shards are dealt from)."""
-    from convlora_lite.training.config import TrainConfig
-
     for name in ("output_dir", "seed", "resume"):
         if name in overrides:
             raise ConfigError(f"reproduce sets {name!r} itself for every run; do not pass it.")
@@ -74,16 +72,17 @@ def shard_of(configs: list, shard) -> list:
 
 
 def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int | None = 1,
-              output_dir="runs/reproduce", log=print, shard=None, **overrides) -> Optional[Path]:
-    """Train every (dataset, method, seed) under ``preset`` and write ``results.md`` and
-    ``results.csv`` into ``output_dir``; returns the path of ``results.md``.
+              output_dir="runs/reproduce", log=print, shard=None, on_finish: Optional[Callable] = None,
+              **overrides) -> Optional[list[RunDir]]:
+    """Train every (dataset, method, seed) under ``preset`` into ``output_dir``; returns the grid's
+    runs, or ``None`` while other shards' runs are still missing.
 
     ``overrides`` are :class:`~convlora_lite.training.TrainConfig` fields applied to every run
     (e.g. ``model="vit_b"``, ``epochs=2``); ``output_dir``, ``seed`` and ``resume`` are set here.
     ``seeds=None`` trains the preset's number of seeds (3 on ``paper``, else 1). ``shard=(k, n)``
-    (or ``"k/n"``) trains only worker ``k``'s part of the grid (see the module docstring); the
-    table is written once every run of the grid is complete, and ``None`` is
-    returned while other shards' runs are still missing.
+    (or ``"k/n"``) trains only worker ``k``'s part of the grid (see the module docstring).
+    ``on_finish`` is passed to every :func:`~convlora_lite.training.trainer.fit`. Every config of the
+    grid is resolved (and its method options checked) before the first run starts.
     """
     from convlora_lite.training.trainer import fit
 
@@ -93,14 +92,11 @@ def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int |
     where = f"shard {parsed[0]}/{parsed[1]}: " if parsed else ""
     for i, config in enumerate(mine, 1):
         log(f"{where}[{i}/{len(mine)}] {config.dataset} / {config.method} / seed {config.seed} -> {config.output_dir}")
-        fit(config)
-    root = Path(output_dir)
-    missing = [c.output_dir for c in configs if not RunDir(c.output_dir).is_complete()]
+        fit(config, on_finish=on_finish)
+    runs = [RunDir(c.output_dir) for c in configs]
+    missing = [run for run in runs if not run.is_complete()]
     if missing:
         log(f"{where}done; {len(missing)} of the grid's {len(configs)} runs are not complete yet (other shards). "
             "The worker that completes the grid writes results.md; or run `convlora table` on the folder later.")
         return None
-    runs = collect_runs([c.output_dir for c in configs])
-    runs.to_csv(root / "results.csv", index=False)
-    (root / "results.md").write_text(table_markdown(results_table(runs)))
-    return root / "results.md"
+    return runs

@@ -43,10 +43,6 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm  # tqdm.write keeps log lines clear of a live bar
 
-from convlora_lite.analysis.figures import plot_history
-from convlora_lite.data.datasets import build_splits
-from convlora_lite.data.install import ensure_dataset
-from convlora_lite.data.own import config_spec, own_datasets
 from convlora_lite.errors import ConfigError, DataError
 from convlora_lite.io import jsonable
 from convlora_lite.locking import exclusive
@@ -59,6 +55,7 @@ from convlora_lite.training.evaluation import evaluate_model, zero_shot_baseline
 from convlora_lite.training.losses import task_loss
 from convlora_lite.training.model import build_model
 from convlora_lite.training.optim import build_optimizer, linear_decay
+from convlora_lite.training.run_data import config_spec, run_datasets
 from convlora_lite.training.rundir import RunDir
 
 
@@ -101,45 +98,46 @@ def _scalars(metrics: dict) -> dict:
 
 
 class Trainer:
-    """Trains one run. ``Trainer(config).fit()`` or :func:`fit`.
+    """Runs the loop of one run with the parts it is handed: the run directory, resume and saving.
+    :func:`fit` builds the parts: ``Trainer(config, spec).setup(model, datasets).fit()``.
 
     Args:
         config: a resolved :class:`TrainConfig`.
-        spec: the dataset's spec (default: the registry's entry for ``config.dataset``); any
-            object with ``task``, ``classes``, ``loss``, ``select_metric``, ``select_mode`` and
-            ``test_splits`` works, to train on data of your own.
-        datasets: ``{"train", "val", *test splits}`` -> Dataset (default: built from the
-            registry's files); items are ``dict(image=(3,S,S) float, mask=(S,S), name=str)``.
+        spec: the dataset's spec; any object with ``task``, ``classes``, ``loss``, ``select_metric``,
+            ``select_mode`` and ``test_splits`` works.
         on_epoch_end: called as ``on_epoch_end(epoch, history_row)`` after each epoch has been
             saved (an exception raised there interrupts the run like a crash would).
+        on_finish: called as ``on_finish(run, spec)`` (a :class:`RunDir`) once ``metrics.json`` is
+            written, e.g. :func:`convlora_lite.plots.figures.save_loss_curve`.
+
+    Constructing it reads what the run directory already holds (:attr:`completed`: nothing to do).
     """
 
-    def __init__(self, config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
-                 on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> None:
-        from accelerate.utils import set_seed
-
+    def __init__(self, config: TrainConfig, spec, *, on_epoch_end: Optional[Callable[[int, dict], None]] = None,
+                 on_finish: Optional[Callable] = None) -> None:
         config.validate()
         self.config = config
-        self.spec = spec if spec is not None else config_spec(config)
+        self.spec = spec
         self.device = devices.resolve_device(config.device)
         self.precision = devices.resolve_precision(config.precision, self.device)
         self.accelerator = devices.make_accelerator(self.device)
         self.scaler = devices.grad_scaler(self.device, self.precision)
         self.is_main = self.accelerator.is_main_process
         self.run = RunDir(config.output_dir or "run")
-        self.on_epoch_end = on_epoch_end
+        self.on_epoch_end, self.on_finish = on_epoch_end, on_finish
         self._estimated = False
         self.state = self._previous_state()
-        if self.state.get("completed"):
-            return
-        if datasets is None and config.data_dir:
-            with self.accelerator.main_process_first():  # the main process records the split first
-                datasets = own_datasets(self.spec, config, self.run)
-        if datasets is None:
-            with self.accelerator.main_process_first():
-                ensure_dataset(self.spec, config.data_root, log=self.log)
-                cache = DATA_CACHE_BYTES if config.num_workers == 0 else 0  # a worker's copy dies with it
-                datasets = build_splits(self.spec, config.data_root, config.image_size, cache_bytes=cache)
+
+    @property
+    def completed(self) -> bool:
+        """Whether the run directory holds this run, finished: :meth:`fit` has nothing to do."""
+        return bool(self.state.get("completed"))
+
+    def setup(self, model, datasets: dict) -> "Trainer":
+        """Hand the trainer its model (PEFT applied, on the CPU) and ``datasets`` (``{"train", "val",
+        *test splits}`` -> Dataset of ``dict(image=(3,S,S) float, mask=(S,S), name=str)``); builds the loss,
+        the optimizer and the schedule, and restores a run being resumed. Returns the trainer."""
+        config = self.config
         missing = {"train", "val"} - set(datasets)
         if missing:
             raise DataError(f"datasets lacks the split(s) {sorted(missing)}; give at least train and val.")
@@ -147,8 +145,6 @@ class Trainer:
         if empty:
             raise DataError(f"The split(s) {empty} of {config.dataset} hold no images; check the dataset's files.")
         self.datasets = datasets
-        set_seed(config.seed)
-        model = build_model(config)
         self.loss_fn = task_loss(self.spec, config.num_classes)
         optimizer = build_optimizer(model, config.lr, config.weight_decay)
         self.steps_per_epoch = math.ceil(self._batches_per_epoch() / config.grad_accum)
@@ -156,6 +152,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if "resume" in self.state:
             self._load_resume_state(self.state["resume"])
+        return self
 
     # ---- the run directory ----------------------------------------------------------------
 
@@ -347,7 +344,7 @@ class Trainer:
         from accelerate.utils import broadcast_object_list, gather_object
 
         cfg, acc, run = self.config, self.accelerator, self.run
-        if self.state.get("completed"):
+        if self.completed:
             return run.path
         resume = self.state.get("resume", {})
         history = list(resume.get("history", []))
@@ -417,7 +414,8 @@ class Trainer:
                 desc=f"zero-shot {split}")) for split in tests}
             metrics = {**metrics, "prompt": self.config.prompt, "zero_shot": zero_shot}
         self.run.write_metrics(metrics)
-        plot_history(self.run.path, self.spec).savefig(self.run.loss_curve, dpi=100)
+        if self.on_finish is not None:
+            self.on_finish(self.run, self.spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,11 +423,26 @@ class Trainer:
 
 
 def fit(config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
-        on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> Path:
-    """Train ``config`` (see :class:`Trainer` for the arguments); returns the run directory.
+        on_epoch_end: Optional[Callable[[int, dict], None]] = None, on_finish: Optional[Callable] = None) -> Path:
+    """Train ``config``; returns the run directory. The composition root: the spec (default
+    :func:`~convlora_lite.training.run_data.config_spec`), the data (default
+    :func:`~convlora_lite.training.run_data.run_datasets`: installed, or an own-data split recorded in the
+    run), the model (:func:`~convlora_lite.training.model.build_model`, seeded) and a :class:`Trainer`
+    that runs the loop with them. A finished run is returned at once, before any data or weights are
+    touched.
 
     One process at a time trains a run directory (:func:`~convlora_lite.locking.exclusive`): a
     second one waits, then finds the run finished (or resumes where the first stopped)."""
-    with exclusive(config.output_dir or "run", log=tqdm.write):
-        return Trainer(config, spec=spec, datasets=datasets, on_epoch_end=on_epoch_end).fit()
+    from accelerate.utils import set_seed
 
+    with exclusive(config.output_dir or "run", log=tqdm.write):
+        spec = spec if spec is not None else config_spec(config)
+        trainer = Trainer(config, spec, on_epoch_end=on_epoch_end, on_finish=on_finish)
+        if trainer.completed:
+            return trainer.run.path
+        if datasets is None:
+            with trainer.accelerator.main_process_first():  # the main process installs or records first
+                cache = DATA_CACHE_BYTES if config.num_workers == 0 else 0  # a worker's copy dies with it
+                datasets = run_datasets(config, spec, trainer.run, cache_bytes=cache, log=trainer.log)
+        set_seed(config.seed)
+        return trainer.setup(build_model(config), datasets).fit()

@@ -98,7 +98,7 @@ def test_loss_and_select_metric_are_overridable(tmp_path, capsys):
     assert json.loads((run / "split.json").read_text())["spec"]["loss"] == "balanced_bce"
     assert main(["table", str(run)]) == 0  # tables and figures read an own-data run's recorded spec
     assert "own_data" in capsys.readouterr().out
-    from convlora_lite.analysis.prediction import predict_run
+    from convlora_lite.analysis.predictions import predict_run
 
     assert len(predict_run(run, "test", n=1).names) == 1
     assert main(_train_args(data, tmp_path / "r2", "decoder_only", "--loss", "set")) == 2

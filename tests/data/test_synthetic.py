@@ -9,11 +9,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from convlora_lite.analysis.figures import preview_figure  # noqa: E402
 from convlora_lite.data.datasets import build_dataset  # noqa: E402
 from convlora_lite.data.registry import TRANS10K_CLASSES, get_dataset_spec  # noqa: E402
 from convlora_lite.data.synthetic import SYNTHETIC_TASKS, generate_synthetic  # noqa: E402
 from convlora_lite.errors import ConfigError  # noqa: E402
+from convlora_lite.plots.figures import preview_figure  # noqa: E402
 
 SMALL = dict(image_size=128, n_train=6, n_val=2, n_test=2)
 

@@ -95,10 +95,7 @@ def test_reproduce_takes_the_image_size_and_method_options_of_train(tmp_path, mo
     from convlora_lite.training import sweep
 
     seen = []
-    monkeypatch.setattr(sweep, "grid_configs", lambda *a, **k: seen.append(k) or [])
-    monkeypatch.setattr(sweep, "collect_runs", lambda paths: __import__("pandas").DataFrame())
-    monkeypatch.setattr(sweep, "results_table", lambda runs: runs)
-    monkeypatch.setattr(sweep, "table_markdown", lambda table: "")
+    monkeypatch.setattr(sweep, "reproduce", lambda *args, **kwargs: seen.append(kwargs))  # None: grid not complete
     assert main(["reproduce", "--datasets", "synth_polyp", "--methods", "conv_lora", "--image-size", "128",
                  "--method-option", "num_experts=4", "--output-dir", str(tmp_path)]) == 0
     assert seen[0]["image_size"] == 128 and seen[0]["method_options"] == {"num_experts": 4}

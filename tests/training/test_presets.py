@@ -3,6 +3,7 @@ import pytest
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.training import TrainConfig, presets
+from convlora_lite.training.config import preset_value
 from convlora_lite.training.devices import resolve_precision
 from convlora_lite.training.presets import OFFICIAL_SEED, PRESET_NAMES, get_preset
 
@@ -62,8 +63,8 @@ def test_presets_are_named_overrides_of_train_config_fields():
     fields = set(TrainConfig.__dataclass_fields__)
     for name in PRESET_NAMES:
         assert set(get_preset(name).overrides) <= fields, name
-    assert (get_preset("cpu").value("epochs"), get_preset("cpu").value("lr")) == (4, 2e-3)
-    assert get_preset("paper").value("seed") == TrainConfig.__dataclass_fields__["seed"].default == OFFICIAL_SEED
+    assert (preset_value("cpu", "epochs"), preset_value("cpu", "lr")) == (4, 2e-3)
+    assert preset_value("paper", "seed") == TrainConfig.__dataclass_fields__["seed"].default == OFFICIAL_SEED
     # a preset that leaves image_size out gets the model's native size, whatever the model
     assert TrainConfig.resolve("synth_polyp", "decoder_only", "cpu", model="test_tiny").image_size == 64
 

@@ -19,7 +19,7 @@ from convlora_lite.training.rundir import RunDir
 def test_tiny_fit_with_prompts_writes_the_zero_shot_baseline(tmp_path, prompt, method):
     cfg = config(tmp_path, method=method, epochs=2, prompt=prompt)
     run = fit(cfg, spec=BINARY, datasets=datasets())
-    assert RunDir(run).read_config().prompt == prompt
+    assert TrainConfig.of_run(run).prompt == prompt
     metrics = RunDir(run).read_metrics()
     assert metrics["prompt"] == prompt and set(metrics["zero_shot"]) == set(metrics["test"]) == {"test"}
     assert 0 <= metrics["test"]["test"]["iou"] <= 1 and 0 <= metrics["zero_shot"]["test"]["iou"] <= 1
@@ -98,7 +98,7 @@ def test_cli_trains_with_a_box_prompt_and_refuses_one_for_a_multiclass_task(tmp_
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "\ntest test: s_alpha" in printed and "\nzero-shot test: s_alpha" in printed
-    assert RunDir(out).read_config().prompt == "box"
+    assert TrainConfig.of_run(out).prompt == "box"
     assert set(RunDir(out).read_metrics()["zero_shot"]) == {"test"}
     assert main(["eval", "--run-dir", str(out), "--json"]) == 0
     capsys.readouterr()

@@ -7,6 +7,7 @@ import pytest
 from convlora_lite.cli import main
 from convlora_lite.data import generate_synthetic
 from convlora_lite.errors import ConfigError
+from convlora_lite.reports.results_tables import write_results
 from convlora_lite.training.presets import OFFICIAL_SEED
 from convlora_lite.training.sweep import reproduce, seeds_for
 
@@ -19,10 +20,13 @@ def data_root(tmp_path):
 
 
 def _sweep(data_root, out):
+    """The grid's runs and, as `convlora reproduce` writes it, its table (returns results.md)."""
     # Pinned to the CPU: a redone run must give the same numbers bit for bit, and CUDA's backward of
     # interpolate and of indexing accumulates with atomics, in no fixed order.
-    return reproduce("smoke", ["synth_leaf"], ["decoder_only", "lora"], seeds=2, output_dir=out,
+    runs = reproduce("smoke", ["synth_leaf"], ["decoder_only", "lora"], seeds=2, output_dir=out,
                      log=lambda *_: None, model="test_tiny", data_root=str(data_root), device="cpu")
+    assert [run.method for run in runs] == ["decoder_only", "decoder_only", "lora", "lora"]
+    return write_results(out, runs)
 
 
 def _checkpoint_stamps(out):

@@ -5,11 +5,13 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.models.checkpointing import enable_activation_checkpointing
+from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
+from convlora_lite.plots.figures import save_loss_curve
 from convlora_lite.training import TrainConfig, Trainer, build_model, devices, evaluate, fit, load_run
 from convlora_lite.training.optim import linear_decay, param_groups
 
@@ -72,7 +74,7 @@ def trainable_names(cfg):
 
 def test_loss_decreases_and_run_dir_is_complete(tmp_path):
     cfg = config(tmp_path, epochs=5)
-    run = fit(cfg, spec=BINARY, datasets=datasets())
+    run = fit(cfg, spec=BINARY, datasets=datasets(), on_finish=save_loss_curve)
     hist = history(run)
     assert list(hist["epoch"]) == [1, 2, 3, 4, 5]
     assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
@@ -208,6 +210,12 @@ def test_linear_decay_reaches_zero_at_the_last_step(tmp_path):
     assert list(history(run)["lr"]) == pytest.approx([1e-3 * 4 / 6, 1e-3 * 1 / 6])
 
 
+def _trainer(cfg, data, spec=BINARY):
+    """A :class:`Trainer` handed its parts, as :func:`fit` builds them (seeded model, given datasets)."""
+    set_seed(cfg.seed)
+    return Trainer(cfg, spec).setup(build_model(cfg), data)
+
+
 def _grads_at_step(trainer):
     """Record every optimizer step's gradients (after clipping) of ``trainer``."""
     seen = []
@@ -225,8 +233,8 @@ def _total_norm(grads):
 def test_gradient_clipping_is_applied(tmp_path):
     # Pinned to the CPU (fp32): on CUDA, fp16's loss scaler may skip the first steps (an overflow at its
     # initial scale), and this test counts the optimizer's steps.
-    clipped = Trainer(config(tmp_path, "a", max_grad_norm=1e-3, device="cpu"), spec=BINARY, datasets=datasets())
-    free = Trainer(config(tmp_path, "b", max_grad_norm=None, device="cpu"), spec=BINARY, datasets=datasets())
+    clipped = _trainer(config(tmp_path, "a", max_grad_norm=1e-3, device="cpu"), datasets())
+    free = _trainer(config(tmp_path, "b", max_grad_norm=None, device="cpu"), datasets())
     seen_clipped, seen_free = _grads_at_step(clipped), _grads_at_step(free)
     clipped.train_epoch(0)
     free.train_epoch(0)
@@ -239,8 +247,8 @@ def test_gradient_clipping_is_applied(tmp_path):
 def test_accumulating_two_batches_of_one_equals_one_batch_of_two(tmp_path):
     # Pinned to the CPU (fp32): the sums agree to fp32 rounding; fp16 on CUDA rounds them differently.
     data = {"train": Discs(2), "val": Discs(2, 1)}
-    accumulated = Trainer(config(tmp_path, "a", batch_size=1, grad_accum=2, device="cpu"), spec=BINARY, datasets=data)
-    batched = Trainer(config(tmp_path, "b", batch_size=2, grad_accum=1, device="cpu"), spec=BINARY, datasets=data)
+    accumulated = _trainer(config(tmp_path, "a", batch_size=1, grad_accum=2, device="cpu"), data)
+    batched = _trainer(config(tmp_path, "b", batch_size=2, grad_accum=1, device="cpu"), data)
     seen_a, seen_b = _grads_at_step(accumulated), _grads_at_step(batched)
     accumulated.train_epoch(0)
     batched.train_epoch(0)
@@ -362,3 +370,32 @@ def test_a_run_prints_its_size_before_it_starts_and_one_duration_estimate(tmp_pa
     fit(TrainConfig(**{**cfg.to_dict(), "resume": True}), spec=BINARY, datasets=datasets())
     out = capsys.readouterr().out
     assert "training images" not in out and "Estimated" not in out
+
+
+class FakeSegmenter(torch.nn.Module):
+    """A 1x1 convolution standing in for SAM: what the trainer needs of a model, and nothing else."""
+
+    num_classes = 1
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, images):
+        logits = self.conv(images)
+        return SimpleNamespace(logits=logits, multimask_logits=None, aux_loss=logits.new_zeros(()))
+
+    def predict(self, images):
+        return self(images).logits.sigmoid()[:, 0]
+
+
+def test_the_trainer_runs_the_loop_with_the_parts_it_is_handed(tmp_path):
+    """No SAM, no registry: a fake model and in-memory data train, validate, save, test and call back."""
+    finished = []
+    cfg = config(tmp_path, epochs=2, device="cpu")
+    trainer = Trainer(cfg, BINARY, on_finish=lambda run, spec: finished.append((run.path, spec.name)))
+    assert not trainer.completed
+    run = trainer.setup(FakeSegmenter(), datasets()).fit()
+    assert finished == [(run, "discs")] and list(history(run)["epoch"]) == [1, 2]
+    assert set(load_file(run / "checkpoint" / "best.safetensors")) == {"conv.weight", "conv.bias"}
+    assert Trainer(TrainConfig(**{**cfg.to_dict(), "resume": True}), BINARY).completed

@@ -22,12 +22,12 @@ structure loss and selects on IoU (IoU, Dice, S_alpha, E_phi reported), multi-cl
 loss and selects on mIoU; ``loss`` and ``select_metric`` override them.
 
 When the data gives no split, :func:`make_split` draws a seeded 80/10/10 one. Training records the
-split (and the spec) in the run directory (:meth:`~convlora_lite.training.rundir.RunDir.write_split`),
-and :func:`own_datasets` reads that record back, so ``eval`` and ``--resume`` see the same images.
+split (and the spec) in the run directory, and reads that record back
+(:func:`convlora_lite.training.run_data.own_datasets`), so ``eval`` and ``--resume`` see the same images.
 """
 from __future__ import annotations
 
-from convlora_lite.data.own.datasets import CocoSegmentationDataset, build_own_splits, own_datasets, raise_problems
+from convlora_lite.data.own.datasets import CocoSegmentationDataset, build_own_splits, raise_problems
 from convlora_lite.data.own.example import write_own_data
 from convlora_lite.data.own.layout import (
     CLASSES_FILE,
@@ -40,16 +40,7 @@ from convlora_lite.data.own.layout import (
     read_classes,
     scan,
 )
-from convlora_lite.data.own.spec import (
-    TASK_DEFAULTS,
-    OwnDataSpec,
-    config_spec,
-    make_split,
-    own_spec,
-    run_spec,
-    split_keys,
-    with_recipe,
-)
+from convlora_lite.data.own.spec import TASK_DEFAULTS, OwnDataSpec, make_split, own_spec, split_keys
 from convlora_lite.data.own.verify import verify_own_data
 
 __all__ = [
@@ -64,15 +55,11 @@ __all__ = [
     "scan",
     "TASK_DEFAULTS",
     "OwnDataSpec",
-    "config_spec",
     "make_split",
     "own_spec",
-    "run_spec",
     "split_keys",
-    "with_recipe",
     "CocoSegmentationDataset",
     "build_own_splits",
-    "own_datasets",
     "raise_problems",
     "verify_own_data",
     "write_own_data",

@@ -1,5 +1,6 @@
-"""The datasets of a run on your own data: :class:`CocoSegmentationDataset` for COCO files, and
-:func:`own_datasets`, which records the split in the run directory and reads it back.
+"""The datasets of your own data: :class:`CocoSegmentationDataset` for COCO files, and
+:func:`build_own_splits` for a recorded split (a run records its split in its directory:
+:func:`convlora_lite.training.run_data.own_datasets`).
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from convlora_lite.data.datasets import PairedSegmentationDataset, _open_image
-from convlora_lite.data.own.layout import SPLIT_FRACTIONS, Sample, Scan, scan
-from convlora_lite.data.own.spec import OwnDataSpec, split_keys
+from convlora_lite.data.own.layout import Sample, Scan, scan
+from convlora_lite.data.own.spec import OwnDataSpec
 from convlora_lite.data.registry import IGNORE_INDEX
 from convlora_lite.data.transforms import to_rgb
 from convlora_lite.errors import DataError
@@ -97,20 +98,3 @@ def build_own_splits(spec: OwnDataSpec, keys: dict, image_size: int, found: Opti
         else:
             datasets[split] = PairedSegmentationDataset([(s.image, s.mask) for s in samples], **common)
     return datasets
-
-
-def own_datasets(spec: OwnDataSpec, config, run=None) -> dict:
-    """The datasets of a run on own data: the split recorded in ``run`` (a
-    :class:`~convlora_lite.training.rundir.RunDir`) when it has one, else a new one (the data's own,
-    or seeded by ``config.seed``), recorded there."""
-    found = scan(spec.source)
-    raise_problems(found, spec.source)
-    if run is not None and run.split.exists():
-        keys = run.read_split()["splits"]
-    else:
-        keys = split_keys(found, config.seed)
-        if run is not None:
-            run.write_split({"data_dir": spec.source, "shape": spec.shape, "seed": config.seed,
-                             "fractions": list(SPLIT_FRACTIONS) if {s.split for s in found.samples} == {None} else None,
-                             "spec": spec.to_dict(), "splits": keys})
-    return build_own_splits(spec, keys, config.image_size, found)

@@ -54,11 +54,11 @@ class OwnDataSpec(TaskShape):
 
 
 # ----------------------------------------------------------------------------------- the spec
-def own_spec(data_dir, *, task: Optional[str] = None, loss: Optional[str] = None,
-             select_metric: Optional[str] = None, name: Optional[str] = None,
+def own_spec(data_dir, *, task: Optional[str] = None, name: Optional[str] = None,
              found: Optional[Scan] = None) -> OwnDataSpec:
     """The spec of the data at ``data_dir``: its task (``task``, else multi-class when it declares more
-    than two classes), class names and the task's default recipe with ``loss``/``select_metric`` applied."""
+    than two classes), class names and the task's default recipe (a run's ``loss``/``select_metric``
+    are applied by :func:`convlora_lite.training.run_data.with_recipe`)."""
     found = found if found is not None else scan(data_dir)
     path = Path(data_dir).expanduser().resolve()
     classes = found.classes
@@ -72,66 +72,16 @@ def own_spec(data_dir, *, task: Optional[str] = None, loss: Optional[str] = None
         raise DataError(f"{path}: a multi-class dataset needs its class names: a {CLASSES_FILE} (one per line, "
                         "background first) or the COCO categories.")
     default_loss, default_select, metrics = TASK_DEFAULTS[task]
-    spec = OwnDataSpec(
+    return OwnDataSpec(
         name=name or f"own_{(path.stem if path.is_file() else path.name) or 'data'}", source=str(path),
-        shape=found.shape, task=task, classes=tuple(classes), loss=loss or default_loss,
-        select_metric=select_metric or default_select, select_mode="max", metrics=metrics,
-        test_splits=("test",) if _has_test(found) else (),
+        shape=found.shape, task=task, classes=tuple(classes), loss=default_loss, select_metric=default_select,
+        select_mode="max", metrics=metrics, test_splits=("test",) if _has_test(found) else (),
     )
-    return with_recipe(spec, loss, select_metric)
 
 
 def _has_test(found: Scan) -> bool:
     splits = {s.split for s in found.samples}
     return None in splits or "test" in splits or not found.samples
-
-
-def with_recipe(spec, loss: Optional[str] = None, select_metric: Optional[str] = None):
-    """``spec`` (own or registry) with another loss or selection metric, both checked."""
-    from dataclasses import replace
-
-    from convlora_lite.training.losses import LOSSES
-    from convlora_lite.training.metrics import METRIC_DIRECTIONS
-
-    if loss is not None:
-        if loss not in LOSSES:
-            raise ConfigError(f"loss={loss!r}; choose one of {', '.join(sorted(LOSSES))}.")
-        if (loss == "set") != (spec.task == "multiclass"):
-            raise ConfigError(f"loss {loss!r} does not fit a {spec.task} task; "
-                              f"{'use set' if spec.task == 'multiclass' else 'use structure or balanced_bce'}.")
-        spec = replace(spec, loss=loss)
-    if select_metric is not None:
-        allowed = ("acc", "miou") if spec.task == "multiclass" else tuple(
-            k for k in METRIC_DIRECTIONS if k not in ("acc", "miou"))
-        if select_metric not in allowed:
-            raise ConfigError(f"select_metric={select_metric!r} is not a {spec.task} metric; choose one of "
-                              f"{', '.join(allowed)}.")
-        spec = replace(spec, select_metric=select_metric, select_mode=METRIC_DIRECTIONS[select_metric])
-    return spec
-
-
-def config_spec(config):
-    """The spec a run of ``config`` trains and scores with: its own data's (``config.data_dir``)
-    or the registry's entry, with the config's ``loss``/``select_metric`` applied."""
-    from convlora_lite.data.registry import get_dataset_spec
-
-    if getattr(config, "data_dir", None):
-        return own_spec(config.data_dir, task=config.task, loss=config.loss, select_metric=config.select_metric,
-                        name=config.dataset)
-    return with_recipe(get_dataset_spec(config.dataset), getattr(config, "loss", None),
-                       getattr(config, "select_metric", None))
-
-
-def run_spec(run_dir):
-    """The spec of a finished run, without its data: the recorded own-data spec, or the registry's."""
-    from convlora_lite.data.registry import get_dataset_spec
-    from convlora_lite.training.rundir import RunDir
-
-    run = RunDir(run_dir)
-    if run.split.exists():
-        return OwnDataSpec.from_dict(run.read_split()["spec"])
-    config = run.read_json(run.config)
-    return with_recipe(get_dataset_spec(config["dataset"]), config.get("loss"), config.get("select_metric"))
 
 
 # ----------------------------------------------------------------------------------- the split

@@ -1,11 +1,13 @@
-"""Figures of convlora_lite.analysis.figures: the arrays they draw (hand cases) and the figures' layout."""
+"""Figures of convlora_lite.plots.figures: the arrays they draw (hand cases) and the figures' layout."""
 
 import numpy as np
 import pytest
 import torch
 
-from convlora_lite.analysis.class_statistics import class_iou_bars, class_statistics, plot_class_statistics
-from convlora_lite.analysis.figures import (
+from convlora_lite.data.transforms import normalize_image
+from convlora_lite.errors import CheckpointError, DataError
+from convlora_lite.plots.class_statistics import class_iou_bars, class_statistics, plot_class_statistics
+from convlora_lite.plots.figures import (
     CLASS_PALETTE,
     ERROR_COLOURS,
     IGNORE_COLOUR,
@@ -21,8 +23,6 @@ from convlora_lite.analysis.figures import (
     plot_history,
     prediction_grid,
 )
-from convlora_lite.data.transforms import normalize_image
-from convlora_lite.errors import CheckpointError, DataError
 
 CLASSES = ("background", "shelf", "jar", "freezer", "window", "door", "eyeglass", "cup", "wall", "bowl", "bottle",
            "box")
@@ -204,7 +204,7 @@ def test_class_iou_bars_and_label_maps():
 
 
 def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
-    from convlora_lite.analysis.comparisons import compare_curves, params_vs_score
+    from convlora_lite.plots.comparisons import compare_curves, params_vs_score
     from convlora_lite.training.rundir import RunDir
 
     paths = {}
@@ -227,7 +227,7 @@ def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
 
 
 def test_disagreement_map_colours_each_side_and_counts_the_share():
-    from convlora_lite.analysis.comparisons import disagreement_map
+    from convlora_lite.plots.comparisons import disagreement_map
 
     a, b = np.zeros((4, 4)), np.zeros((4, 4))
     a[0, :2] = 0.9  # 2 pixels only a
@@ -290,8 +290,8 @@ def test_overlay_draws_no_outline_without_an_edge_nor_for_multiclass():
 
 
 def test_class_iou_bars_draw_the_all_background_miou():
-    from convlora_lite.analysis.figures import BASELINE_NAME
-    from convlora_lite.analysis.readings import trivial_baseline
+    from convlora_lite.plots.figures import BASELINE_NAME
+    from convlora_lite.reports.readings import trivial_baseline
 
     labels = torch.zeros(4, 4, dtype=torch.long)
     labels[0] = 1  # background 12 of 16 pixels, class 1 the rest, class 2 absent
@@ -305,8 +305,8 @@ def test_class_iou_bars_draw_the_all_background_miou():
 
 
 def test_compare_curves_draws_the_baseline_in_history_units(tmp_path):
-    from convlora_lite.analysis.comparisons import compare_curves
-    from convlora_lite.analysis.figures import BASELINE_NAME
+    from convlora_lite.plots.comparisons import compare_curves
+    from convlora_lite.plots.figures import BASELINE_NAME
     from convlora_lite.training.rundir import RunDir
 
     run = RunDir(tmp_path / "lora")
@@ -324,7 +324,7 @@ def _results(values: dict):
     """A results table of fake run rows: ``{(method, metric): [value per seed]}`` on synth_leaf/test."""
     import pandas as pd
 
-    from convlora_lite.analysis.results_tables import results_table
+    from convlora_lite.reports.results_tables import results_table
 
     rows = [dict(dataset="synth_leaf", method=method, seed=seed, split="test", metric=metric, value=value,
                  run_dir=f"{method}/seed{seed}")
@@ -335,7 +335,7 @@ def _results(values: dict):
 def test_metric_bars_error_bars_are_the_std_over_seeds():
     from matplotlib.collections import LineCollection
 
-    from convlora_lite.analysis.comparisons import metric_bars
+    from convlora_lite.plots.comparisons import metric_bars
 
     lora_iou, lora_dice = [0.80, 0.84, 0.78], [0.85, 0.90, 0.86]
     results = _results({("lora", "iou"): lora_iou, ("lora", "dice"): lora_dice,
@@ -363,8 +363,8 @@ def test_metric_bars_error_bars_are_the_std_over_seeds():
 def test_metric_bars_single_seeds_have_no_error_bars_and_baselines_sit_on_their_bars():
     from matplotlib.collections import LineCollection
 
-    from convlora_lite.analysis.comparisons import metric_bars
-    from convlora_lite.analysis.figures import BASELINE_NAME
+    from convlora_lite.plots.comparisons import metric_bars
+    from convlora_lite.plots.figures import BASELINE_NAME
 
     results = _results({("lora", "iou"): [0.7], ("lora", "dice"): [0.8], ("conv_lora", "iou"): [0.75]})
     column = ("synth_leaf", "test", "iou")

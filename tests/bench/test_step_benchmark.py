@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from convlora_lite.analysis.step_benchmark import MethodSpec, format_benchmark, parse_method_specs, run_benchmark
+from convlora_lite.bench.step_benchmark import MethodSpec, format_benchmark, parse_method_specs, run_benchmark
 from convlora_lite.cli import main
 from convlora_lite.errors import ConfigError
 

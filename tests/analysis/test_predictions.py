@@ -1,8 +1,8 @@
-"""convlora_lite.analysis.prediction: predictions of a model / a finished run on a few dataset items."""
+"""convlora_lite.analysis.predictions: predictions of a model / a finished run on a few dataset items."""
 import pytest
 import torch
 
-from convlora_lite.analysis.prediction import predict_items, predict_run, predict_runs
+from convlora_lite.analysis.predictions import predict_items, predict_run, predict_runs
 from convlora_lite.data import generate_synthetic
 from convlora_lite.errors import ConfigError, DataError
 from convlora_lite.training import TrainConfig, devices, fit, load_run

@@ -1,9 +1,11 @@
-"""The paper's numbers in convlora_lite.analysis.paper_tables against docs/recipe.md, and the comparison tables."""
+"""The paper's numbers in convlora_lite.reports.paper_tables against docs/recipe.md, and the comparison tables."""
 
 import numpy as np
 import pytest
 
-from convlora_lite.analysis.paper_tables import (
+from convlora_lite.data.registry import get_dataset_spec
+from convlora_lite.errors import ConfigError
+from convlora_lite.reports.paper_tables import (
     CITATION,
     PAPER_PARAMS,
     PAPER_RESULTS,
@@ -13,8 +15,6 @@ from convlora_lite.analysis.paper_tables import (
     paper_results,
     recipe_comparison,
 )
-from convlora_lite.data.registry import get_dataset_spec
-from convlora_lite.errors import ConfigError
 from convlora_lite.training import TrainConfig
 
 

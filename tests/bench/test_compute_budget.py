@@ -1,7 +1,7 @@
 """FLOPs per step counted by PyTorch on the meta device, and the colab preset's time budget."""
 import pytest
 
-from convlora_lite.analysis.compute_budget import (
+from convlora_lite.bench.compute_budget import (
     T4_FP16_FLOPS,
     USUAL_SPLIT_SIZES,
     dataset_sizes,

@@ -8,12 +8,15 @@ each cell the mean +- standard deviation over seeds, multiplied by 100 for displ
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from convlora_lite.data.own import run_spec
 from convlora_lite.errors import DataError
+from convlora_lite.io import atomic_write
 from convlora_lite.peft import METHOD_NAMES
+from convlora_lite.training.run_data import run_spec
 from convlora_lite.training.rundir import RunDir
 
 
@@ -36,6 +39,16 @@ def collect_runs(paths) -> pd.DataFrame:
     if not rows:
         raise DataError(f"No finished runs with test metrics found under {', '.join(map(str, paths))}.")
     return pd.DataFrame(rows)
+
+
+def write_results(output_dir, run_dirs) -> Path:
+    """Write a sweep's ``results.csv`` (:func:`collect_runs`) and ``results.md`` (:func:`results_table`)
+    into ``output_dir``; returns the path of ``results.md``."""
+    runs = collect_runs(list(run_dirs))
+    root = Path(output_dir)
+    atomic_write(root / "results.csv", lambda tmp: runs.to_csv(tmp, index=False))
+    atomic_write(root / "results.md", lambda tmp: tmp.write_text(table_markdown(results_table(runs))))
+    return root / "results.md"
 
 
 def results_table(runs: pd.DataFrame, precision: int = 1) -> pd.DataFrame:

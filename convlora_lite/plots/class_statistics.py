@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from convlora_lite.analysis.figures import CLASS_PALETTE, MASK_COLOUR, baseline_line
 from convlora_lite.data.registry import IGNORE_INDEX
+from convlora_lite.plots.figures import CLASS_PALETTE, MASK_COLOUR, baseline_line
 
 
 def _rotate_class_names(ax, names) -> None:
@@ -60,7 +60,7 @@ def class_iou_bars(iou_per_class: Mapping[str, float], *, title: str = "IoU per 
     :data:`CLASS_PALETTE`, with the mean over the present classes (mIoU) as a grey dashed line.
 
     ``baseline``: the trivial baseline's mIoU (a fraction, as ``trivial_baseline(...)["miou"]`` of
-    :mod:`~convlora_lite.analysis.readings`), drawn in % as a black dashed line: the mIoU to beat."""
+    :mod:`~convlora_lite.reports.readings`), drawn in % as a black dashed line: the mIoU to beat."""
     names, values = list(iou_per_class), 100.0 * np.array(list(iou_per_class.values()), dtype=float)
     figure = Figure(figsize=(8, 3.8))
     ax = figure.subplots()

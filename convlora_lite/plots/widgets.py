@@ -20,7 +20,7 @@ import torch
 from matplotlib.figure import Figure
 
 from convlora_lite.analysis.expert_routing import LayerRouting, scale_colours, scale_map
-from convlora_lite.analysis.figures import display_image, overlay
+from convlora_lite.plots.figures import display_image, overlay
 from convlora_lite.progress import is_headless
 
 
@@ -104,7 +104,7 @@ def explorer(draw: Callable[..., Figure], controls: Mapping[str, object], first:
 
 
 def prediction_explorer(images, masks, predictions: Mapping[str, Sequence], classes: Sequence[str] | None = None):
-    """Browse the test images, methods and threshold of :func:`~convlora_lite.analysis.prediction.predict_runs`."""
+    """Browse the test images, methods and threshold of :func:`~convlora_lite.analysis.predictions.predict_runs`."""
     methods = list(predictions)
 
     def draw(index, method, threshold):

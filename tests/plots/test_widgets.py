@@ -5,11 +5,11 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from convlora_lite.analysis import widgets
 from convlora_lite.analysis.expert_routing import record_routing
 from convlora_lite.models.sam import build_sam
 from convlora_lite.models.segmenter import PromptFreeSAM
 from convlora_lite.peft import apply_peft
+from convlora_lite.plots import widgets
 
 
 def _pixels(figure):

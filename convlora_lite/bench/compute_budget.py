@@ -11,7 +11,7 @@ work is not, which is small next to them in a ViT.
 ``n_train`` training and ``n_val`` validation images, at an assumed sustained throughput (FLOP/s),
 plus the validation pass of every epoch and the final test pass. The assumption is everything: it
 is a planning number, not a measurement (``benchmarks/colab_budget.md`` says which one is used and
-why). ``python -m convlora_lite.analysis.compute_budget`` prints the tables of that file.
+why). ``python -m convlora_lite.bench.compute_budget`` prints the tables of that file.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def step_flops(model: str = "vit_b", image_size: int = 1024, method: str = "conv
     (batch 1, meta device: seconds on a CPU even for ViT-H)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from convlora_lite.models.checkpointing import enable_activation_checkpointing
+    from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
     from convlora_lite.models.sam import build_sam
     from convlora_lite.models.segmenter import PromptFreeSAM
     from convlora_lite.peft import apply_peft
@@ -169,7 +169,7 @@ def budget_markdown(flops_per_s: float = T4_FP16_FLOPS, methods=("lora", "conv_l
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convlora_lite.analysis.compute_budget",
+    parser = argparse.ArgumentParser(prog="python -m convlora_lite.bench.compute_budget",
                                      description="FLOPs per training step and estimated time per run.")
     parser.add_argument("--tflops", type=float, default=T4_FP16_FLOPS / 1e12,
                         help="assumed sustained throughput in TFLOP/s (default: the T4 fp16 assumption)")

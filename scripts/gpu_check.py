@@ -1,12 +1,12 @@
 """The GPU check (``benchmarks/gpu_check.sh``): everything a GPU should confirm, in one go.
 
-``python -m convlora_lite.analysis.gpu_check --output-dir benchmarks/results`` runs, on the first
-CUDA GPU, within about 10 minutes (random weights throughout, no download):
+``python scripts/gpu_check.py --output-dir benchmarks/results`` (what ``benchmarks/gpu_check.sh`` runs)
+runs, on the first CUDA GPU, within about 10 minutes (random weights throughout, no download):
 
 0. **cuda**: the GPU is visible to torch (its name, memory, compute capability, bf16 support) and
    computes a matrix product;
 1. **bench**: Conv-LoRA (fast and the official per-expert loop) vs LoRA, step time and peak memory
-   (:func:`~convlora_lite.analysis.step_benchmark.run_benchmark`) on ViT-B and ViT-H at 1024 px,
+   (:func:`~convlora_lite.bench.step_benchmark.run_benchmark`) on ViT-B and ViT-H at 1024 px,
    in fp16 and in bf16;
 2. **colab step**: the ``colab`` preset's training step (ViT-B at its image size, activation
    checkpointing, fp16 with a gradient scaler) with its peak memory, against the 15 GiB target
@@ -107,7 +107,7 @@ def _run_part(results: dict, name: str, function, *args, log=print, **kwargs) ->
 
 
 def bench_part(model: str, image_size: int, precision: str, device: str, steps: int, warmup: int) -> dict:
-    from convlora_lite.analysis.step_benchmark import run_benchmark
+    from convlora_lite.bench.step_benchmark import run_benchmark
 
     report = run_benchmark(model=model, image_size=image_size, methods=BENCH_METHODS, steps=steps, warmup=warmup,
                            device=device, precision=precision)
@@ -120,7 +120,7 @@ def bench_part(model: str, image_size: int, precision: str, device: str, steps: 
 def colab_step_part(device: str, precision: str, model: str | None, image_size: int | None, steps: int = 5,
                     warmup: int = 2) -> dict:
     """The colab preset's training step (its model, size, checkpointing, precision), random weights."""
-    from convlora_lite.analysis.step_benchmark import train_step
+    from convlora_lite.bench.step_benchmark import train_step
     from convlora_lite.training import TrainConfig, build_model
     from convlora_lite.training.optim import build_optimizer
 
@@ -161,7 +161,8 @@ def colab_step_part(device: str, precision: str, model: str | None, image_size: 
 def training_part(device: str, precision: str, model: str, image_size: int, workdir: Path) -> dict:
     """A short fit on generated data: the loss must go down, nothing may be NaN; fp16 must use the scaler."""
     from convlora_lite.data import generate_synthetic
-    from convlora_lite.training import TrainConfig, Trainer
+    from convlora_lite.training import TrainConfig, fit
+    from convlora_lite.training.rundir import RunDir
 
     root = workdir / f"data_{image_size}"
     if not (root / "synth_polyp").exists():
@@ -170,11 +171,10 @@ def training_part(device: str, precision: str, model: str, image_size: int, work
                               image_size=image_size, precision=precision, device=device, epochs=5, batch_size=2,
                               grad_accum=1, lr=1e-3, max_train_batches=None, max_eval_batches=1,
                               output_dir=str(workdir / f"run_{precision}"), data_root=str(root))
-    trainer = Trainer(cfg)
-    scaler = trainer.scaler
-    trainer.fit()
-    history = trainer.run.read_metrics()
-    rows = trainer.run.read_history().to_dict("records")
+    run = RunDir(fit(cfg))
+    scaler = run.load_state()["scaler"]  # the fp16 loss scaler's state, None without one
+    history = run.read_metrics()
+    rows = run.read_history().to_dict("records")
     losses = [row["train_loss"] for row in rows]
     numbers = losses + [v for row in rows for k, v in row.items() if k.startswith("val_") and isinstance(v, float)]
     no_nan = all(math.isfinite(v) for v in numbers)
@@ -182,7 +182,7 @@ def training_part(device: str, precision: str, model: str, image_size: int, work
     uses_scaler = scaler is not None
     result = {"model": model, "image_size": image_size, "precision": precision, "epochs": cfg.epochs,
               "train_losses": losses, "loss_goes_down": down, "no_nan": no_nan, "gradient_scaler": uses_scaler,
-              "final_scale": float(scaler.get_scale()) if uses_scaler else None, "test": history["test"]}
+              "final_scale": float(scaler["scale"]) if uses_scaler else None, "test": history["test"]}
     ok = down and no_nan and (uses_scaler if precision == "fp16" else True)
     return {"ok": ok, **result}
 
@@ -234,7 +234,7 @@ def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, quic
                         "quick": quick, "parts_planned": part_names(steps),
                         "mode": ("quick " if quick else "") + ("GPU check" if gpu else
                                                                "dry run on the CPU (no GPU): test_tiny, fp32 for fp16"),
-                        "command": command or shlex.join([sys.executable, "-m", "convlora_lite.analysis.gpu_check",
+                        "command": command or shlex.join([sys.executable, "scripts/gpu_check.py",
                                                           *sys.argv[1:]])},
                "parts": {}}
     parts = results["parts"]
@@ -270,7 +270,7 @@ def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, quic
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convlora_lite.analysis.gpu_check",
+    parser = argparse.ArgumentParser(prog="python scripts/gpu_check.py",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", default="benchmarks/results", help="where the JSON and .md go")
     parser.add_argument("--cpu", action="store_true", help="the dry run on the CPU even when a GPU is there")

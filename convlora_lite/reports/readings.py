@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from convlora_lite.training.config import TrainConfig
 from convlora_lite.training.metrics import METRIC_DIRECTIONS, task_metrics
 from convlora_lite.training.rundir import RunDir
 
@@ -40,7 +41,7 @@ def _better(metric: str, a: float, b: float) -> bool:
 
 
 def method_readings(runs: pd.DataFrame) -> list[str]:
-    """One sentence per (dataset, split, metric) of :func:`~convlora_lite.analysis.results_tables.collect_runs`
+    """One sentence per (dataset, split, metric) of :func:`~convlora_lite.reports.results_tables.collect_runs`
     output: the leading method, its margin over the next one (x100), and whether that margin exceeds
     the larger of the two standard deviations over seeds."""
     sentences = []
@@ -130,7 +131,7 @@ def convergence_readings(run_dirs, spec) -> list[str]:
     for run in map(RunDir, run_dirs):
         values = run.read_history()[f"val_{spec.select_metric}"].to_numpy()
         best = int(np.argmax(values) if spec.select_mode == "max" else np.argmin(values))
-        config = run.read_config()
+        config = TrainConfig.of_run(run.path)
         by_method.setdefault(config.method, []).append((config.seed, best + 1, len(values)))
     sentences = []
     for method, runs in by_method.items():

@@ -5,7 +5,7 @@ Parameter Efficient Finetuning for Segment Anything Model", ICLR 2024 (arXiv 240
 (:data:`CITATION`): the LoRA and Conv-LoRA rows of its main results table (mean of 3 seeds,
 SAM ViT-H, in %) and its parameter table (#Params in millions, Ratio in % of SAM ViT-H's
 641.09 M parameters). These are the only typed-in numbers of the kit; our own numbers always
-come from run directories (:func:`convlora_lite.analysis.results_tables.collect_runs`).
+come from run directories (:func:`convlora_lite.reports.results_tables.collect_runs`).
 
 * :func:`paper_results` -> the results rows as a DataFrame;
 * :func:`paper_param_rows` -> the parameter table as a DataFrame;
@@ -147,7 +147,7 @@ def compare_with_paper(run_dirs) -> pd.DataFrame:
     methods.
     """
 
-    from convlora_lite.analysis.results_tables import collect_runs
+    from convlora_lite.reports.results_tables import collect_runs
 
     paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     runs = collect_runs(paths)

@@ -2,7 +2,7 @@
 
 :func:`predict_items` takes a model and a dataset, :func:`predict_run` a run directory,
 :func:`predict_runs` several run directories of one dataset (one per method, for
-:func:`convlora_lite.analysis.figures.prediction_grid`). They return :class:`Predictions`: the items'
+:func:`convlora_lite.plots.figures.prediction_grid`). They return :class:`Predictions`: the items'
 images and masks as the dataset gives them, and one prediction per item:
 
 * binary models: ``(N, S, S)`` float foreground probabilities (``model.predict``);
@@ -63,17 +63,12 @@ def predict_items(model: nn.Module, dataset, *, n: int = 4, indices: Sequence[in
     return Predictions(images, masks, torch.cat(outputs), [item["name"] for item in items])
 
 
-def _run_dataset(config, split: str, run_dir=None):
-    from convlora_lite.data.datasets import build_dataset
-    from convlora_lite.data.own import config_spec, own_datasets
+def _run_dataset(config, split: str, run_dir):
+    """The ``split`` of a run's data (own data: the split recorded in the run directory)."""
+    from convlora_lite.training.run_data import config_spec, run_datasets
     from convlora_lite.training.rundir import RunDir
 
-    spec = config_spec(config)
-    if split not in spec.all_splits:
-        raise ConfigError(f"{config.dataset} has no split {split!r}; choose one of {', '.join(spec.all_splits)}.")
-    if config.data_dir:  # own data: the split recorded in the run directory
-        return own_datasets(spec, config, RunDir(run_dir) if run_dir is not None else None)[split]
-    return build_dataset(spec, split, config.data_root, config.image_size, train=False)
+    return run_datasets(config, config_spec(config), RunDir(run_dir), [split])[split]
 
 
 def predict_run(run_dir, split: str = "test", *, n: int = 4, indices: Sequence[int] | None = None,
@@ -96,13 +91,13 @@ def predict_runs(run_dirs: Mapping[str, str | Path], split: str = "test", *, n: 
 
     ``run_dirs``: ``{label: run directory}`` (e.g. one per method). Returns
     ``(images, masks, {label: predictions})``, the arguments of
-    :func:`convlora_lite.analysis.figures.prediction_grid`.
+    :func:`convlora_lite.plots.figures.prediction_grid`.
     """
     if not run_dirs:
         raise ConfigError("predict_runs needs at least one run directory.")
     from convlora_lite.training.rundir import RunDir
 
-    datasets = {label: RunDir(path).read_json(RunDir(path).config)["dataset"] for label, path in run_dirs.items()}
+    datasets = {label: RunDir(path).dataset for label, path in run_dirs.items()}
     if len(set(datasets.values())) > 1:
         raise DataError(f"The runs must share a dataset to be compared on the same items; got {datasets}.")
     results = {label: predict_run(path, split, n=n, indices=indices, device=device) for label, path in run_dirs.items()}

@@ -1,7 +1,7 @@
 """Figures for the notebooks: overlays, comparison grids, error maps, training curves, label maps.
 
 Every ``*_figure``-like function returns a titled, labelled :class:`matplotlib.figure.Figure`
-(it does not show or save it). Inputs are what the datasets and :mod:`convlora_lite.analysis.prediction`
+(it does not show or save it). Inputs are what the datasets and :mod:`convlora_lite.analysis.predictions`
 produce, torch or NumPy:
 
 * an **image** is either channel-first ``(3, H, W)`` ImageNet-normalised (a dataset item's
@@ -48,7 +48,7 @@ ERROR_COLOURS = {"true positive": (0.0, 0.8, 0.0), "false positive": (1.0, 0.0, 
 #: background shows the darkened grey image, as true negatives do).
 LABEL_ERROR_COLOURS = {"correct object class": (0.0, 0.8, 0.0), "wrong class": (1.0, 0.0, 0.0)}
 THRESHOLD = 0.5
-#: the label of the trivial baseline's line (:func:`~convlora_lite.analysis.readings.trivial_baseline`).
+#: the label of the trivial baseline's line (:func:`~convlora_lite.reports.readings.trivial_baseline`).
 BASELINE_NAME = "all background"
 #: how the trivial baseline is drawn (a dashed black line).
 BASELINE_STYLE = dict(color="black", linestyle="--", linewidth=1.2)
@@ -285,6 +285,12 @@ def error_map(images, masks, predictions, *, classes: Sequence[str] | None = Non
     return figure
 
 
+def save_loss_curve(run, spec) -> None:
+    """Draw a finished run's :func:`plot_history` into its ``figures/`` folder (the hook ``convlora train``
+    and ``reproduce`` pass to :func:`~convlora_lite.training.trainer.fit` as ``on_finish``)."""
+    plot_history(run.path, spec).savefig(run.loss_curve, dpi=100)
+
+
 def plot_history(run_dir, spec=None) -> Figure:
     """A run's curves from ``history.csv``: training and auxiliary loss per epoch (left), the
     validation metrics per epoch with the selection metric bold and its best epoch marked (right;
@@ -296,7 +302,7 @@ def plot_history(run_dir, spec=None) -> Figure:
 
     run = RunDir(run_dir)
     history = run.read_history()
-    config = run.read_json(run.config)
+    config = run.read_config_dict()
     spec = spec if spec is not None else get_dataset_spec(config["dataset"])
     figure = Figure(figsize=(12, 3.8))
     loss_ax, metric_ax = figure.subplots(1, 2)

@@ -2,8 +2,8 @@
 from matplotlib.colors import to_hex
 from matplotlib.patches import FancyBboxPatch
 
-from convlora_lite.analysis.diagrams import GLOBAL, WINDOWED, conv_lora_diagram, sam_diagram
 from convlora_lite.models.sam import get_config
+from convlora_lite.plots.diagrams import GLOBAL, WINDOWED, conv_lora_diagram, sam_diagram
 
 
 def _colours(figure):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from convlora_lite.analysis.results_tables import collect_runs, results_table, table_markdown
 from convlora_lite.cli import main
 from convlora_lite.errors import DataError
+from convlora_lite.reports.results_tables import collect_runs, results_table, table_markdown
 from convlora_lite.training.rundir import RunDir
 
 

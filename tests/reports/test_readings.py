@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from convlora_lite.analysis import readings
+from convlora_lite.reports import readings
 from convlora_lite.training.rundir import RunDir
 
 BINARY = SimpleNamespace(task="binary", classes=("background", "foreground"), select_metric="iou", select_mode="max")

@@ -1,5 +1,5 @@
 """Figures that compare methods: metric bars, overlaid validation curves, parameters against score,
-where two methods' predictions disagree. Inputs as in :mod:`convlora_lite.analysis.figures`."""
+where two methods' predictions disagree. Inputs as in :mod:`convlora_lite.plots.figures`."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from convlora_lite.analysis.figures import (
+from convlora_lite.plots.figures import (
     BASELINE_NAME,
     BASELINE_STYLE,
     THRESHOLD,
@@ -29,13 +29,13 @@ def _seeds(counts: pd.Series) -> str:
 
 def metric_bars(results: pd.DataFrame, *, title: str = "Test metrics per method (x100)",
                 baselines: Mapping[tuple, float] | None = None) -> Figure:
-    """Grouped bars of a :func:`~convlora_lite.analysis.results_tables.results_table`'s means: one
+    """Grouped bars of a :func:`~convlora_lite.reports.results_tables.results_table`'s means: one
     group per method (its number of seeds under its name), one bar per (dataset, split, metric) column.
 
     ``results.attrs``: ``mean``, ``std`` and ``n`` (methods x columns; x100, x100, seeds). Where a bar
     averages more than one seed, its error bar spans mean ± the std over seeds; a single seed has no
     error bar. ``baselines``: ``{(dataset, split, metric): value x100}``, e.g. the trivial baseline of
-    :func:`~convlora_lite.analysis.readings.trivial_baseline` times 100, drawn as a dashed segment
+    :func:`~convlora_lite.reports.readings.trivial_baseline` times 100, drawn as a dashed segment
     over that column's bars."""
     mean, std, n = results.attrs["mean"], results.attrs["std"], results.attrs["n"]
     baselines, baseline_label = baselines or {}, BASELINE_NAME
@@ -67,7 +67,7 @@ def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title
     (run directories), with the range over seeds shaded when there are several.
 
     ``baseline``: the trivial baseline's ``metric`` on the validation split (a fraction, as in
-    ``history.csv``; :func:`~convlora_lite.analysis.readings.trivial_baseline`), drawn as a dashed line."""
+    ``history.csv``; :func:`~convlora_lite.reports.readings.trivial_baseline`), drawn as a dashed line."""
     from convlora_lite.training.metrics import METRIC_DIRECTIONS
     from convlora_lite.training.rundir import RunDir
 

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
-
-from convlora_lite.analysis.gpu_check import part_names, plan
+from gpu_check import part_names, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
