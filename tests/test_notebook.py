@@ -2,13 +2,14 @@
 import torch
 
 from convlora_lite.data import get_dataset_spec, is_installed
-from convlora_lite.notebook import ensure_synthetic, notebook_data_root, sweep_dir
 from convlora_lite.training import TrainConfig
+from convlora_lite.training.run_data import ensure_synthetic, preset_data_root
 from convlora_lite.training.rundir import RunDir
+from convlora_lite.training.sweep import sweep_dir
 
 
 def test_smoke_data_is_kept_apart_and_generated_small(tmp_path):
-    assert notebook_data_root("cpu", tmp_path) == tmp_path.resolve()
+    assert preset_data_root("cpu", tmp_path) == tmp_path.resolve()
     root = ensure_synthetic(["synth_polyp"], "smoke", tmp_path)
     assert root == tmp_path.resolve() / "smoke"
     train_csv = next(root.rglob("train.csv"))
@@ -78,7 +79,7 @@ def test_show_curves_draws_the_all_background_floor_of_the_validation_split(tmp_
     from convlora_lite.reports import readings
 
     shown, calls = [], []
-    monkeypatch.setattr(notebook, "_display", lambda *objects: shown.extend(objects))
+    monkeypatch.setattr(notebook.task, "show", lambda *objects: shown.extend(objects))
     real = readings.trivial_baseline
 
     def counted(dataset, spec, max_items=None):
@@ -111,7 +112,7 @@ def test_show_class_iou_draws_the_all_background_miou_of_the_scored_images(tmp_p
     from convlora_lite.plots.figures import BASELINE_NAME
 
     shown = []
-    monkeypatch.setattr(notebook, "_display", lambda *objects: shown.extend(objects))
+    monkeypatch.setattr(notebook.task, "show", lambda *objects: shown.extend(objects))
     session = notebook.Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", methods="lora",
                                announce=False)
     task = session.task("trans10k")

@@ -15,7 +15,7 @@ from convlora_lite import REPOSITORY_URL, install_command
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 REQUIRED_PARAMETERS = ("PRESET", "DATA_ROOT", "CHECKPOINT", "OUTPUT_DIR")
-#: the same budget knobs in every notebook (None: the preset's), see convlora_lite.notebook.BUDGET_KNOBS
+#: the same budget knobs in every notebook (None: the preset's), passed to convlora_lite.notebook.Session
 BUDGET_KNOBS = ("SEEDS", "EPOCHS", "IMAGE_SIZE", "MAX_TRAIN_BATCHES")
 
 

@@ -4,7 +4,7 @@
 (for a synthetic analog: its own note ``SYNTHETIC.json``, see :mod:`.synthetic`).
 :func:`is_installed` is that test. The command line (``convlora data download/install/verify``),
 :func:`ensure_dataset` (called by ``fit`` and ``evaluate``, so by ``convlora train`` and the
-sweeps) and the notebooks (:func:`download_dataset` and ``convlora_lite.notebook.ensure_synthetic``)
+sweeps) and the notebooks (:func:`download_dataset` and ``convlora_lite.training.run_data.ensure_synthetic``)
 all use it. The marker is written only once the files passed their checks, and atomically
 (a temporary file, then ``os.replace``). Three ways lead there:
 

@@ -206,3 +206,32 @@ def budget_reading(model_name: str, method: str = "conv_lora") -> str:
     paper, paper_share = counts("vit_h")
     return (line + f"; on SAM ViT-H: {paper['trainable']:,} ({100 * paper['ratio']:.2f} %), "
             f"{100 * paper_share:.0f} % in the decoder.")
+
+
+def task_readings(runs: pd.DataFrame, run_dirs, spec, baselines: dict, zero_shot: pd.DataFrame | None = None
+                  ) -> list[str]:
+    """Everything a task's runs show, in the order a domain notebook prints it: which method is ahead and by
+    how much against the seed spread (:func:`method_readings`), Conv-LoRA against LoRA, the all-background
+    floor of each test split (``baselines``: split -> :func:`trivial_baseline`), whether training had
+    converged, and the zero-shot SAM (``zero_shot``) when it was measured. Used in notebooks 03-08."""
+    lines = method_readings(runs)
+    verdict = conv_lora_verdict(runs)
+    lines += [verdict] if verdict else []
+    for split in spec.test_splits:
+        lines += baseline_readings(runs, baselines[split], split)
+    lines += convergence_readings(run_dirs, spec)
+    if zero_shot is not None:
+        lines += zero_shot_readings(zero_shot, runs, spec.test_splits[0])
+    return lines
+
+
+def takeaways(model_name: str, task_runs) -> list[str]:
+    """A notebook's closing lines: the trainable budget (:func:`budget_reading`), then per task (``task_runs``:
+    one :func:`~convlora_lite.reports.results_tables.collect_runs` table each) the leader on its first test
+    metric and Conv-LoRA against LoRA (without the offline note, which the task's reading printed). Used in
+    notebooks 00 and 03-08."""
+    lines = [budget_reading(model_name)]
+    for runs in task_runs:
+        verdict = conv_lora_verdict(runs)
+        lines += [method_readings(runs)[0]] + ([verdict.replace(CONV_LORA_OFFLINE_NOTE, "").strip()] if verdict else [])
+    return lines

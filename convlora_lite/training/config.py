@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.io import jsonable
+from convlora_lite.models.configs import get_config
 from convlora_lite.models.prompts import check_prompt
 from convlora_lite.training.presets import OFFICIAL_SEED, get_preset
 from convlora_lite.training.rundir import RunDir
@@ -81,7 +82,6 @@ class TrainConfig:
         random weights). ``spec`` is the dataset's
         :class:`~convlora_lite.data.registry.DatasetSpec` (default: the registry's entry).
         """
-        from convlora_lite.models.sam import get_config
         from convlora_lite.peft import get_method
         from convlora_lite.training.run_data import dataset_spec
 
@@ -107,7 +107,7 @@ class TrainConfig:
         values.update(get_preset(preset).overrides)
         values.update(overrides, dataset=dataset, method=method, preset=preset)
         values.setdefault("output_dir", str(RunDir.of("runs", dataset, method, values.get("seed", OFFICIAL_SEED)).path))
-        values["image_size"] = values.get("image_size") or get_config(values.get("model", cls.model)).image_size
+        values["image_size"] = run_image_size(preset, overrides)
         values["method_options"] = get_method(method).options(**(overrides.get("method_options") or {}))
         config = cls(**values)
         config.validate()
@@ -115,7 +115,6 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a value no run can use."""
-        from convlora_lite.models.sam import get_config
 
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
@@ -167,3 +166,11 @@ def preset_value(preset: str, name: str) -> Any:
     the field's default."""
     overrides = get_preset(preset).overrides
     return overrides[name] if name in overrides else TrainConfig.__dataclass_fields__[name].default
+
+
+def run_image_size(preset: str, overrides: dict) -> int:
+    """A run's input side, the one precedence chain of :meth:`TrainConfig.resolve` and the notebooks: the
+    ``image_size`` of ``overrides`` when they set it (``None``: the model's native size), else the preset's,
+    else the native size of the run's model (``overrides``' or the preset's)."""
+    values = {**get_preset(preset).overrides, **overrides}
+    return values.get("image_size") or get_config(values.get("model", TrainConfig.model)).image_size

@@ -57,13 +57,24 @@ class Preset:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     #: how many seeds a sweep or a notebook trains by default (the paper reports the mean of 3).
     seeds: int = 1
+    #: offline: the bundled micro SAM on the ``synth_<task>`` analogs, nothing downloaded.
+    offline: bool = False
+    #: the ``generate_synthetic`` sizes of the analogs this preset trains on (empty: the library's own).
+    synthetic_sizes: Mapping[str, int] = field(default_factory=dict)
+    #: a subfolder of the data root for this preset's analogs (smoke's tiny ones never replace the others).
+    data_subfolder: str = ""
+
+    def dataset(self, task: str) -> str:
+        """The dataset a paper task trains on under this preset: its ``synth_`` analog offline, else itself."""
+        return f"synth_{task}" if self.offline else task
 
 
 PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset in (
     Preset("smoke", "CI: seconds on a CPU, proves the pipeline runs end to end", dict(
-        model="micro_sam", epochs=1, lr=1e-3, batch_size=2, max_train_batches=3, max_eval_batches=2)),
+        model="micro_sam", epochs=1, lr=1e-3, batch_size=2, max_train_batches=3, max_eval_batches=2),
+        offline=True, synthetic_sizes=dict(n_train=4, n_val=2, n_test=2, image_size=64), data_subfolder="smoke"),
     Preset("cpu", "offline default: micro_sam on a synth_<task> analog, minutes on a CPU", dict(
-        model="micro_sam", epochs=4, lr=2e-3, batch_size=4)),
+        model="micro_sam", epochs=4, lr=2e-3, batch_size=4), offline=True),
     Preset("colab", "SAM ViT-B at 512 px sized for one Colab T4 session (about an hour per notebook)", dict(
         model="vit_b", image_size=512, epochs=COLAB_EPOCHS, max_train_batches=COLAB_MAX_TRAIN_BATCHES, grad_accum=4,
         precision="auto", activation_checkpointing=True, num_workers=2)),

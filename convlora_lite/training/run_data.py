@@ -7,21 +7,26 @@ predictions score, and what ``TrainConfig.resolve`` checks a config against.
 * :func:`run_spec`: the spec of a finished run, without its data;
 * :func:`run_datasets`: the datasets of a run's splits: the registry's files (installed, or a synthetic
   analog generated, first) or your own data's, whose split is recorded in the run directory and read
-  back from it (:func:`own_datasets`), so ``eval`` and ``--resume`` see the same images.
+  back from it (:func:`own_datasets`), so ``eval`` and ``--resume`` see the same images;
+* :func:`preset_data_root`, :func:`ensure_synthetic`: where a preset's analogs live and at what size
+  (:class:`~convlora_lite.training.presets.Preset`'s ``data_subfolder``, ``synthetic_sizes``).
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Optional, Sequence
 
 from convlora_lite.data.datasets import build_dataset
-from convlora_lite.data.install import ensure_dataset
+from convlora_lite.data.install import ensure_dataset, is_installed
 from convlora_lite.data.own import SPLIT_FRACTIONS, OwnDataSpec, build_own_splits, own_spec, raise_problems, scan
 from convlora_lite.data.own import split_keys as own_split_keys
 from convlora_lite.data.registry import get_dataset_spec
+from convlora_lite.data.synthetic import generate_synthetic
 from convlora_lite.errors import ConfigError
 from convlora_lite.training.losses import LOSSES
 from convlora_lite.training.metrics import METRIC_DIRECTIONS
+from convlora_lite.training.presets import get_preset
 from convlora_lite.training.rundir import RunDir
 
 
@@ -105,3 +110,22 @@ def run_datasets(config, spec, run: Optional[RunDir] = None, splits: Optional[Se
     ensure_dataset(spec, config.data_root, log=log)
     return {split: build_dataset(spec, split, config.data_root, config.image_size, train=(split == "train"),
                                  cache_bytes=cache_bytes) for split in splits}
+
+
+def preset_data_root(preset: str, data_root) -> Path:
+    """Where ``preset``'s datasets live: ``data_root`` (made absolute), or its ``data_subfolder``."""
+    root = Path(data_root).resolve()
+    subfolder = get_preset(preset).data_subfolder
+    return root / subfolder if subfolder else root
+
+
+def ensure_synthetic(datasets, preset: str, data_root) -> Path:
+    """Generate every ``synth_<task>`` of ``datasets`` that is not installed (missing, or its generation was
+    interrupted) at ``preset``'s size. Real datasets are left alone (``download_dataset`` installs them, and
+    accepts a folder once ``convlora data install`` adopted it). Returns the data root used."""
+    root = preset_data_root(preset, data_root)
+    for name in datasets:
+        spec = get_dataset_spec(name)
+        if spec.synthetic and not is_installed(spec, root):
+            generate_synthetic(spec.name, root, **get_preset(preset).synthetic_sizes)
+    return root

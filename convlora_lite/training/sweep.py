@@ -14,11 +14,13 @@ worker run again, or ``convlora table``, writes it later).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.training.config import TrainConfig, preset_value
 from convlora_lite.training.presets import get_preset
+from convlora_lite.training.run_data import ensure_synthetic
 from convlora_lite.training.rundir import RunDir
 
 
@@ -100,3 +102,28 @@ def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int |
             "The worker that completes the grid writes results.md; or run `convlora table` on the folder later.")
         return None
     return runs
+
+
+#: the budget overrides that name a sweep folder of their own -> their tag in the folder name.
+_BUDGET_TAGS = {"epochs": "e", "image_size": "px", "max_train_batches": "b"}
+
+
+def sweep_dir(output_dir, preset: str, budget: dict | None = None) -> Path:
+    """The shared sweep folder of ``preset`` under ``output_dir`` (``sweep_<preset>``); a shrunk or grown
+    budget (overrides such as ``{"epochs": 2}``) gets its own folder (``sweep_cpu_e2``), so its runs never
+    meet the preset's. Used by the notebooks (:class:`convlora_lite.notebook.Session`)."""
+    unknown = set(budget or {}) - set(_BUDGET_TAGS)
+    if unknown:
+        raise ConfigError(f"budget {sorted(unknown)}: a sweep's budget sets {', '.join(_BUDGET_TAGS)} only.")
+    tag = "".join(f"_{_BUDGET_TAGS[k]}{v}" for k, v in sorted((budget or {}).items()))
+    return Path(output_dir).resolve() / f"sweep_{preset}{tag}"
+
+
+def run_sweep(preset: str, datasets, methods, seeds: int, output_dir, data_root, checkpoint="auto", log=print,
+              budget: dict | None = None, on_finish: Optional[Callable] = None) -> list[RunDir]:
+    """Train (or read back) the grid ``datasets`` x ``methods`` x ``seeds`` seeds of ``preset`` with the
+    ``budget`` overrides into its :func:`sweep_dir`, the analogs generated first at the preset's size
+    (:func:`~convlora_lite.training.run_data.ensure_synthetic`); returns the grid's runs."""
+    root = ensure_synthetic(datasets, preset, data_root)
+    return reproduce(preset, list(datasets), list(methods), seeds, output_dir=sweep_dir(output_dir, preset, budget),
+                     log=log, data_root=str(root), checkpoint=checkpoint, on_finish=on_finish, **(budget or {}))

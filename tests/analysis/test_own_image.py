@@ -5,8 +5,8 @@ import types
 
 from PIL import Image
 
+from convlora_lite.data.own import example_image
 from convlora_lite.inference.segmenter import Segmenter
-from convlora_lite.notebook import example_image
 from convlora_lite.plots.widgets import draw_own_image, own_image
 from convlora_lite.training import TrainConfig, fit
 

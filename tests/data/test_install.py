@@ -526,8 +526,8 @@ def test_an_interrupted_install_leaves_nothing_that_looks_complete(tmp_path, mon
 def test_a_folder_adopted_after_verify_is_used_by_training_and_the_notebooks(tmp_path):
     """The user's path: data unpacked by hand, verified, adopted; then ``fit`` (what
     ``convlora train`` and the sweeps call) and a notebook's data cell use it."""
-    from convlora_lite.notebook import ensure_synthetic
     from convlora_lite.training import TrainConfig, fit
+    from convlora_lite.training.run_data import ensure_synthetic
 
     spec, root = get_dataset_spec("polyp"), tmp_path / "data"
     write_csv_layout(spec.dataset_dir(root), spec.splits, n=2, suffix=".jpg")

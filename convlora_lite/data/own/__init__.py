@@ -28,7 +28,7 @@ split (and the spec) in the run directory, and reads that record back
 from __future__ import annotations
 
 from convlora_lite.data.own.datasets import CocoSegmentationDataset, build_own_splits, raise_problems
-from convlora_lite.data.own.example import write_own_data
+from convlora_lite.data.own.example import example_image, write_own_data
 from convlora_lite.data.own.layout import (
     CLASSES_FILE,
     SHAPES,
@@ -37,6 +37,7 @@ from convlora_lite.data.own.layout import (
     Sample,
     Scan,
     detect_shape,
+    own_data_path,
     read_classes,
     scan,
 )
@@ -63,4 +64,6 @@ __all__ = [
     "raise_problems",
     "verify_own_data",
     "write_own_data",
+    "example_image",
+    "own_data_path",
 ]

@@ -96,3 +96,19 @@ def _write_coco(target: Path, written: list, spec) -> Path:
     path = target / "annotations.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return path
+
+
+def example_image(dataset: str, root, path, size: tuple[int, int] = (413, 297)) -> Path:
+    """Write the first test image of the registry dataset ``dataset`` (under ``root``) to ``path`` at another
+    size (width, height; not square, not the model's), as a stand-in for a photo of your own. Used in
+    notebooks 00 and 09."""
+    from convlora_lite.data.datasets import build_dataset
+    from convlora_lite.data.registry import get_dataset_spec
+
+    spec = get_dataset_spec(dataset)
+    image, _ = build_dataset(spec, spec.test_splits[0], root, 64, train=False).load_pair(0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    picture.convert("RGB").resize(size, Image.BICUBIC).save(path)
+    return path

@@ -252,3 +252,21 @@ def scan(data_dir) -> Scan:
     if not result.samples and not any("no images" in p for p in result.problems):
         result.problems.append(f"{path} holds no images with masks")
     return result
+
+
+def own_data_path(source, unpack_into) -> Path:
+    """The data a user points at: a folder, CSV or COCO file as it is, or a ``.zip`` unpacked once into
+    ``unpack_into/<zip name>`` (its single top folder when everything is inside one, as zips made by
+    "compress folder" are). Used in notebook 11."""
+    import shutil
+
+    source = Path(source)
+    if source.suffix.lower() != ".zip":
+        return source
+    if not source.is_file():
+        raise DataError(f"{source} does not exist; give the path of your zip file.")
+    folder = Path(unpack_into) / source.stem
+    if not folder.exists():
+        shutil.unpack_archive(source, folder)
+    inner = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(("__MACOSX", "."))]
+    return inner[0] if len(inner) == 1 and not (folder / "images").is_dir() else folder
