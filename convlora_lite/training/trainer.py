@@ -4,23 +4,15 @@
 registry dataset (or on your own data: ``config.data_dir``, :mod:`convlora_lite.data.own`, whose split is
 recorded in the run directory) and returns the run directory (layout in :mod:`convlora_lite.training.rundir`).
 
-The recipe (``docs/recipe.md``, "Training recipe"), all of it the default (the optimiser and
-schedule in :mod:`convlora_lite.training.optim`):
-
-* AdamW (0.9, 0.999, eps 1e-6), weight decay 1e-4 except on biases and normalisation weights.
-  The rule is the official one (AutoGluon's ``get_weight_decay_param_names``: every parameter of
-  a norm layer and every parameter whose name contains ``bias`` is left out); other 1-D or
-  embedding tensors (mask tokens, position tables, gates) do decay. SAM's ``LayerNorm2d`` counts
-  as a norm layer.
-* Linear decay of the learning rate to 0 over all optimizer steps, no warm-up: step ``s`` of
-  ``T`` uses ``lr * (1 - s / T)``; after the last step the rate is 0.
-* Gradient clipping at norm 1.0; mixed precision on GPU (fp16 with a gradient scaler, or bf16);
-  batch ``batch_size`` per process, ``grad_accum`` batches per optimizer step. The last group of
-  an epoch may be shorter; its loss is averaged over the batches it has (a true mean), where
-  Lightning divides by ``grad_accum`` regardless.
-* Loss = task loss (the dataset's ``loss``) + the adapters' auxiliary loss (weight 1).
-* Validation every epoch; the best checkpoint by the dataset's ``select_metric``/``select_mode``;
-  optional early stopping; at the end the test splits are scored with the best weights.
+The recipe (``docs/recipe.md``, "Training recipe") is the default: AdamW and the linear decay of
+:mod:`convlora_lite.training.optim`; gradient clipping at norm 1.0; the run's precision
+(:mod:`convlora_lite.training.devices`: fp16 with a loss scaler or bf16 on a GPU); batch ``batch_size`` per
+process, ``grad_accum`` batches per optimizer step (the last group of an epoch may be shorter; its loss is
+averaged over the batches it has, a true mean, where Lightning divides by ``grad_accum`` regardless); loss =
+task loss + the adapters' auxiliary loss (weight 1); validation every epoch, the best checkpoint by the
+dataset's ``select_metric``/``select_mode``, optional early stopping, the test splits scored with the best
+weights. What a run directory already holds (:func:`~convlora_lite.training.resume.previous_state`) decides
+whether a run starts, resumes or is done.
 
 Multi-process (``accelerate launch`` or ``torchrun``): data parallel through Hugging Face
 Accelerate; each process trains on its shard of every epoch's permutation, gradients are averaged;
@@ -32,18 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm  # tqdm.write keeps log lines clear of a live bar
 
-from convlora_lite.errors import ConfigError, DataError
+from convlora_lite.errors import DataError
 from convlora_lite.io import jsonable
 from convlora_lite.locking import exclusive
 from convlora_lite.models.prompts import batch_names, train_prompts
@@ -55,22 +45,9 @@ from convlora_lite.training.evaluation import evaluate_model, zero_shot_baseline
 from convlora_lite.training.losses import task_loss
 from convlora_lite.training.model import build_model
 from convlora_lite.training.optim import build_optimizer, linear_decay
+from convlora_lite.training.resume import previous_state, rng_state, set_rng_state
 from convlora_lite.training.run_data import config_spec, run_datasets
 from convlora_lite.training.rundir import RunDir
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
 
 #: the duration estimate is printed after this many timed batches (the first one is not timed).
 ESTIMATE_AFTER_BATCHES = 5
@@ -126,7 +103,7 @@ class Trainer:
         self.run = RunDir(config.output_dir or "run")
         self.on_epoch_end, self.on_finish = on_epoch_end, on_finish
         self._estimated = False
-        self.state = self._previous_state()
+        self.state = previous_state(config, self.run, self.log)
 
     @property
     def completed(self) -> bool:
@@ -160,32 +137,6 @@ class Trainer:
         if self.is_main:
             tqdm.write(message)
 
-    def _previous_state(self) -> dict:
-        """What the run directory already holds: ``{}`` for a fresh run, ``{"completed": True}``
-        for a finished one, ``{"resume": state}`` to continue."""
-        cfg, run = self.config, self.run
-        if not run.config.exists():
-            if cfg.resume:
-                self.log(f"Nothing to resume in {run.path}: starting a new run.")
-            return {}
-        if not cfg.resume:
-            raise ConfigError(f"{run.path} already holds a run. Pass --resume to continue it, "
-                              "or choose another --output-dir (or delete that folder).")
-        stored = TrainConfig.with_defaults(run.read_json(run.config))
-        changed = cfg.changed_fields(stored)
-        if changed:
-            current = cfg.to_dict()
-            details = "; ".join(f"{k}: run has {stored.get(k)!r}, now {current[k]!r}" for k in changed)
-            raise ConfigError(f"Cannot resume {run.path} with a different configuration ({details}). "
-                              "Use the same options, or another --output-dir for a new run.")
-        if run.is_complete():
-            self.log(f"{run.path} is already complete: nothing to resume.")
-            return {"completed": True}
-        if not run.resume_state.exists():
-            self.log(f"{run.path} has no completed epoch: starting it again.")
-            return {}
-        return {"resume": run.load_state()}
-
     def _save_epoch(self, history: list[dict], best: dict, improved: bool, patience_left, stopped: bool,
                     rng_states: list) -> None:
         model = self.accelerator.unwrap_model(self.model)
@@ -211,11 +162,11 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         rank = self.accelerator.process_index
         if state["world_size"] == self.accelerator.num_processes:
-            _set_rng_state(state["rng"][rank])
+            set_rng_state(state["rng"][rank])
         else:
             self.log(f"Resuming with {self.accelerator.num_processes} processes instead of {state['world_size']}: "
                      "the random streams differ from an uninterrupted run.")
-            _set_rng_state(state["rng"][0])
+            set_rng_state(state["rng"][0])
         self.log(f"Resuming {self.run.path} after epoch {state['epoch']} of {self.config.epochs}.")
 
     # ---- data -------------------------------------------------------------------------------
@@ -375,7 +326,7 @@ class Trainer:
                 stopped = patience_left is not None and patience_left <= 0 and epoch + 1 < cfg.epochs
             row["time_s"] = round(time.perf_counter() - start, 3)
             history.append(row)
-            rng_states = gather_object([_rng_state()])
+            rng_states = gather_object([rng_state()])
             if self.is_main:
                 self._save_epoch(history, best, improved, patience_left, stopped, rng_states)
                 if stopped:
