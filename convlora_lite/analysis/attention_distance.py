@@ -65,7 +65,7 @@ def attention_probabilities(attn: Attention, qkv: torch.Tensor) -> torch.Tensor:
 
 
 def token_coords(height: int, width: int) -> torch.Tensor:
-    """(height * width, 2) float (row, col) of the tokens of a map, row-major."""
+    """(height * width, 2) float (row, col) of the tokens of a map, row-major. Used in notebook 01."""
     rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1).float()
 
@@ -94,7 +94,7 @@ def mean_attention_distance(probs: torch.Tensor, coords: torch.Tensor, valid: to
     Returns:
         (heads,) float: sum_j a_ij ||p_i - p_j|| averaged over the valid queries i of all B' maps,
         times ``patch_size``.
-    """
+    Used in notebook 01."""
     distance = torch.cdist(coords.double(), coords.double()).to(probs.dtype)  # (N, N)
     per_query = (probs * distance).sum(-1)  # (B', heads, N)
     if valid is None:
@@ -145,7 +145,7 @@ def attention_distance_table(encoder: nn.Module, images: torch.Tensor, batch_siz
         A DataFrame with one row per (block, head): ``block``, ``head``, ``kind`` ("windowed" or
         "global"), ``distance_px`` (mean over all valid queries of all images), and
         ``window_px`` (the window side in pixels for windowed blocks, the image side for global).
-    """
+    Used in notebook 01."""
     totals: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
     grid, patch = _grid_and_patch(encoder, images)
@@ -167,7 +167,7 @@ def attention_distance_table(encoder: nn.Module, images: torch.Tensor, batch_siz
 
 def plot_attention_distance(table: pd.DataFrame, title: str = "Mean attention distance per block", ax=None):
     """Scatter of :func:`attention_distance_table`: one dot per head, coloured by block kind, with
-    the window side drawn as a bound for windowed blocks. Returns the figure."""
+    the window side drawn as a bound for windowed blocks. Returns the figure. Used in notebook 01."""
     if ax is None:
         fig = Figure(figsize=(7, 4))
         ax = fig.subplots()

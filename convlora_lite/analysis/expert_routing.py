@@ -31,7 +31,7 @@ from convlora_lite.peft.conv_lora import ConvExpert, ConvLoRALinear
 
 def conv_lora_layers(model: nn.Module) -> list[tuple[int, ConvLoRALinear, int]]:
     """``(block index, layer, window size)`` for every Conv-LoRA ``qkv`` of ``model.image_encoder``
-    (window size 0 = global block). Raises ConfigError when there is none."""
+    (window size 0 = global block). Raises ConfigError when there is none. Used in notebook 10."""
     encoder = getattr(model, "image_encoder", model)
     layers = [(i, block.attn.qkv, block.window_size) for i, block in enumerate(encoder.blocks)
               if isinstance(block.attn.qkv, ConvLoRALinear)]
@@ -83,7 +83,8 @@ def record_routing(model: nn.Module, images: torch.Tensor, batch_size: int = 2) 
     """Run ``model`` (a PromptFreeSAM or anything with ``image_encoder``) on ``images`` (B, 3, S, S),
     ``batch_size`` at a time (SAM's global attention holds a (tokens x tokens) matrix per head and
     image: about 1 GB per ViT-H image at 1024 px), moved to the model's device, in its current mode,
-    and return every Conv-LoRA layer's :class:`LayerRouting` over all B images, by block (on the CPU)."""
+    and return every Conv-LoRA layer's :class:`LayerRouting` over all B images, by block (on the CPU).
+    Used in notebooks 02, 09 and 10."""
     encoder = getattr(model, "image_encoder", model)
     device = next(encoder.parameters()).device
     parts = []
@@ -97,7 +98,7 @@ def record_routing(model: nn.Module, images: torch.Tensor, batch_size: int = 2) 
 
 def usage_table(routings: list[LayerRouting]) -> pd.DataFrame:
     """One row per (layer, expert): ``block``, ``kind``, ``expert``, ``scale``, ``count`` (routing
-    samples that chose it), ``fraction`` (count / samples of that layer)."""
+    samples that chose it), ``fraction`` (count / samples of that layer). Used in notebooks 02 and 10."""
     rows = []
     for r in routings:
         counts = torch.bincount(r.choice.reshape(-1), minlength=len(r.scales))
@@ -121,7 +122,8 @@ def scale_map(routing: LayerRouting, grid: int, image_size: int | None = None) -
 
 
 def scale_by_region(routings: list[LayerRouting]) -> dict[int, torch.Tensor]:
-    """block -> (n, n) mean chosen scale per window position over the batch (windowed layers only)."""
+    """block -> (n, n) mean chosen scale per window position over the batch (windowed layers only).
+    Used in notebook 10."""
     return {r.block: r.scale_grid().mean(0) for r in routings if r.window}
 
 
@@ -131,7 +133,7 @@ def scale_by_mask(routings: list[LayerRouting], masks: torch.Tensor, grid: int) 
     ``masks`` (B, S, S) in {0, 1}; a window is "object" when more than half of its (unpadded)
     tokens are foreground after resizing the mask to the token grid, else "background".
     Returns rows ``block``, ``region``, ``mean_scale``, ``windows``.
-    """
+    Used in notebook 10."""
     token_fg = F.adaptive_avg_pool2d(masks.float()[:, None], grid)[:, 0]  # (B, grid, grid)
     rows = []
     for r in routings:
@@ -152,7 +154,7 @@ def scale_by_mask(routings: list[LayerRouting], masks: torch.Tensor, grid: int) 
 def expert_receptive_field(expert: ConvExpert, size: int = 15, samples: int = 8, seed: int = 0) -> torch.Tensor:
     """(size, size) effective receptive field of ``expert`` on a size x size map: the mean over
     ``samples`` random inputs of |d out[centre] / d in| summed over channels, normalised to sum 1
-    (Luo et al., 2016). Uses the expert's own weights."""
+    (Luo et al., 2016). Uses the expert's own weights. Used in notebook 10."""
     channels = expert.conv.in_channels
     generator = torch.Generator().manual_seed(seed)
     total = torch.zeros(size, size)
@@ -167,7 +169,7 @@ def expert_receptive_field(expert: ConvExpert, size: int = 15, samples: int = 8,
 
 
 def receptive_field_radius(field: torch.Tensor) -> float:
-    """The root-mean-square distance (in tokens) of a receptive field's mass from its centre."""
+    """The root-mean-square distance (in tokens) of a receptive field's mass from its centre. Used in notebook 10."""
     size = field.shape[-1]
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     d2 = (yy - size // 2) ** 2 + (xx - size // 2) ** 2
@@ -175,7 +177,8 @@ def receptive_field_radius(field: torch.Tensor) -> float:
 
 
 def plot_usage(usage: pd.DataFrame, title: str = "Conv-LoRA expert usage per layer"):
-    """Heat map of :func:`usage_table`: layers (rows) x expert scale (columns), fraction of windows."""
+    """Heat map of :func:`usage_table`: layers (rows) x expert scale (columns), fraction of windows.
+    Used in notebooks 02 and 10."""
     grid = usage.pivot_table(index=["block", "kind"], columns="scale", values="fraction")
     fig = Figure(figsize=(1.0 + 0.7 * grid.shape[1], 0.9 + 0.45 * grid.shape[0]))
     ax = fig.subplots()
@@ -205,7 +208,7 @@ def scale_colours(scales) -> tuple:
 def plot_scale_maps(image: np.ndarray, routings: list[LayerRouting], index: int, grid: int,
                     title: str = "Chosen expert scale per window, by layer"):
     """One panel per Conv-LoRA layer: ``image`` (S, S, 3) in [0, 1] overlaid with the scale each
-    window of image ``index`` chose (global blocks: one choice for the whole image)."""
+    window of image ``index`` chose (global blocks: one choice for the whole image). Used in notebook 09."""
     size = image.shape[0]
     cmap, norm, ticks = scale_colours([s for r in routings for s in r.scales])
     fig = Figure(figsize=(2.2 * (len(routings) + 1), 2.6))
@@ -227,7 +230,7 @@ def plot_scale_maps(image: np.ndarray, routings: list[LayerRouting], index: int,
 
 
 def plot_receptive_fields(fields: dict[float, torch.Tensor], title: str = "Effective receptive field of each expert"):
-    """One panel per expert scale (``scale -> (size, size)`` field), with its RMS radius."""
+    """One panel per expert scale (``scale -> (size, size)`` field), with its RMS radius. Used in notebook 10."""
     fig = Figure(figsize=(1.9 * len(fields), 2.4))
     axes = fig.subplots(1, len(fields), squeeze=False)
     for ax, (scale, field) in zip(axes[0], fields.items()):
@@ -242,7 +245,7 @@ def plot_receptive_fields(fields: dict[float, torch.Tensor], title: str = "Effec
 
 def plot_scale_by_region(region: dict[int, torch.Tensor], scales: tuple,
                          title: str = "Mean chosen scale per window position"):
-    """One heat map per windowed layer of :func:`scale_by_region` (window rows x columns)."""
+    """One heat map per windowed layer of :func:`scale_by_region` (window rows x columns). Used in notebook 10."""
     fig = Figure(figsize=(2.4 * len(region) + 0.8, 2.8))
     axes = fig.subplots(1, len(region), squeeze=False)
     for ax, (block, grid) in zip(axes[0], region.items()):
@@ -256,7 +259,7 @@ def plot_scale_by_region(region: dict[int, torch.Tensor], scales: tuple,
 
 
 def plot_scale_by_mask(table: pd.DataFrame, title: str = "Mean chosen scale: object vs background windows"):
-    """Grouped bars of :func:`scale_by_mask`: per windowed layer, object and background windows."""
+    """Grouped bars of :func:`scale_by_mask`: per windowed layer, object and background windows. Used in notebook 10."""
     wide = table.pivot(index="block", columns="region", values="mean_scale")
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()

@@ -85,7 +85,7 @@ def make_shape_classes(n_per_class: int, num_classes: int = 6, image_size: int =
     Returns:
         ``(images (N, 3, S, S) ImageNet-normalised float, labels (N,) long)``, N = n_per_class *
         num_classes, classes interleaved (image i has label i % num_classes).
-    """
+    Used in notebook 01."""
     if not 2 <= num_classes <= len(SHAPE_CLASSES) or n_per_class < 1:
         raise ConfigError(f"make_shape_classes needs 2 <= num_classes <= {len(SHAPE_CLASSES)} and n_per_class >= 1.")
     images, labels = [], []
@@ -136,7 +136,7 @@ def probe_images(image_size: int, imagenet_dir=None, split: str = "val", max_cla
     (default the cache folder; ``url`` or ``$CONVLORA_IMAGENETTE_URL`` for a mirror, see
     :func:`convlora_lite.data.imagenette.imagenette`). Imagenette's wnid folders are named by
     their classes ("tench", "church", ...); other folder names are kept as they are.
-    """
+    Used in notebook 01."""
     from convlora_lite.data.imagenette import IMAGENETTE_CLASSES, imagenette
 
     folder = Path(imagenet_dir).expanduser() if imagenet_dir else imagenette(root, url) / split
@@ -149,7 +149,7 @@ def encoder_features(encoder: ImageEncoderViT, images: torch.Tensor, batch_size:
                      device: str | torch.device = "cpu") -> torch.Tensor:
     """(N, C) features: the last block's tokens (B, h, w, C), before SAM's neck, averaged over
     the grid. ``images`` (N, 3, S, S) are fed in batches of ``batch_size`` (S must fit the
-    encoder's position table)."""
+    encoder's position table). Used in notebook 01."""
     encoder = encoder.to(device).eval()
     pooled = []
     for start in range(0, images.shape[0], batch_size):
@@ -165,7 +165,7 @@ def encoder_features(encoder: ImageEncoderViT, images: torch.Tensor, batch_size:
 def split_indices(labels: torch.Tensor, test_fraction: float = 1 / 3,
                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded stratified split: ``(train indices, test indices)``, ``test_fraction`` of every
-    class (at least one image) in the test part."""
+    class (at least one image) in the test part. Used in notebook 01."""
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
     for label in labels.unique():
@@ -201,7 +201,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     affine); the classifier minimises cross-entropy + ``weight_decay`` * ||W||^2 / 2 with full-batch
     L-BFGS (deterministic: no sampling). ``chance`` is the accuracy of always predicting the most
     frequent training label on the test set.
-    """
+    Used in notebook 01."""
     if train_features.shape[0] != train_labels.shape[0] or test_features.shape[0] != test_labels.shape[0]:
         raise DataError("linear_probe: features and labels must have the same number of rows.")
     x = train_features.double()
@@ -239,7 +239,7 @@ def build_mae_vit_b_encoder(checkpoint="auto", cache_dir=None, base_url: str | N
     format-checked, see :func:`~convlora_lite.models.checkpoints.mae_checkpoint`; ``base_url`` or
     ``$CONVLORA_MAE_BASE_URL`` for a mirror); else a path to it (a :class:`CheckpointError` says
     where to get it when it is absent).
-    """
+    Used in notebook 01."""
     from convlora_lite.models.checkpoints import MAE_VIT_B_URL, check_mae_state, load_mae_file, mae_checkpoint
 
     if isinstance(checkpoint, str) and checkpoint == "auto":
@@ -293,7 +293,7 @@ def mae_state_to_encoder(state: dict) -> ImageEncoderViT:
 def plot_probe_accuracies(results: dict[str, ProbeResult], paper: dict[str, float] | None = None,
                           title: str = "Linear probing of frozen encoder features"):
     """Bars of test accuracy per encoder (``name -> ProbeResult``), chance as a dashed line, and
-    the paper's numbers (``name -> accuracy``) as hatched bars when given. Returns the figure."""
+    the paper's numbers (``name -> accuracy``) as hatched bars when given. Returns the figure. Used in notebook 01."""
     names = list(results)
     fig = Figure(figsize=(1.6 + 1.3 * (len(names) + len(paper or {})), 3.6))
     ax = fig.subplots()

@@ -24,7 +24,7 @@ from convlora_lite.peft import METHOD_NAMES, apply_peft
 
 
 def count_parameters(model: nn.Module) -> dict:
-    """``dict(trainable=int, total=int, ratio=trainable / total)`` over ``model``'s parameters."""
+    """``dict(trainable=int, total=int, ratio=trainable / total)`` over ``model``'s parameters. Used in notebook 00."""
     params = list(model.parameters())
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
@@ -60,7 +60,7 @@ def paper_param_table(model_name: str = "vit_h", methods: str | Iterable[str] | 
         One dict per method: ``method``, ``trainable``, ``added`` (parameters the method
         creates), ``total`` (the full SAM count plus ``added``: the denominator) and ``ratio``
         (trainable / total).
-    """
+    Used in notebook 08."""
     sam_total = sam_parameter_count(model_name)
     rows = []
     for method in parse_methods(methods):

@@ -75,7 +75,7 @@ def predict_run(run_dir, split: str = "test", *, n: int = 4, indices: Sequence[i
                 device: str = "auto") -> Predictions:
     """:func:`predict_items` with the best weights of the finished run ``run_dir`` on ``split``
     of its dataset (read from the run's ``data_root`` at its ``image_size``), in the run's own precision
-    (:func:`~convlora_lite.training.devices.inference_precision`)."""
+    (:func:`~convlora_lite.training.devices.inference_precision`). Used in notebook 00."""
     from convlora_lite.training.devices import inference_precision, resolve_device
     from convlora_lite.training.model import load_run
 
@@ -92,7 +92,7 @@ def predict_runs(run_dirs: Mapping[str, str | Path], split: str = "test", *, n: 
     ``run_dirs``: ``{label: run directory}`` (e.g. one per method). Returns
     ``(images, masks, {label: predictions})``, the arguments of
     :func:`convlora_lite.plots.figures.prediction_grid`.
-    """
+    Used in notebook 09."""
     if not run_dirs:
         raise ConfigError("predict_runs needs at least one run directory.")
     from convlora_lite.training.rundir import RunDir

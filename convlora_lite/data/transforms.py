@@ -117,7 +117,7 @@ def normalize_image(pixels: np.ndarray) -> torch.Tensor:
 
 
 def denormalize_image(image: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalize_image` for display: (..., 3, H, W) -> values in [0, 1]."""
+    """Inverse of :func:`normalize_image` for display: (..., 3, H, W) -> values in [0, 1]. Used in notebook 01."""
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
     return (image * std + mean).clamp(0.0, 1.0)

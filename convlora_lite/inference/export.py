@@ -67,7 +67,8 @@ def spec_summary(spec) -> dict:
 
 
 def export_run(run_dir, output) -> Path:
-    """Write the export of the finished run ``run_dir`` to ``output`` (``.safetensors``); returns it."""
+    """Write the export of the finished run ``run_dir`` to ``output`` (``.safetensors``); returns it.
+    Used in notebook 11."""
     from safetensors.torch import save_file
 
     from convlora_lite.training.run_data import run_spec

@@ -141,7 +141,7 @@ def predict_files(segmenter, inputs: Sequence[str], output_dir, *, probabilities
     Raises UserError (before writing anything) when no input names an image file, or when an
     output exists and ``overwrite`` is False; returns a report whose ``failed`` lists the skipped
     inputs.
-    """
+    Used in notebook 11."""
     from convlora_lite.progress import progress_bar
 
     out = Path(output_dir)

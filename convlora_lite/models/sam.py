@@ -24,7 +24,7 @@ __all__ = ["MODEL_CONFIGS", "SamConfig", "build_sam", "get_config", "sam_from_co
 
 
 def sam_from_config(cfg: SamConfig) -> Sam:
-    """A randomly initialised ``Sam`` with the sizes of ``cfg`` (in eval mode)."""
+    """A randomly initialised ``Sam`` with the sizes of ``cfg`` (in eval mode). Used in notebook 01."""
     grid = cfg.grid_size
     sam = Sam(
         image_encoder=ImageEncoderViT(
@@ -84,7 +84,7 @@ def build_sam(name: str, checkpoint="auto", image_size: int | None = None, devic
     Returns:
         A ``Sam`` in eval mode, with ``sam.config`` the :class:`SamConfig` it was built from
         (``image_size`` included).
-    """
+    Used in notebooks 00, 01 and 02."""
     cfg = sized_config(get_config(name), image_size)
     if torch.device(device).type == "meta":
         with torch.device("meta"):

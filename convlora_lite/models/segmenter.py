@@ -109,7 +109,7 @@ class PromptFreeSAM(nn.Module):
 
     ``forward(images)`` takes ``(B, 3, S, S)`` ImageNet-normalised float images with ``S`` =
     ``self.image_size`` and returns a :class:`SegOutput`.
-    """
+    Used in notebooks 00 and 02."""
 
     def __init__(self, sam: Sam, num_classes: int = 1, num_queries: Optional[int] = None):
         super().__init__()

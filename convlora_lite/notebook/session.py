@@ -23,7 +23,7 @@ from convlora_lite.training.trainer import fit
 
 
 class Session:
-    """A notebook's settings, read from its ``parameters`` cell. Used in every notebook.
+    """A notebook's settings, read from its ``parameters`` cell.
 
     Args:
         preset: ``smoke``, ``cpu`` (offline), ``colab`` or ``paper``.
@@ -38,7 +38,7 @@ class Session:
             (``COMPARE_SEEDS = 3`` in 03-08: a gap can then be weighed against the spread over seeds); at
             paper scale that task has the preset's seeds like the others.
         announce: print which mode this is (the offline caveat, or the paper-scale settings).
-    """
+    Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
 
     def __init__(self, preset: str, data_root, checkpoint="auto", output_dir="runs/notebooks",
                  methods: str | Sequence[str] = "lora,conv_lora", seeds: int | None = 0, *,
@@ -83,7 +83,7 @@ class Session:
 
     def autocast(self):
         """A context for the notebook's own forward passes: the preset's precision on this device, as
-        its runs are scored (fp16 autocast on a GPU, plain fp32 on the CPU)."""
+        its runs are scored (fp16 autocast on a GPU, plain fp32 on the CPU). Used in notebooks 01, 02, 09 and 10."""
         precision = devices.inference_precision(preset_value(self.preset, "precision"), self.device)
         return devices.autocast(self.device, precision)
 
@@ -115,11 +115,13 @@ class Session:
                 f"methods: {self.methods} | seeds: {self.seeds}{compared} | budget: {budget}")
 
     def dataset_name(self, task: str) -> str:
-        """The dataset a task trains on: its ``synth_`` analog offline, the real one at paper scale."""
+        """The dataset a task trains on: its ``synth_`` analog offline, the real one at paper scale.
+        Used in notebooks 00, 02, 09 and 10."""
         return get_preset(self.preset).dataset(task)
 
     def prepare(self, dataset: str) -> Path:
-        """Make ``dataset`` available (generate an analog, or download once) and return its root."""
+        """Make ``dataset`` available (generate an analog, or download once) and return its root.
+        Used in notebooks 00, 02 and 09."""
         root = ensure_synthetic([dataset], self.preset, self.data_root)
         if not get_dataset_spec(dataset).synthetic:
             download_dataset(dataset, root)
@@ -129,7 +131,7 @@ class Session:
         """The datasets and methods of a comparison grid (notebook 08). ``"auto"``: polyp (its ``synth_``
         analog offline) with decoder_only, VPT, LoRA and Conv-LoRA offline and on ``colab`` (a grid that
         fits a session, ``benchmarks/colab_budget.md``); on ``paper`` the seven real datasets and all
-        nine methods. Otherwise comma-separated names (``"all"`` for every method)."""
+        nine methods. Otherwise comma-separated names (``"all"`` for every method). Used in notebook 08."""
         small = self.preset != "paper"
         if datasets == "auto":
             chosen = [self.dataset_name("polyp")] if small else [n for n, s in DATASETS.items() if not s.synthetic]
@@ -145,7 +147,7 @@ class Session:
               ) -> list[RunDir]:
         """Train (or read back) every run of ``datasets`` x ``methods`` x ``seeds`` seeds (default: the
         session's; the preset's seed and the next integers) in the sweep folder, and write its results
-        table there; returns the runs in that order. Used in notebooks 03-09."""
+        table there; returns the runs in that order. Used in notebooks 08, 09 and 10."""
         for dataset in datasets:
             self.prepare(dataset)
         runs = run_sweep(self.preset, datasets, list(methods or self.methods), seeds or len(self.seeds),
@@ -171,7 +173,8 @@ class Session:
 
     def task(self, task: str, compared: bool = False) -> "Task":
         """The steps of one paper task (``polyp``, ``camo``, ...) in a domain notebook; ``compared``: the
-        task whose methods the notebook compares, trained with :attr:`comparison_seeds` seeds."""
+        task whose methods the notebook compares, trained with :attr:`comparison_seeds` seeds.
+        Used in notebooks 03, 04, 05, 06 and 07."""
         self.tasks.append(Task(self, self.dataset_name(task), compared))
         return self.tasks[-1]
 
@@ -187,6 +190,7 @@ class Session:
             task.show_reading()
 
     def show_takeaways(self) -> None:
-        """The notebook's closing numbers, computed (:func:`~convlora_lite.reports.readings.takeaways`)."""
+        """The notebook's closing numbers, computed (:func:`~convlora_lite.reports.readings.takeaways`).
+        Used in notebooks 00, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
         lines = readings.takeaways(self.model, [collect_runs(task.run_paths) for task in self.tasks if task.runs])
         print("Takeaways (computed from this run):\n- " + "\n- ".join(lines))

@@ -55,7 +55,8 @@ class Task:
         return self._baselines[split]
 
     def show_data(self, max_items: int = 200) -> None:
-        """The split sizes, a preview of images and masks, and what the masks hold (train split)."""
+        """The split sizes, a preview of images and masks, and what the masks hold (train split).
+        Used in notebooks 03, 04, 05, 06 and 07."""
         from convlora_lite.plots.class_statistics import class_statistics, plot_class_statistics
         from convlora_lite.plots.figures import label_map_figure
 
@@ -72,7 +73,7 @@ class Task:
 
     def show_zero_shot(self, max_items: int | None = None) -> None:
         """Zero-shot promptable SAM (one box, one point) on the first test split, next to the filled box.
-        Multi-class tasks say why they have none."""
+        Multi-class tasks say why they have none. Used in notebooks 03, 04, 05, 06 and 07."""
         from convlora_lite.analysis.zero_shot import zero_shot_scores
         from convlora_lite.models.sam import build_sam
 
@@ -89,21 +90,22 @@ class Task:
         show(self.zero_shot.round(1))
 
     def show_recipe(self) -> None:
-        """The official recipe of this task next to what this preset runs."""
+        """The official recipe of this task next to what this preset runs. Used in notebooks 03, 04, 05, 06 and 07."""
         from convlora_lite.reports.paper_tables import recipe_comparison
 
         show(recipe_comparison(self.config()))
 
     def train(self) -> dict[str, list[RunDir]]:
         """Train (or read back) the session's methods x seeds on this task (x :attr:`Session.comparison_seeds`
-        seeds when it is the compared task)."""
+        seeds when it is the compared task). Used in notebooks 03, 04, 05, 06 and 07."""
         runs = self.session.train([self.name], seeds=self.session.comparison_seeds if self.compared else None)
         self.runs = {m: [r for r in runs if r.method == m] for m in self.session.methods}
         return self.runs
 
     def show_curves(self, method: str | None = None) -> None:
         """The training curves of ``method``'s first seed (default: the last method compared), then every
-        method's validation selection metric overlaid, with the all-background score of the validation split."""
+        method's validation selection metric overlaid, with the all-background score of the validation split.
+        Used in notebooks 03, 04, 05, 06 and 07."""
         method, metric = method or self.session.methods[-1], self.spec.select_metric
         show(plot_history(self.runs[method][0].path, self.spec),
                  compare_curves({m: [r.path for r in runs] for m, runs in self.runs.items()}, metric,
@@ -111,7 +113,8 @@ class Task:
                                 baseline=self.baseline("val")[metric]))
 
     def show_results(self) -> None:
-        """The test metrics of every run, x100, mean (± std over seeds), then what they show."""
+        """The test metrics of every run, x100, mean (± std over seeds), then what they show.
+        Used in notebooks 03, 04, 05, 06 and 07."""
         show(results_table(collect_runs(self.run_paths)))
         if self.spec.task == "multiclass":
             self.show_class_iou()
@@ -138,7 +141,8 @@ class Task:
                                 baseline=self.baseline(split)["miou"]))
 
     def show_predictions(self, n: int = 4) -> None:
-        """Per test split: images, ground truth and each method's prediction; the last method's errors."""
+        """Per test split: images, ground truth and each method's prediction; the last method's errors.
+        Used in notebooks 03, 04, 05, 06 and 07."""
         last = self.session.methods[-1]
         for split in self.spec.test_splits:
             images, masks, predictions = predict_runs({m: runs[0].path for m, runs in self.runs.items()}, split, n=n)
@@ -148,7 +152,8 @@ class Task:
                                title=f"{last} on {split}: where it is wrong"))
 
     def show_paper(self) -> None:
-        """Offline: the paper's row for context. At paper scale: each method next to the paper."""
+        """Offline: the paper's row for context. At paper scale: each method next to the paper.
+        Used in notebooks 03, 04, 05, 06 and 07."""
         from convlora_lite.reports.paper_tables import compare_with_paper
 
         if self.session.offline:

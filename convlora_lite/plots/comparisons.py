@@ -36,7 +36,7 @@ def metric_bars(results: pd.DataFrame, *, title: str = "Test metrics per method 
     averages more than one seed, its error bar spans mean ± the std over seeds; a single seed has no
     error bar. ``baselines``: ``{(dataset, split, metric): value x100}``, e.g. the trivial baseline of
     :func:`~convlora_lite.reports.readings.trivial_baseline` times 100, drawn as a dashed segment
-    over that column's bars."""
+    over that column's bars. Used in notebook 08."""
     mean, std, n = results.attrs["mean"], results.attrs["std"], results.attrs["n"]
     baselines, baseline_label = baselines or {}, BASELINE_NAME
     figure = Figure(figsize=(9, 3.6))
@@ -91,7 +91,7 @@ def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title
 def params_vs_score(params: Mapping[str, int], scores: Mapping[str, float], *, metric: str,
                     title: str = "Trainable parameters against the score") -> Figure:
     """One point per method: its trainable parameters (x; log scale when they span more than 10x) and its
-    mean test ``metric`` (x100)."""
+    mean test ``metric`` (x100). Used in notebook 08."""
     figure = Figure(figsize=(6.5, 3.8))
     ax = figure.subplots()
     for method, score in scores.items():
@@ -107,7 +107,7 @@ def disagreement_map(images, predictions_a, predictions_b, names: tuple[str, str
                      title: str | None = None) -> Figure:
     """Where two methods' binary predictions (at ``threshold``) differ, one panel per sample: pixels only
     the first method marks, pixels only the second marks, over the darkened image; the share of
-    disagreeing pixels in each title."""
+    disagreeing pixels in each title. Used in notebook 09."""
     images, first, second = _items(images, 3), _items(predictions_a, 2), _items(predictions_b, 2)
     colours = {f"only {names[0]}": (1.0, 0.55, 0.0), f"only {names[1]}": (0.6, 0.2, 1.0)}
     figure, axes = _new_figure(1, len(images), size=2.8)

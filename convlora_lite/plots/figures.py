@@ -63,7 +63,7 @@ def _numpy(array) -> np.ndarray:
 
 def display_image(image) -> np.ndarray:
     """``(3, H, W)`` ImageNet-normalised (dataset) or ``(H, W, 3)`` display image -> ``(H, W, 3)``
-    float in [0, 1]."""
+    float in [0, 1]. Used in notebook 09."""
     from convlora_lite.data.transforms import denormalize_image
 
     if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3:
@@ -216,7 +216,7 @@ def overlay(image, mask, pred, *, classes: Sequence[str] | None = None, threshol
     Binary: ground truth in green, prediction (``> threshold``) in orange-red, each with its
     :func:`outline` (visible where the image has the fill's colour); multi-class (``classes`` with more
     than two names): class colours and a legend.
-    """
+    Used in notebook 00."""
     shown = display_image(image)
     figure, axes = _new_figure(1, 3, size=3.0)
     panels = (("image", shown), ("ground truth", _on_image(shown, mask, classes, MASK_COLOUR, threshold)),
@@ -242,7 +242,7 @@ def prediction_grid(images, masks, predictions_by_method: Mapping[str, Sequence]
     ``predictions_by_method``: ``{method label: predictions}`` with one prediction per image, in
     the same order. Binary masks and predictions (``> threshold``) are white on black;
     multi-class maps use :data:`CLASS_PALETTE` with a legend.
-    """
+    Used in notebook 09."""
     images, masks = _items(images, 3), _items(masks, 2)
     predictions = {name: _items(values, 2) for name, values in predictions_by_method.items()}
     for name, values in predictions.items():
@@ -270,7 +270,7 @@ def error_map(images, masks, predictions, *, classes: Sequence[str] | None = Non
               title: str = "Where the prediction is wrong") -> Figure:
     """One panel per sample coloured by :func:`error_colours`: binary tasks show true positives,
     false positives and false negatives; multi-class tasks correctly labelled objects and wrongly
-    labelled pixels."""
+    labelled pixels. Used in notebooks 00 and 09."""
     images, masks, predictions = _items(images, 3), _items(masks, 2), _items(predictions, 2)
     if not len(images) == len(masks) == len(predictions):
         raise DataError(f"{len(images)} images, {len(masks)} masks, {len(predictions)} predictions: give one each.")
@@ -295,7 +295,7 @@ def plot_history(run_dir, spec=None) -> Figure:
     """A run's curves from ``history.csv``: training and auxiliary loss per epoch (left), the
     validation metrics per epoch with the selection metric bold and its best epoch marked (right;
     metrics where lower is better say so in the legend). ``spec`` (the task's selection metric and
-    mode) defaults to the registry's entry for the run's dataset."""
+    mode) defaults to the registry's entry for the run's dataset. Used in notebook 00."""
     from convlora_lite.data.registry import get_dataset_spec
     from convlora_lite.training.metrics import METRIC_DIRECTIONS
     from convlora_lite.training.rundir import RunDir
@@ -351,7 +351,7 @@ def preview_figure(name: str, root, n: int = 4, split: str = "train"):
 
     ``name`` is any registered dataset (``"synth_polyp"``, or a real one once downloaded);
     images and masks are shown as stored, before the training transform.
-    """
+    Used in notebook 00."""
     from convlora_lite.data.datasets import build_dataset
     from convlora_lite.data.registry import get_dataset_spec
 

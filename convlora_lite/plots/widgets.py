@@ -104,7 +104,8 @@ def explorer(draw: Callable[..., Figure], controls: Mapping[str, object], first:
 
 
 def prediction_explorer(images, masks, predictions: Mapping[str, Sequence], classes: Sequence[str] | None = None):
-    """Browse the test images, methods and threshold of :func:`~convlora_lite.analysis.predictions.predict_runs`."""
+    """Browse the test images, methods and threshold of :func:`~convlora_lite.analysis.predictions.predict_runs`.
+    Used in notebook 09."""
     methods = list(predictions)
 
     def draw(index, method, threshold):
@@ -121,7 +122,8 @@ def prediction_explorer(images, masks, predictions: Mapping[str, Sequence], clas
 
 
 def routing_explorer(images, routings: Sequence[LayerRouting], grid: int):
-    """Pick a Conv-LoRA block and an image (``images`` (B, 3, S, S)) of :func:`record_routing`'s batch."""
+    """Pick a Conv-LoRA block and an image (``images`` (B, 3, S, S)) of :func:`record_routing`'s batch.
+    Used in notebook 09."""
     blocks = [r.block for r in routings]
 
     def draw(block, index):
@@ -137,7 +139,7 @@ def routing_explorer(images, routings: Sequence[LayerRouting], grid: int):
 
 
 def expert_explorer(moe, window: torch.Tensor):
-    """Choose an expert's scale and see what it does to ``window`` (r, n, n) of the bottleneck."""
+    """Choose an expert's scale and see what it does to ``window`` (r, n, n) of the bottleneck. Used in notebook 02."""
     scales = [e.scale for e in moe.experts]
 
     def draw(scale):
@@ -178,7 +180,7 @@ def own_image(run_dir, image=None):
     and without ``image``, an upload that segments what is uploaded (in JupyterLab an ipywidgets
     button; on Colab its own upload dialog, ``google.colab.files.upload``, because ipywidgets'
     FileUpload loses files of 1 MB or more there, jupyter-widgets/ipywidgets#3452); headless without
-    ``image``, nothing to show (``None``)."""
+    ``image``, nothing to show (``None``). Used in notebooks 00 and 09."""
     import io
     import sys
 

@@ -100,7 +100,7 @@ def paper_results(dataset: str | Sequence[str] | None = None) -> pd.DataFrame:
     ``dataset``: a registry name (``"polyp"``; a ``synth_`` analog gives its real task's rows),
     several names, or ``None`` for all. Columns: dataset, split, test set, metric (paper's label), better
     (``"higher"``/``"lower"``), LoRA, Conv-LoRA. ``attrs["citation"]`` holds :data:`CITATION`.
-    """
+    Used in notebook 08."""
     names = [dataset] if isinstance(dataset, str) else dataset
     wanted = None if names is None else {_real_name(name) for name in names}
     rows = [{**_labels(r), "LoRA": r.lora, "Conv-LoRA": r.conv_lora}
@@ -118,7 +118,8 @@ def paper_param_rows() -> pd.DataFrame:
 
 
 def param_comparison(model_name: str = "vit_h") -> pd.DataFrame:
-    """Our #Params / Ratio of every method on ``model_name`` next to the paper's (ViT-H) columns."""
+    """Our #Params / Ratio of every method on ``model_name`` next to the paper's (ViT-H) columns.
+    Used in notebook 08."""
     from convlora_lite.analysis.parameter_counts import paper_param_table
 
     ours = pd.DataFrame(paper_param_table(model_name))

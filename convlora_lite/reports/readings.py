@@ -174,7 +174,8 @@ def zero_shot_readings(zero_shot: pd.DataFrame, runs: pd.DataFrame, split: str) 
 def routing_reading(usage: pd.DataFrame, collapsed: float = 0.9, trained: bool = True) -> str:
     """How :func:`~convlora_lite.analysis.expert_routing.usage_table` is spread: per layer the share of
     its two most chosen experts; layers where they take more than ``collapsed`` are called collapsed
-    (``trained``: the gates were trained with the load-balancing loss, which the sentence then says)."""
+    (``trained``: the gates were trained with the load-balancing loss, which the sentence then says).
+    Used in notebooks 02 and 10."""
     top_two = usage.groupby("block")["fraction"].apply(lambda f: float(np.sort(f.to_numpy())[-2:].sum()))
     used = usage[usage["fraction"] > 0].groupby("block")["expert"].count()
     narrow = [int(b) for b, share in top_two.items() if share > collapsed]

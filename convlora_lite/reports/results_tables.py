@@ -25,7 +25,7 @@ def collect_runs(paths) -> pd.DataFrame:
 
     Only the metrics the dataset reports in the paper's table (``DatasetSpec.metrics``) are kept;
     per-class IoU lists are left out of the long table.
-    """
+    Used in notebook 08."""
     rows = []
     for run in RunDir.find(paths):
         config, metrics = run.read_config_dict(), run.read_metrics()
@@ -54,7 +54,8 @@ def write_results(output_dir, run_dirs) -> Path:
 def results_table(runs: pd.DataFrame, precision: int = 1) -> pd.DataFrame:
     """Pivot :func:`collect_runs` output into methods x (dataset, split, metric) cells of
     ``"mean ± std"`` over seeds, x100 (``std`` is the sample standard deviation; a single seed
-    shows the mean alone). Also exposes the numbers: ``table.attrs["mean"]``, ``["std"]``, ``["n"]``."""
+    shows the mean alone). Also exposes the numbers: ``table.attrs["mean"]``, ``["std"]``, ``["n"]``.
+    Used in notebook 08."""
     grouped = runs.groupby(["method", "dataset", "split", "metric"])["value"]
     mean, std, n = ((grouped.mean() * 100).unstack([1, 2, 3]), (grouped.std() * 100).unstack([1, 2, 3]),
                     grouped.count().unstack([1, 2, 3]))

@@ -66,7 +66,7 @@ def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Datas
     """The task's metrics of a finished run's best weights on ``split`` (built from the registry
     under the run's ``data_root`` unless ``dataset`` is given; a run on own data reads the split
     recorded in its directory), in the run's own precision on ``device``
-    (:func:`~convlora_lite.training.devices.inference_precision`), as its trainer scored it."""
+    (:func:`~convlora_lite.training.devices.inference_precision`), as its trainer scored it. Used in notebook 00."""
     model, config = load_run(run_dir)
     spec = spec if spec is not None else config_spec(config)
     if dataset is None:

@@ -38,7 +38,7 @@ METRICS_NAME = "metrics.json"
 
 
 class RunDir:
-    """The paths of a run directory and the atomic readers/writers of its files."""
+    """The paths of a run directory and the atomic readers/writers of its files. Used in notebook 11."""
 
     def __init__(self, path) -> None:
         self.path = Path(path)

@@ -26,7 +26,7 @@ def write_own_data(target, analog: str = "synth_polyp", *, shape: str = "folder"
 
     About a tenth of the images go to val and to test (the folder, CSV and COCO shapes leave the
     split to training). An existing ``target`` is replaced.
-    """
+    Used in notebook 11."""
     import shutil
     import tempfile
 

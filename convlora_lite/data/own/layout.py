@@ -49,7 +49,8 @@ class Scan:
 
 # ----------------------------------------------------------------------------------- finding the data
 def detect_shape(path) -> str:
-    """``folder``, ``split_folders``, ``csv`` or ``coco`` for ``path``; DataError for anything else."""
+    """``folder``, ``split_folders``, ``csv`` or ``coco`` for ``path``; DataError for anything else.
+    Used in notebook 11."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"--data-dir {path} does not exist; pass a folder with images/ and masks/, a folder "
@@ -228,7 +229,7 @@ def _scan_coco(path: Path, problems: list) -> tuple[list, dict, Optional[tuple]]
 
 
 def scan(data_dir) -> Scan:
-    """The samples of ``data_dir`` and every structural problem (no file is decoded here)."""
+    """The samples of ``data_dir`` and every structural problem (no file is decoded here). Used in notebook 11."""
     path = Path(data_dir).expanduser().resolve()
     shape = detect_shape(path)
     result = Scan(shape)

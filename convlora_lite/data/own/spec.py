@@ -58,7 +58,7 @@ def own_spec(data_dir, *, task: Optional[str] = None, name: Optional[str] = None
              found: Optional[Scan] = None) -> OwnDataSpec:
     """The spec of the data at ``data_dir``: its task (``task``, else multi-class when it declares more
     than two classes), class names and the task's default recipe (a run's ``loss``/``select_metric``
-    are applied by :func:`convlora_lite.training.run_data.with_recipe`)."""
+    are applied by :func:`convlora_lite.training.run_data.with_recipe`). Used in notebook 11."""
     found = found if found is not None else scan(data_dir)
     path = Path(data_dir).expanduser().resolve()
     classes = found.classes

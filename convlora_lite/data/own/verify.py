@@ -18,7 +18,7 @@ def verify_own_data(data_dir, *, task: Optional[str] = None, seed: int = 0, prog
     """Every problem of the data at ``data_dir``: structure (unmatched stems, duplicated stems,
     missing files, too few images for the split) and each file (unreadable, size mismatch, mask
     values outside the declared classes, empty masks). Returns a
-    :class:`~convlora_lite.data.verify.VerifyReport`."""
+    :class:`~convlora_lite.data.verify.VerifyReport`. Used in notebook 11."""
     from convlora_lite.data.verify import VerifyReport, _decode, _mask_value_problems
     from convlora_lite.progress import progress_bar
 
