@@ -109,13 +109,13 @@ def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str
     from convlora_lite.models.sam import build_sam
     from convlora_lite.models.segmenter import PromptFreeSAM
     from convlora_lite.peft import apply_peft
-    from convlora_lite.training.optim import param_groups
+    from convlora_lite.training.optim import build_optimizer
 
     torch.manual_seed(seed)
     model = PromptFreeSAM(build_sam(model_name, checkpoint=None, image_size=image_size, device=device))
     apply_peft(model, spec.method, **spec.options)
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, 1e-4), lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=1e-4)  # the trainer's AdamW, the official settings
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     return _Entry(spec, model, optimizer, scaler)
 

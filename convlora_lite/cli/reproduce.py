@@ -8,15 +8,16 @@ def _names(text: str) -> list[str]:
 
 def register(subparsers) -> None:
     from convlora_lite.models.prompts import PROMPTS
-    from convlora_lite.training.presets import PRESET_NAMES
+    from convlora_lite.training.presets import DEFAULT_PRESET, PRESET_NAMES
+    from convlora_lite.training.sweep import DEFAULT_SWEEP_DIR
 
     parser = subparsers.add_parser("reproduce", help="train datasets x methods x seeds and write the table")
-    parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES)
     parser.add_argument("--datasets", required=True, type=_names, help="comma-separated, e.g. synth_polyp,synth_camo")
     parser.add_argument("--methods", default="decoder_only,lora,conv_lora", type=_names, help="comma-separated")
     parser.add_argument("--seeds", type=int, help="how many seeds (the preset's seed and the next ones; default: "
                                                       "the preset's number, 3 on paper, else 1)")
-    parser.add_argument("--output-dir", default="runs/reproduce", help="where the runs and results.md go")
+    parser.add_argument("--output-dir", default=DEFAULT_SWEEP_DIR, help="where the runs and results.md go")
     parser.add_argument("--model", help="SAM backbone for every run (default: the preset's)")
     parser.add_argument("--image-size", type=int, help="input side in pixels for every run (default: the preset's, "
                                                       "or the model's own)")

@@ -14,7 +14,7 @@ from convlora_lite.models.prompts import PROMPTS
 from convlora_lite.peft.base import parse_options
 from convlora_lite.plots.figures import save_loss_curve
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
-from convlora_lite.training.presets import PRESET_NAMES
+from convlora_lite.training.presets import DEFAULT_PRESET, PRESET_NAMES
 from convlora_lite.training.rundir import RunDir
 
 
@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     parser.add_argument("--select-metric", help="override the metric that picks the best epoch (e.g. iou, dice, "
                                                 "s_alpha, miou)")
     parser.add_argument("--method", required=True, help="PEFT method, e.g. conv_lora, lora, decoder_only")
-    parser.add_argument("--preset", default="cpu", choices=PRESET_NAMES, help="settings bundle (default cpu)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES,
+                        help=f"settings bundle (default {DEFAULT_PRESET})")
     parser.add_argument("--model", help="SAM backbone: vit_b, vit_l, vit_h, micro_sam, test_tiny")
     parser.add_argument("--checkpoint",
                         help="SAM weights: 'auto' (official/bundled, the default), a file, or 'none' (random)")

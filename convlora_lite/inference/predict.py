@@ -89,7 +89,7 @@ def _ground_truth(masks_dir: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def overlay(image: Image.Image, mask: np.ndarray, binary: bool, num_classes: int) -> Image.Image:
+def tinted_mask(image: Image.Image, mask: np.ndarray, binary: bool, num_classes: int) -> Image.Image:
     """``mask`` over ``image``: foreground (or each class) tinted at half opacity."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     colours = np.asarray(palette(num_classes), dtype=np.float32).reshape(256, 3)
@@ -208,7 +208,7 @@ def predict_files(segmenter, inputs: Sequence[str], output_dir, *, probabilities
                 else:
                     atomic_write(paths[1], lambda tmp, s=score: _save_npy(tmp, s.astype(np.float16)))
             if overlays:
-                _save_png(paths[-1], overlay(image, mask, binary, segmenter.config.num_classes))
+                _save_png(paths[-1], tinted_mask(image, mask, binary, segmenter.config.num_classes))
             row = {"image": str(file), "mask": str(paths[0]), "width": image.size[0], "height": image.size[1],
                    "foreground_fraction": float((mask > 0).mean())}
             if masks_dir is not None:

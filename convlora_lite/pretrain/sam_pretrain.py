@@ -8,12 +8,12 @@ gets the mask loss (SAM's rule for ambiguous prompts); other prompts use the sin
 Loss: 20 * focal + 1 * dice (SAM's ratio) plus the MSE between the predicted and the true IoU of
 every output mask. By default (``loss_at="decoder"``, what the bundled weights used) the mask
 terms are computed at the decoder's own resolution (64x64 for micro_sam) against area-averaged
-targets, 10-15 % less time per step than ``loss_at="input"`` (the masks upsampled to the input
-size, as SAM). ``init_encoder`` (off by default) starts the image encoder from micro_mae's
-weights, as SAM started from an MAE-pretrained ViT. The recipes tried, and what each gave, are
-in ``benchmarks/micro_sam_recipes_cpu.md``.
+targets, which costs less per step than ``loss_at="input"`` (the masks upsampled to the input
+size, as SAM; measured in ``benchmarks/micro_sam_recipes_cpu.md``). ``init_encoder`` (off by default)
+starts the image encoder from micro_mae's weights, as SAM started from an MAE-pretrained ViT. The
+recipes tried, and what each gave, are in ``benchmarks/micro_sam_recipes_cpu.md``.
 
-Differences from SAM's recipe, for a 2-core CPU: no iterative point sampling from the error
+Differences from SAM's recipe, so that it fits a CPU: no iterative point sampling from the error
 region, no mask prompts, no text/SA-1B data; a generated corpus (:mod:`.corpus`) instead.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ from convlora_lite.errors import ConfigError
 from convlora_lite.io import jsonable
 from convlora_lite.models.configs import get_config
 from convlora_lite.models.prompts import check_prompt
-from convlora_lite.training.presets import OFFICIAL_SEED, get_preset
+from convlora_lite.training.presets import DEFAULT_PRESET, OFFICIAL_SEED, get_preset
 from convlora_lite.training.rundir import RunDir
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -40,7 +40,7 @@ class TrainConfig:
 
     dataset: str
     method: str
-    preset: str = "cpu"
+    preset: str = DEFAULT_PRESET
     model: str = "micro_sam"
     checkpoint: Optional[str] = "auto"
     seed: int = OFFICIAL_SEED
@@ -70,7 +70,7 @@ class TrainConfig:
     select_metric: Optional[str] = None
 
     @classmethod
-    def resolve(cls, dataset: Optional[str], method: str, preset: str = "cpu", *, spec=None,
+    def resolve(cls, dataset: Optional[str], method: str, preset: str = DEFAULT_PRESET, *, spec=None,
                 **overrides) -> "TrainConfig":
         """The config of ``method`` on ``dataset`` under ``preset``; explicit ``overrides`` win.
 

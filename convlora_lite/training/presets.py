@@ -12,14 +12,14 @@ preset    what it is for
 smoke     CI and "does it run at all": the bundled ``micro_sam`` at its native 256 px,
           one epoch of a few batches. Seconds on a CPU. The numbers mean nothing.
 cpu       The offline default, for learning and the notebooks: ``micro_sam`` (256 px)
-          on a ``synth_<task>`` analog, 4 epochs of batch 4 at lr 2e-3 (about 20 s a run on
-          2 CPU cores, so that ``make run``'s 40 runs fit in its 20 minutes).
+          on a ``synth_<task>`` analog, 4 epochs of batch 4 at lr 2e-3, sized so that ``make run``
+          fits its time limit on 2 CPU cores (measured: ``benchmarks/cpu_schedule_cpu.md``).
 colab     SAM ViT-B at 512 px (position tables resized) on one 16 GB GPU (a free Colab T4),
           sized so a notebook finishes in a session: fp16 (``precision="auto"``: fp16 on a
           GPU, fp32 when a test runs it on the CPU), activation checkpointing,
           batch 1 x gradient accumulation 4, the official lr, 8 epochs of at most 1000
-          batches, 1 seed (about 8 min of training per run, 00 in about 15 min, a
-          domain notebook in under an hour; ``benchmarks/colab_budget.md``).
+          batches, 1 seed, sized so a domain notebook fits a Colab session
+          (the estimate: ``benchmarks/colab_budget.md``).
 paper     The official recipe (``docs/recipe.md``): SAM ViT-H at 1024 px, the registry's
           per-dataset epochs and lr, batch 1 x accumulation 4, fp16, seed 42686693, 3 seeds.
 ========  ===========================================================================
@@ -27,9 +27,9 @@ paper     The official recipe (``docs/recipe.md``): SAM ViT-H at 1024 px, the re
 ``smoke`` and ``cpu`` differ from the official recipe on purpose: a larger lr than the registry's
 1e-4/3e-4 (``smoke`` 1e-3, not tuned; ``cpu`` 2e-3, better than 1e-3 on most analogs' validation
 splits at 4 epochs, while 3e-3 collapsed on synth_road: ``benchmarks/cpu_schedule_cpu.md``), fp32 on a CPU, and
-a batch of 2-4 without accumulation. Until 2026-12-02 ``cpu`` trained 8 epochs at lr 1e-3; the
-benchmarks measured with it say so and give the flags that reproduce it. Everything else (optimizer, schedule,
-clipping, loss, selection) is the official one in every preset.
+a batch of 2-4 without accumulation (the benchmarks measured with an earlier ``cpu`` schedule say so and give
+the flags that reproduce it). Everything else (optimizer, schedule, clipping, loss, selection) is the official one
+in every preset.
 """
 from __future__ import annotations
 
@@ -39,11 +39,12 @@ from typing import Any, Mapping
 
 from convlora_lite.errors import ConfigError
 
+#: the preset a run, a sweep and a notebook use when none is named: the offline default.
+DEFAULT_PRESET = "cpu"
 #: the official seed (AutoGluon's Conv-LoRA example).
 OFFICIAL_SEED = 42686693
 #: the ``colab`` preset's schedule: 8 epochs of at most 1000 batches (a fresh random subset of a
-#: larger training set every epoch), about 8 minutes of training per run on a T4 (see
-#: ``benchmarks/colab_budget.md``).
+#: larger training set every epoch); its estimated time per run on a T4 is in ``benchmarks/colab_budget.md``.
 COLAB_EPOCHS = 8
 COLAB_MAX_TRAIN_BATCHES = 1000
 

@@ -23,6 +23,9 @@ from convlora_lite.training.presets import get_preset
 from convlora_lite.training.run_data import ensure_synthetic
 from convlora_lite.training.rundir import RunDir
 
+#: where ``convlora reproduce`` puts a grid when no ``--output-dir`` is given.
+DEFAULT_SWEEP_DIR = "runs/reproduce"
+
 
 def seeds_for(preset: str, n: int | None = None) -> list[int]:
     """The ``n`` seeds of a sweep: the preset's seed, then the next ``n - 1`` integers
@@ -53,7 +56,7 @@ def parse_shard(text) -> Optional[tuple[int, int]]:
 
 
 def grid_configs(preset: str, datasets: list[str], methods: list[str], seeds: int | None = 1,
-                 output_dir="runs/reproduce", **overrides) -> list:
+                 output_dir=DEFAULT_SWEEP_DIR, **overrides) -> list:
     """The :class:`~convlora_lite.training.TrainConfig` of every run of the grid, in dataset,
     method, seed order (the order the shards are dealt from)."""
     for name in ("output_dir", "seed", "resume"):
@@ -74,7 +77,7 @@ def shard_of(configs: list, shard) -> list:
 
 
 def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int | None = 1,
-              output_dir="runs/reproduce", log=print, shard=None, on_finish: Optional[Callable] = None,
+              output_dir=DEFAULT_SWEEP_DIR, log=print, shard=None, on_finish: Optional[Callable] = None,
               **overrides) -> Optional[list[RunDir]]:
     """Train every (dataset, method, seed) under ``preset`` into ``output_dir``; returns the grid's
     runs, or ``None`` while other shards' runs are still missing.
