@@ -119,29 +119,26 @@ def bench_part(model: str, image_size: int, precision: str, device: str, steps: 
 
 def colab_step_part(device: str, precision: str, model: str | None, image_size: int | None, steps: int = 5,
                     warmup: int = 2) -> dict:
-    """The colab preset's training step (its model, size, checkpointing, precision), random weights."""
-    from convlora_lite.bench.step_benchmark import train_step
-    from convlora_lite.training import TrainConfig, build_model
-    from convlora_lite.training.optim import build_optimizer
+    """The colab preset's training step (its model, size, checkpointing, precision), random weights: the
+    trainer's own step (:meth:`~convlora_lite.training.trainer.Trainer.step`), one optimizer step per batch."""
+    from convlora_lite.bench.step_benchmark import step_trainer
+    from convlora_lite.training import TrainConfig
 
     overrides = {k: v for k, v in dict(model=model, image_size=image_size).items() if v is not None}
-    cfg = TrainConfig.resolve("polyp", "conv_lora", "colab", checkpoint=None, precision=precision, device=device,
-                              **overrides)
-    torch.manual_seed(0)
-    net = build_model(cfg).to(device).train()
-    optimizer = build_optimizer(net, cfg.lr, cfg.weight_decay)
-    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    with tempfile.TemporaryDirectory(prefix="gpu_check_colab_") as unused:  # the step writes no run file
+        cfg = TrainConfig.resolve("polyp", "conv_lora", "colab", checkpoint=None, precision=precision, device=device,
+                                  output_dir=unused, **overrides)
+        trainer = step_trainer(cfg)
     size = cfg.image_size
-    images = torch.randn(cfg.batch_size, 3, size, size, device=device)
-    masks = (torch.rand(cfg.batch_size, 1, size, size, device=device) > 0.5).float()
+    batch = {"image": torch.randn(cfg.batch_size, 3, size, size),
+             "mask": (torch.rand(cfg.batch_size, size, size) > 0.5).float()}
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        losses.append(train_step(net, optimizer, scaler, images, masks, dtype).item())
+        losses.append(trainer.step(batch)[0].item())
         if i >= warmup:
             times.append(time.perf_counter() - start)
     result = {"model": cfg.model, "image_size": size, "precision": precision, "batch_size": cfg.batch_size,

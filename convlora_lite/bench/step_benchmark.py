@@ -1,12 +1,13 @@
 """Step-time and peak-memory benchmark of PEFT methods on prompt-free SAM (``convlora bench``).
 
 Every method is measured in ONE process on the same model (random weights, the same seed, so
-the frozen weights are identical), the same input and the same training step as the trainer:
+the frozen weights are identical), the same input, and the trainer's own step
+(:meth:`convlora_lite.training.trainer.Trainer.step`):
 
     forward (PromptFreeSAM, binary) -> structure loss + auxiliary loss -> backward
-    -> gradient clipping (1.0) -> AdamW step
+    -> gradient clipping (1.0) -> AdamW step (-> zero the gradients)
 
-under the official precision (fp16 autocast with a gradient scaler on CUDA; fp32 elsewhere).
+under the run's precision (``auto``: fp16 autocast with a gradient scaler on CUDA, fp32 elsewhere).
 After warm-up, the methods are interleaved within each repetition (their order rotates from one
 repetition to the next) so that machine noise hits them alike; each method's step time is the
 median over repetitions, and its ratio to the first method is reported both as the ratio of
@@ -32,10 +33,11 @@ import ctypes
 import gc
 import os
 import statistics
+import tempfile
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -97,46 +99,46 @@ class MethodResult:
 
 
 class _Entry:
-    """A method under test: its model, optimizer and gradient scaler."""
+    """A method under test: the :class:`~convlora_lite.training.trainer.Trainer` that steps it."""
 
-    def __init__(self, spec: MethodSpec, model, optimizer, scaler):
-        self.spec, self.model, self.optimizer, self.scaler = spec, model, optimizer, scaler
+    def __init__(self, spec: MethodSpec, trainer):
+        self.spec, self.trainer = spec, trainer
+        self.model, self.optimizer = trainer.model, trainer.optimizer
         self.times: list[float] = []
         self.cpu_times: list[float] = []
 
 
-def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str, seed: int, fp16: bool) -> _Entry:
-    from convlora_lite.models.sam import build_sam
-    from convlora_lite.models.segmenter import PromptFreeSAM
-    from convlora_lite.peft import apply_peft
-    from convlora_lite.training.optim import build_optimizer
+def step_trainer(config, seed: int = 0):
+    """A :class:`~convlora_lite.training.trainer.Trainer` of ``config`` (random weights seeded by ``seed``) handed
+    a one-item placeholder dataset, ready for :meth:`~convlora_lite.training.trainer.Trainer.step`: what the
+    benchmark and the GPU check time is the trainer's own step (precision, loss scaler, AdamW, clipping)."""
+    from convlora_lite.training import Trainer, build_model
+    from convlora_lite.training.run_data import config_spec
 
     torch.manual_seed(seed)
-    model = PromptFreeSAM(build_sam(model_name, checkpoint=None, image_size=image_size, device=device))
-    apply_peft(model, spec.method, **spec.options)
-    model.train()
-    optimizer = build_optimizer(model, lr=1e-4, weight_decay=1e-4)  # the trainer's AdamW, the official settings
-    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-    return _Entry(spec, model, optimizer, scaler)
+    model = build_model(config).train()
+    size = config.image_size
+    placeholder = [{"image": torch.zeros(3, size, size), "mask": torch.zeros(size, size), "name": "placeholder"}]
+    return Trainer(config, config_spec(config)).setup(model, {"train": placeholder, "val": placeholder})
 
 
-def train_step(model, optimizer, scaler, images: torch.Tensor, masks: torch.Tensor, autocast_dtype) -> torch.Tensor:
-    """One training step of the trainer's kind: forward under autocast (``autocast_dtype`` None: fp32),
-    structure loss + auxiliary loss, scaled backward, clipping at 1.0, optimiser step. Returns the
-    loss (0-dim, detached)."""
-    from convlora_lite.training.losses import structure_loss
+def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str, seed: int, precision: str,
+                 batch_size: int) -> _Entry:
+    from convlora_lite.training import TrainConfig
 
-    optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast(images.device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    with autocast:
-        out = model(images)
-        loss = structure_loss(out.logits, masks) + out.aux_loss
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.detach()
+    # the binary structure-loss task of the official polyp recipe; nothing is read from or written to disk
+    config = TrainConfig.resolve("synth_polyp", spec.method, "smoke", model=model_name, image_size=image_size,
+                                 checkpoint=None, device=device, precision=precision, batch_size=batch_size,
+                                 grad_accum=1, lr=1e-4, method_options=spec.options,
+                                 output_dir=str(Path(tempfile.gettempdir()) / "convlora_bench_never_written"))
+    return _Entry(spec, step_trainer(config, seed))
+
+
+def train_step(entry: _Entry, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """One step of the trainer (:meth:`~convlora_lite.training.trainer.Trainer.step`) on ``images`` (B, 3, S, S)
+    and binary ``masks`` (B, S, S); returns the task loss (0-dim, detached)."""
+    task_loss, _ = entry.trainer.step({"image": images, "mask": masks})
+    return task_loss
 
 
 def _sync(device: str) -> None:
@@ -187,7 +189,7 @@ class _RssSampler:
         self.peak = max(self.peak, _rss_bytes())
 
 
-def _measure_memory(entry: _Entry, images, masks, autocast_dtype, device: str) -> tuple[float, float]:
+def _measure_memory(entry: _Entry, images, masks, device: str) -> tuple[float, float]:
     """(saved activations MiB, peak memory MiB) of one training step."""
     own = {p.untyped_storage().data_ptr() for p in list(entry.model.parameters()) + list(entry.model.buffers())}
     saved: dict[int, int] = {}
@@ -204,13 +206,13 @@ def _measure_memory(entry: _Entry, images, masks, autocast_dtype, device: str) -
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            train_step(entry.model, entry.optimizer, entry.scaler, images, masks, autocast_dtype)
+            train_step(entry, images, masks)
         _sync(device)
         increase = torch.cuda.max_memory_allocated() - before
     else:
         before = _rss_bytes()
         with _RssSampler() as sampler, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            train_step(entry.model, entry.optimizer, entry.scaler, images, masks, autocast_dtype)
+            train_step(entry, images, masks)
         increase = sampler.peak - before
     return sum(saved.values()) / _MIB, (_resident_bytes(entry) + max(increase, 0)) / _MIB
 
@@ -247,7 +249,6 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
     sized_config(get_config(model), image_size)  # validates the name and the size early
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
-    autocast_dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     say = log or (lambda message: None)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -256,20 +257,20 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
     entries = []
     for spec in specs:
         say(f"building {model} at {image_size} px with {spec.label}")
-        entry = _build_entry(spec, model, image_size, device, seed, precision == "fp16")
+        entry = _build_entry(spec, model, image_size, device, seed, precision, batch_size)
         results[spec.label].trainable_params = sum(p.numel() for p in entry.model.parameters() if p.requires_grad)
         entries.append(entry)
 
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
-    masks = (torch.rand(batch_size, 1, image_size, image_size, generator=generator) > 0.5).float().to(device)
+    masks = (torch.rand(batch_size, image_size, image_size, generator=generator) > 0.5).float().to(device)
 
     for rep in range(warmup + steps):
         shift = rep % max(len(entries), 1)
         for entry in entries[shift:] + entries[:shift]:
             _sync(device)
             start, start_cpu = time.perf_counter(), time.process_time()
-            train_step(entry.model, entry.optimizer, entry.scaler, images, masks, autocast_dtype)
+            train_step(entry, images, masks)
             _sync(device)
             if rep >= warmup:
                 entry.times.append(time.perf_counter() - start)
@@ -283,8 +284,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         result.min_step_s = min(entry.times)
         result.cpu_times_s = entry.cpu_times
         result.median_cpu_s = statistics.median(entry.cpu_times)
-        result.saved_activations_mib, result.peak_memory_mib = _measure_memory(entry, images, masks, autocast_dtype,
-                                                                               device)
+        result.saved_activations_mib, result.peak_memory_mib = _measure_memory(entry, images, masks, device)
     reference = entries[0]
     ref = results[reference.spec.label]
     for entry in entries:

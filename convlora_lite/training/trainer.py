@@ -1,8 +1,7 @@
 """The training loop: official Conv-LoRA recipe, one run directory per run, resumable.
 
-``fit(config)`` trains a :class:`~convlora_lite.models.segmenter.PromptFreeSAM` with a PEFT method on a
-registry dataset (or on your own data: ``config.data_dir``, :mod:`convlora_lite.data.own`, whose split is
-recorded in the run directory) and returns the run directory (layout in :mod:`convlora_lite.training.rundir`).
+``fit(config)`` trains a SAM segmenter with a PEFT method on a registry dataset or your own data
+(:mod:`convlora_lite.training.run_data`) and returns the run directory (:mod:`convlora_lite.training.rundir`).
 
 The recipe (``docs/recipe.md``, "Training recipe") is the default: AdamW and the linear decay of
 :mod:`convlora_lite.training.optim`; gradient clipping at norm 1.0; the run's precision
@@ -11,8 +10,8 @@ process, ``grad_accum`` batches per optimizer step (the last group of an epoch m
 averaged over the batches it has, a true mean, where Lightning divides by ``grad_accum`` regardless); loss =
 task loss + the adapters' auxiliary loss (weight 1); validation every epoch, the best checkpoint by the
 dataset's ``select_metric``/``select_mode``, optional early stopping, the test splits scored with the best
-weights. What a run directory already holds (:func:`~convlora_lite.training.resume.previous_state`) decides
-whether a run starts, resumes or is done.
+weights. What the run directory holds (:func:`~convlora_lite.training.resume.previous_state`) decides whether
+a run starts, resumes or is done.
 
 Multi-process (``accelerate launch`` or ``torchrun``): data parallel through Hugging Face
 Accelerate; each process trains on its shard of every epoch's permutation, gradients are averaged;
@@ -67,11 +66,6 @@ def _duration(seconds: float) -> str:
 
 def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-
-# --------------------------------------------------------------------------------------------
-# the trainer
 
 
 class Trainer:
@@ -210,24 +204,9 @@ class Trainer:
             group_start = i - i % cfg.grad_accum
             group_size = min(cfg.grad_accum, num_batches - group_start)
             step_now = i + 1 == group_start + group_size
-            images, masks = batch["image"].to(acc.device), batch["mask"].to(acc.device)
-            inputs = [images]
-            if cfg.prompt != "none":
-                names = batch_names(batch, i * cfg.batch_size)
-                inputs.append(train_prompts(batch["mask"], names, cfg.prompt, cfg.seed, epoch).to(acc.device))
-            with nullcontext() if step_now else acc.no_sync(self.model):
-                with self.autocast():
-                    out = self.model(*inputs)
-                    task_loss = self.loss_fn(out, masks)
-                    loss = (task_loss + out.aux_loss) / group_size
-                acc.backward(loss if self.scaler is None else self.scaler.scale(loss))
-            sums += torch.stack([task_loss.detach().float(), out.aux_loss.detach().float(),
-                                 torch.ones((), device=acc.device)])
-            if step_now:
-                lr = self.optimizer.param_groups[0]["lr"]
-                if self.optimizer_step(cfg.max_grad_norm):
-                    self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+            lr = self.optimizer.param_groups[0]["lr"] if step_now else lr
+            task_loss, aux_loss = self.step(batch, i * cfg.batch_size, epoch, group_size, step_now)
+            sums += torch.stack([task_loss, aux_loss, torch.ones((), device=acc.device)])
             bar.update(1)
             bar.set_postfix(loss=f"{task_loss.item():.4f}")  # .item() waits for the device: the timing is true
             if not self._estimated and i == min(num_batches - 1, ESTIMATE_AFTER_BATCHES):
@@ -236,6 +215,28 @@ class Trainer:
         bar.close()
         sums = acc.reduce(sums, reduction="sum")
         return {"train_loss": (sums[0] / sums[2]).item(), "aux_loss": (sums[1] / sums[2]).item(), "lr": lr}
+
+    def step(self, batch: dict, first: int = 0, epoch: int = 0, group_size: int = 1, step_now: bool = True):
+        """One batch of the loop (also what ``convlora bench`` and the GPU check time): forward and loss under
+        the run's autocast, the (scaled) backward of ``loss / group_size``, and when ``step_now`` the optimizer
+        step and the schedule (:meth:`optimizer_step`). ``first``: the batch's first item index (prompts are
+        seeded per item and epoch). Returns the task and auxiliary losses, detached float32 0-dim tensors."""
+        cfg, acc = self.config, self.accelerator
+        inputs, masks = [batch["image"].to(acc.device)], batch["mask"].to(acc.device)
+        if cfg.prompt != "none":
+            names = batch_names(batch, first)
+            inputs.append(train_prompts(batch["mask"], names, cfg.prompt, cfg.seed, epoch).to(acc.device))
+        with nullcontext() if step_now else acc.no_sync(self.model):
+            with self.autocast():
+                out = self.model(*inputs)
+                task_loss = self.loss_fn(out, masks)
+                loss = (task_loss + out.aux_loss) / group_size
+            acc.backward(loss if self.scaler is None else self.scaler.scale(loss))
+        if step_now:
+            if self.optimizer_step(cfg.max_grad_norm):
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return task_loss.detach().float(), out.aux_loss.detach().float()
 
     def autocast(self):
         """The context of every forward pass of this run's model (:func:`~convlora_lite.training.devices.autocast`
