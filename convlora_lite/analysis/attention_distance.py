@@ -94,6 +94,7 @@ def mean_attention_distance(probs: torch.Tensor, coords: torch.Tensor, valid: to
     Returns:
         (heads,) float: sum_j a_ij ||p_i - p_j|| averaged over the valid queries i of all B' maps,
         times ``patch_size``.
+
     Used in notebook 01."""
     distance = torch.cdist(coords.double(), coords.double()).to(probs.dtype)  # (N, N)
     per_query = (probs * distance).sum(-1)  # (B', heads, N)
@@ -145,6 +146,7 @@ def attention_distance_table(encoder: nn.Module, images: torch.Tensor, batch_siz
         A DataFrame with one row per (block, head): ``block``, ``head``, ``kind`` ("windowed" or
         "global"), ``distance_px`` (mean over all valid queries of all images), and
         ``window_px`` (the window side in pixels for windowed blocks, the image side for global).
+
     Used in notebook 01."""
     totals: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}

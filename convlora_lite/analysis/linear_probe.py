@@ -85,6 +85,7 @@ def make_shape_classes(n_per_class: int, num_classes: int = 6, image_size: int =
     Returns:
         ``(images (N, 3, S, S) ImageNet-normalised float, labels (N,) long)``, N = n_per_class *
         num_classes, classes interleaved (image i has label i % num_classes).
+
     Used in notebook 01."""
     if not 2 <= num_classes <= len(SHAPE_CLASSES) or n_per_class < 1:
         raise ConfigError(f"make_shape_classes needs 2 <= num_classes <= {len(SHAPE_CLASSES)} and n_per_class >= 1.")

@@ -60,6 +60,7 @@ def paper_param_table(model_name: str = "vit_h", methods: str | Iterable[str] | 
         One dict per method: ``method``, ``trainable``, ``added`` (parameters the method
         creates), ``total`` (the full SAM count plus ``added``: the denominator) and ``ratio``
         (trainable / total).
+
     Used in notebook 08."""
     sam_total = sam_parameter_count(model_name)
     rows = []

@@ -277,6 +277,7 @@ def build_dataset(spec: str | DatasetSpec, split: str, root, image_size: int, tr
         train: training mode (random horizontal flip); use False for val/test.
         check_files: check up front that every listed file exists.
         cache_bytes: see :meth:`PairedSegmentationDataset.keep_in_memory` (0: decode every read).
+
     Used in notebooks 02 and 10."""
     if isinstance(spec, str):
         spec = get_dataset_spec(spec)

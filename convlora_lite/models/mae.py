@@ -102,6 +102,7 @@ def build_micro_mae_encoder(checkpoint: str | Path | None = None) -> ImageEncode
 
     Args:
         checkpoint: a safetensors file of ``ImageEncoderViT.state_dict()``; default the bundled one.
+
     Used in notebook 01."""
     path = Path(checkpoint) if checkpoint is not None else MICRO_MAE_PATH
     if not path.is_file():

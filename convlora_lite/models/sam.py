@@ -84,6 +84,7 @@ def build_sam(name: str, checkpoint="auto", image_size: int | None = None, devic
     Returns:
         A ``Sam`` in eval mode, with ``sam.config`` the :class:`SamConfig` it was built from
         (``image_size`` included).
+
     Used in notebooks 00, 01 and 02."""
     cfg = sized_config(get_config(name), image_size)
     if torch.device(device).type == "meta":

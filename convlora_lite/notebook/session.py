@@ -38,6 +38,7 @@ class Session:
             (``COMPARE_SEEDS = 3`` in 03-08: a gap can then be weighed against the spread over seeds); at
             paper scale that task has the preset's seeds like the others.
         announce: print which mode this is (the offline caveat, or the paper-scale settings).
+
     Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
 
     def __init__(self, preset: str, data_root, checkpoint="auto", output_dir="runs/notebooks",

@@ -37,6 +37,7 @@ def apply_peft(model: nn.Module, method: str, **cfg) -> nn.Module:
     Returns:
         ``model`` itself, with ``model.peft_method`` (the name) and ``model.peft_config`` (the method's
         config dataclass, built and checked once) recorded.
+
     Used in notebooks 00 and 02."""
     spec = get_method(method)
     if getattr(model, "peft_method", None) is not None:
