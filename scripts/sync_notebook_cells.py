@@ -13,10 +13,11 @@ source is ``scripts/domain_cells/<name>.md`` (a markdown cell) or ``<name>.code`
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from sync_repository_links import sync_command
 
 REPO = Path(__file__).resolve().parents[1]
 #: the notebooks that share the cells, and the cells every one of them has.
@@ -63,13 +64,7 @@ def sync(root: Path = REPO, check: bool = False) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only list the notebooks that are out of date")
-    args = parser.parse_args(argv)
-    stale = sync(check=args.check)
-    for path in stale:
-        print(("out of date: " if args.check else "rewrote: ") + str(path.relative_to(REPO)))
-    return 1 if args.check and stale else 0
+    return sync_command(sync, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -56,14 +56,20 @@ def sync(root: Path = REPO, check: bool = False) -> list[Path]:
     return stale
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def sync_command(sync_files, description: str, argv: list[str] | None = None) -> int:
+    """The command line of a sync script: ``sync_files(check=...)`` rewrites (or with ``--check`` only lists)
+    the files that are out of date; exit 1 when ``--check`` finds any. Shared with ``sync_notebook_cells.py``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--check", action="store_true", help="only list the files that are out of date")
     args = parser.parse_args(argv)
-    stale = sync(check=args.check)
+    stale = sync_files(check=args.check)
     for path in stale:
         print(("out of date: " if args.check else "rewrote: ") + str(path.relative_to(REPO)))
     return 1 if args.check and stale else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return sync_command(sync, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
