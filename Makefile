@@ -22,10 +22,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) scripts/run_notebooks.py --output-dir outputs --jobs 2
 
-# ruff first (the package, tests, benchmarks and scripts), then the unit tests and the notebooks
-# under nbval on the smoke preset, writing their data and runs under .nbval/.
+# ruff first (the package, tests, benchmarks and scripts) and actionlint (the GitHub workflows), then the
+# unit tests and the notebooks under nbval on the smoke preset, writing their data and runs under .nbval/.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 	rm -rf .nbval
 	CONVLORA_HEADLESS=1 CONVLORA_PRESET=smoke CONVLORA_DATA_ROOT=$(CURDIR)/.nbval/data CONVLORA_OUTPUT_DIR=$(CURDIR)/.nbval/runs \
 	  $(PY) -m pytest -q -n 2 --dist loadfile tests notebooks --nbval-lax --nbval-current-env
