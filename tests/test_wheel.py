@@ -58,7 +58,10 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_from_there(tmp_path):
     convlora = str(venv / "bin" / "convlora")
     counts = json.loads(_run([convlora, "params", "--model", "micro_sam", "--method", "conv_lora", "--json"],
                              cwd=work, env=env))
-    assert counts
+    card = json.loads((Path(__file__).resolve().parents[1] / "convlora_lite/assets/micro_sam.json").read_text())
+    [row] = counts["rows"]
+    assert row["method"] == "conv_lora" and row["total"] - row["added"] == card["weights"]["parameters"]
+    assert 0 < row["added"] < row["trainable"] < row["total"]
     _run([convlora, "data", "synth", "synth_polyp", "--root", "data", "--size", "64", "--n-train", "4",
           "--n-val", "2", "--n-test", "2"], cwd=work, env=env)
     _run([convlora, "train", "--dataset", "synth_polyp", "--method", "conv_lora", "--preset", "smoke",

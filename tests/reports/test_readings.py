@@ -129,3 +129,26 @@ def test_budget_reading_counts_the_paper_ratio_on_vit_h():
     assert f"{100 * 3_505_536 / 4_020_096:.0f} % of them in the mask decoder" in line
     micro = readings.budget_reading("micro_sam")
     assert micro.startswith("conv_lora on micro_sam: ") and "; on SAM ViT-H: 4,020,096 (0.63 %)" in micro
+
+
+def test_task_readings_print_what_hand_written_runs_hold(tmp_path, fake_run):
+    """The lines a domain notebook prints (Task.show_reading), from run directories written by hand."""
+    from convlora_lite.reports.results_tables import collect_runs
+
+    spec = SimpleNamespace(metrics=("iou",), test_splits=("test",), select_metric="iou", select_mode="max")
+    paths = []
+    for method, values, best in (("lora", (0.60, 0.62), (0.3, 0.5)), ("conv_lora", (0.70, 0.72), (0.5, 0.4))):
+        for seed, value in enumerate(values):
+            history = [{"epoch": 1, "train_loss": 1.0, "val_iou": best[0]}, {"epoch": 2, "train_loss": 0.8,
+                                                                             "val_iou": best[1]}]
+            paths.append(fake_run(tmp_path / method / str(seed), "synth_leaf", method, seed,
+                                  {"test": {"iou": value, "dice": value}}, history=history))
+    runs = collect_runs([tmp_path])
+    lines = readings.task_readings(runs, paths, spec, {"test": {"iou": 0.0}})
+    assert lines[0].startswith("synth_leaf/test iou: conv_lora 71.0 ahead of lora 61.0 by 10.0")
+    assert "test iou: predicting background everywhere scores 0.0; every method beats it." in lines
+    assert "lora (2 seeds): best val iou at epochs 2, 2 of 2; still improving at the last epoch in 2 of 2" in \
+        " ".join(lines)
+    assert "conv_lora (2 seeds): best val iou at epochs 1, 1 of 2." in lines
+    takeaways = readings.takeaways("micro_sam", [runs])
+    assert takeaways[1] == lines[0] and takeaways[0] == readings.budget_reading("micro_sam")
