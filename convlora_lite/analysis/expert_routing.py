@@ -155,11 +155,11 @@ def expert_receptive_field(expert: ConvExpert, size: int = 15, samples: int = 8,
     """(size, size) effective receptive field of ``expert`` on a size x size map: the mean over
     ``samples`` random inputs of |d out[centre] / d in| summed over channels, normalised to sum 1
     (Luo et al., 2016). Uses the expert's own weights. Used in notebook 10."""
-    channels = expert.conv.in_channels
+    weight = expert.weight.detach()
+    channels = weight.shape[1]
     generator = torch.Generator().manual_seed(seed)
     total = torch.zeros(size, size)
     for _ in range(samples):
-        weight = expert.conv.weight
         x = torch.randn(1, channels, size, size, generator=generator, dtype=weight.dtype).to(weight.device)
         x.requires_grad_(True)
         with torch.enable_grad():

@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from convlora_lite.bench.op_count import format_count, run_count
 from convlora_lite.bench.step_benchmark import format_benchmark, run_benchmark
+from convlora_lite.io import atomic_write
 from convlora_lite.models.sam import MODEL_CONFIGS
 
 
@@ -28,19 +30,29 @@ def register(subparsers) -> None:
                         help="auto (default): fp16 autocast on CUDA as in the official recipe, else fp32")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default 0)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="count the aten operators one training step dispatches (forward, backward, optimizer, "
+                             "per block) instead of timing it: fp32 on the CPU, device-independent")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.count_ops:
+        report = run_count(model=args.model, image_size=args.image_size, methods=args.methods,
+                           batch_size=args.batch_size, seed=args.seed)
+        return _report(args, report, format_count)
     report = run_benchmark(model=args.model, image_size=args.image_size, methods=args.methods, steps=args.steps,
                            batch_size=args.batch_size, device=args.device, warmup=args.warmup,
                            precision=args.precision, seed=args.seed, threads=args.threads,
                            log=lambda message: print(message, file=sys.stderr, flush=True))
+    return _report(args, report, format_benchmark)
+
+
+def _report(args, report: dict, table) -> int:
     text = json.dumps(report, indent=2)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-    print(text if args.json else format_benchmark(report))
+        atomic_write(args.output, lambda tmp: tmp.write_text(text + "\n"))
+    print(text if args.json else table(report))
     return 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -111,9 +111,17 @@ def parse_options(pairs, context: str = "") -> dict[str, Any]:
 
 class AuxLossModule(nn.Module):
     """A module that leaves an auxiliary loss (a 0-dim tensor) in ``self.aux_loss`` after each
-    forward pass, or ``None`` when it has none."""
+    forward pass, or ``None`` when it has none. A class may sum the losses of its modules in one batch
+    by overriding :meth:`total_aux_loss` (Conv-LoRA does: its layers' load-balancing losses are one batched
+    formula, not one small formula per layer)."""
 
     aux_loss: Optional[torch.Tensor] = None
+
+    @classmethod
+    def total_aux_loss(cls, modules: Sequence["AuxLossModule"]) -> Optional[torch.Tensor]:
+        """The sum of ``modules``' (all of this class) losses as a 0-dim float tensor, None when none has one."""
+        losses = [m.aux_loss.float() for m in modules if m.aux_loss is not None]
+        return torch.stack(losses).sum() if losses else None
 
 
 def collect_aux_loss(model: nn.Module) -> torch.Tensor:
@@ -122,8 +130,16 @@ def collect_aux_loss(model: nn.Module) -> torch.Tensor:
     Returns a 0-dim tensor (zero when no module has a loss), on the device of the model's
     first parameter.
     """
-    losses = [m.aux_loss for m in model.modules() if isinstance(m, AuxLossModule) and m.aux_loss is not None]
-    if losses:
-        return torch.stack([loss.float() for loss in losses]).sum()
+    by_class: dict[type, list] = {}
+    for module in model.modules():
+        if isinstance(module, AuxLossModule):
+            by_class.setdefault(type(module), []).append(module)
+    totals = []
+    for cls, modules in by_class.items():
+        total = cls.total_aux_loss(modules)
+        if total is not None:
+            totals.append(total)
+    if totals:
+        return totals[0] if len(totals) == 1 else torch.stack(totals).sum()
     param = next(model.parameters(), None)
     return torch.zeros((), device=param.device if param is not None else "cpu")

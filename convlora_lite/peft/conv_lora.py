@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +35,7 @@ from torch import nn
 from convlora_lite.errors import ConfigError
 from convlora_lite.peft.base import AuxLossModule, PeftMethod, check_number, check_positive_int
 from convlora_lite.peft.lora import LoraConfig, LoRALinear, wrap_encoder_qkv
-
-#: The noise floor added to the learned noise scale (official ``noise_epsilon``).
-NOISE_EPSILON = 1e-2
+from convlora_lite.peft.moe_gate import NoisyTopKGate, Routing, load_balancing_loss, routing_counts
 
 
 @dataclass(frozen=True)
@@ -74,123 +72,49 @@ class ConvLoraConfig(LoraConfig):
             raise ConfigError(f"Option implementation must be 'fast' or 'official', got {self.implementation!r}.")
 
 
-class Routing(NamedTuple):
-    """The gate's decision for a batch of N samples routed among E experts.
+class ConvExpert:
+    """Expert ``index`` of a :class:`MoEConv`: bicubic upsample by ``scale`` (skipped at 1) -> 3x3 convolution
+    r -> r (padding 1) -> GELU -> bicubic resize back, the direct formula; ``expert(h (N, r, H, W)) -> (N, r, H, W)``.
 
-    Attributes:
-        expert_index: (N, k) long, the chosen experts, best first.
-        gate_values: (N, k) softmax over the k chosen logits (identically 1 when k = 1).
-        aux_loss: 0-dim load-balancing loss, already multiplied by ``loss_coef``.
-    """
+    ``weight`` (r, r, 3, 3) and ``bias`` (r,) are views of the mixture's stacked parameters (writing to them
+    under ``torch.no_grad()`` changes the mixture)."""
 
-    expert_index: torch.Tensor
-    gate_values: torch.Tensor
-    aux_loss: torch.Tensor
+    def __init__(self, moe: "MoEConv", index: int):
+        self.moe, self.index = moe, index
 
+    @property
+    def scale(self) -> float:
+        return self.moe.scales[self.index]
 
-def cv_squared(x: torch.Tensor) -> torch.Tensor:
-    """Squared coefficient of variation var / mean^2 (unbiased variance, eps 1e-10) of a 1-D
-    tensor, as a 0-dim float tensor; 0 for a single value."""
-    x = x.float()
-    if x.numel() == 1:
-        return x.new_zeros(())
-    return x.var() / (x.mean() ** 2 + 1e-10)
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.moe.weight[self.index]
 
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.moe.bias[self.index]
 
-class NoisyTopKGate(nn.Module):
-    """Noisy top-k gating with a load-balancing loss (Shazeer et al., 2017), sync-free.
+    @property
+    def num_parameters(self) -> int:
+        """r * r * 9 + r (84 at the official r = 3)."""
+        return self.weight.numel() + self.bias.numel()
 
-    Args:
-        dim: r, the size of the pooled feature.
-        num_experts: E.
-        top_k: k, experts chosen per sample.
-        loss_coef: weight of the auxiliary loss (official 0.01).
-
-    ``w_gate`` and ``w_noise`` (dim x E) start at zero, so the first routing decisions are made by
-    the noise (training) or by ``topk``'s tie-breaking (evaluation).
-    """
-
-    def __init__(self, dim: int, num_experts: int, top_k: int = ConvLoraConfig.top_k,
-                 loss_coef: float = ConvLoraConfig.loss_coef):
-        super().__init__()
-        self.num_experts = num_experts
-        self.top_k = top_k
-        self.loss_coef = loss_coef
-        self.w_gate = nn.Parameter(torch.zeros(dim, num_experts))
-        self.w_noise = nn.Parameter(torch.zeros(dim, num_experts))
-
-    def forward(self, pooled: torch.Tensor) -> Routing:
-        """Route N samples given their pooled features (N, dim).
-
-        The routing is computed in float32 whatever the precision of ``pooled`` and of the matmuls
-        under autocast (fp16/bf16 on CUDA): the logits are cast up right after their product, so the
-        noise, the top-k, the softmax and the losses meet only float32 tensors, in training as in
-        evaluation, on CUDA's autocast policy as on the CPU's (``docs/precision.md``)."""
-        k, num_experts = self.top_k, self.num_experts
-        clean_logits = (pooled @ self.w_gate).float()
-        noisy = self.training
-        if noisy:
-            noise_std = F.softplus((pooled @ self.w_noise).float()) + NOISE_EPSILON
-            logits = clean_logits + torch.randn_like(clean_logits) * noise_std
-        else:
-            logits = clean_logits
-        # k + 1 values: the (k+1)-th is the threshold of the smooth load estimate.
-        top_logits, top_index = logits.topk(min(k + 1, num_experts), dim=1)
-        expert_index = top_index[:, :k]
-        gate_values = top_logits[:, :k].softmax(dim=1)
-        gates = torch.zeros_like(logits).scatter(1, expert_index, gate_values)
-        importance = gates.sum(0)
-        if noisy and k < num_experts:
-            load = self._prob_in_top_k(clean_logits, logits, noise_std, top_logits).sum(0)
-        else:
-            load = routing_counts(expert_index, num_experts)
-        aux_loss = self.loss_coef * (cv_squared(importance) + cv_squared(load))
-        return Routing(expert_index, gate_values, aux_loss)
-
-    def _prob_in_top_k(self, clean: torch.Tensor, noisy: torch.Tensor, noise_std: torch.Tensor,
-                       top_noisy: torch.Tensor) -> torch.Tensor:
-        """(N, E) probability that each expert would be in the top k under fresh noise: the
-        normal CDF of its clean logit against the k-th best other noisy logit."""
-        k = self.top_k
-        threshold_if_in = top_noisy[:, k:k + 1]
-        threshold_if_out = top_noisy[:, k - 1:k]
-        prob_if_in = torch.special.ndtr((clean - threshold_if_in) / noise_std)
-        prob_if_out = torch.special.ndtr((clean - threshold_if_out) / noise_std)
-        return torch.where(noisy > threshold_if_in, prob_if_in, prob_if_out)
-
-
-def routing_counts(expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """(E,) float: how many samples chose each expert, from an (N, k) index (no host sync)."""
-    flat = expert_index.reshape(-1)
-    return torch.zeros(num_experts, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.float))
-
-
-class ConvExpert(nn.Module):
-    """One expert: bicubic upsample by ``scale`` (skipped at 1) -> Conv2d(r, r, 3x3, padding 1,
-    zero bias) -> GELU -> bicubic resize back. ``forward(h (N, r, H, W)) -> (N, r, H, W)``."""
-
-    def __init__(self, channels: int, scale: float):
-        super().__init__()
-        self.scale = scale
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
-        nn.init.zeros_(self.conv.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
         size = h.shape[-2:]
         if self.scale != 1:
             h = F.interpolate(h, scale_factor=self.scale, mode="bicubic")
-        out = F.gelu(self.conv(h))
+        out = F.gelu(F.conv2d(h, self.weight, self.bias, padding=1))
         if self.scale != 1:
             out = F.interpolate(out, size=size, mode="bicubic")
         return out
 
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}"
+    def __repr__(self) -> str:
+        return f"ConvExpert(index={self.index}, scale={self.scale:g})"
 
 
 class MoEConv(nn.Module):
-    """A mixture of :class:`ConvExpert` at several scales with a :class:`NoisyTopKGate` on the
-    global average pool of its input.
+    """A mixture of E convolution experts (:class:`ConvExpert`) at several scales with a :class:`NoisyTopKGate` on
+    the global average pool of its input.
 
     Args:
         channels: r.
@@ -201,79 +125,113 @@ class MoEConv(nn.Module):
             1 (a softmax over one logit), so this option matters only for k >= 2.
         loss_coef: weight of the load-balancing loss (official 0.01).
 
-    ``forward(h (N, r, H, W)) -> (delta (N, r, H, W), Routing)``; each sample gets the sum of its
-    chosen experts' outputs. (The official combine is log(sum_e w_e exp(out_e)), which equals
+    Parameters: the gate's, and the experts' convolutions stacked, ``weight`` (E, r, r, 3, 3) and ``bias``
+    (E, r), initialised as the official per-expert ``nn.Conv2d`` with a zero bias; ``experts`` are views of
+    them. (State dicts saved before the experts were stacked, with one ``experts.{e}.conv`` module each, load too.)
+
+    ``forward(h (N, H, W, r), channels last) -> (delta (N, H, W, r), Routing)``; each sample gets the sum
+    of its chosen experts' outputs. (The official combine is log(sum_e w_e exp(out_e)), which equals
     this sum for k = 1, the official setting; for k >= 2 we keep the plain sum, a documented
     difference.)
 
-    How it is computed (sync-free, fixed shapes). Bicubic resizing is linear and separable, so
-    expert e maps each channel as ``out = D_e gelu(U_e (conv) U_e'^T + b) D_e'^T``; the 3x3
-    convolution on the upsampled map is folded into the upsampling: with V_i the upsampling
-    matrix shifted by tap i (zero padding), ``conv(U h U'^T) = sum_ij V_i (K_ij * h) V'_j^T``,
-    one matrix product of the stacked taps. The resize matrices of all experts are zero-padded to
-    the largest scale and gathered per sample by its routing index, together with the sample's
-    conv weights, so all samples go through the same batched matrix products whatever expert
-    they chose: no ``nonzero``, no ``.tolist()``, no Python loop over experts. The price is that
-    every sample costs as much as the largest scale (about 2.5x the arithmetic of a perfect
-    per-expert dispatch with uniform routing, on a map of only r channels). The experts' own
-    :meth:`ConvExpert.forward` is the direct formula; the two agree to float rounding (tested).
+    How it is computed (sync-free, fixed shapes, few operators). Bicubic resizing is linear and separable,
+    so expert e maps each channel as ``out = D_e gelu(conv(U_e h U_e'^T) + b) D_e'^T`` with U_e, D_e the
+    resize matrices. The matrices of all experts are zero-padded to the largest scale S and gathered per
+    sample by its routing index, together with the sample's kernel and bias: every sample is upsampled by two
+    batched matrix products, convolved by one grouped convolution (one group per sample, its own expert's
+    3x3 kernel; the zero rows beyond a smaller expert's upsampled map are exactly the convolution's zero
+    padding) and resized back by two more, whatever expert it chose: no ``nonzero``, no ``.tolist()``, no
+    Python loop over experts, about 30 operators whatever E (``docs/performance.md``). The price is that
+    every sample costs as much as the largest scale, on a map of only r channels. :class:`ConvExpert` is the
+    direct formula; the two agree to float rounding (tested).
     """
 
     def __init__(self, channels: int, scales: Sequence[float], top_k: int = ConvLoraConfig.top_k,
                  gated: bool = ConvLoraConfig.gated, loss_coef: float = ConvLoraConfig.loss_coef):
         super().__init__()
         self.gated = gated
+        self.scales = tuple(scales)
         self.gate = NoisyTopKGate(channels, len(scales), top_k=top_k, loss_coef=loss_coef)
-        self.experts = nn.ModuleList(ConvExpert(channels, s) for s in scales)
+        convs = [nn.Conv2d(channels, channels, kernel_size=3, padding=1) for _ in scales]  # the official init
+        self.weight = nn.Parameter(torch.stack([conv.weight.detach() for conv in convs]))
+        self.bias = nn.Parameter(torch.zeros(len(scales), channels))
         self._operators: dict = {}
 
     @property
     def num_experts(self) -> int:
-        return len(self.experts)
+        return len(self.scales)
+
+    @property
+    def experts(self) -> tuple[ConvExpert, ...]:
+        return tuple(ConvExpert(self, e) for e in range(self.num_experts))
+
+    def extra_repr(self) -> str:
+        return f"scales={tuple(f'{s:g}' for s in self.scales)}, gated={self.gated}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _stack_legacy_experts(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, Routing]:
-        routing = self.gate(h.mean(dim=(2, 3)))
-        n, r, height, width = h.shape
+        routing = self.gate(h.mean(dim=(1, 2)))
+        n, height, width, r = h.shape
         k = routing.expert_index.shape[1]
         index = routing.expert_index.reshape(-1)  # (M,), M = N * k, sample-major
         if k > 1:
             h = h.repeat_interleave(k, dim=0)
-        up_rows, down_rows = self._resize_operators(height, h)
-        up_cols, down_cols = self._resize_operators(width, h)
-        weight = torch.stack([e.conv.weight for e in self.experts])[index]  # (M, r, r, 3, 3)
-        bias = torch.stack([e.conv.bias for e in self.experts])[index]  # (M, r)
-        taps = torch.einsum("mcdij,mdyx->mciyjx", weight, h).reshape(-1, r, 3 * height, 3 * width)
-        conv = up_rows[index].unsqueeze(1) @ taps @ up_cols[index].transpose(1, 2).unsqueeze(1)
-        hidden = F.gelu(conv + bias[:, :, None, None])  # (M, r, S*H, S*W), zero-padded beyond s_e*H
-        out = down_rows[index].unsqueeze(1) @ hidden @ down_cols[index].transpose(1, 2).unsqueeze(1)
-        out = out.view(n, k, r, height, width)
-        if self.gated:
-            out = out * routing.gate_values[:, :, None, None, None]
-        return out.sum(dim=1), routing
+        m = index.shape[0]
+        up_rows, down_rows = (op[index] for op in self._resize_operators(height, h))  # (M, S, H), (M, H, S)
+        up_cols, down_cols = (up_rows, down_rows) if width == height else (
+            op[index] for op in self._resize_operators(width, h))
+        rows, cols = up_rows.shape[1], up_cols.shape[1]
+        # upsample along H (the channels ride along as columns), then along W: (M, r*S, S')
+        up = torch.bmm(up_rows, h.reshape(m, height, width * r)).view(m, rows, width, r)
+        up = torch.bmm(up.permute(0, 3, 1, 2).reshape(m, r * rows, width), up_cols.transpose(1, 2))
+        # one grouped 3x3 convolution, each sample with its own expert's kernel: (1, M*r, S, S')
+        hidden = F.gelu(F.conv2d(up.view(1, m * r, rows, cols), self.weight[index].view(m * r, r, 3, 3),
+                                 self.bias[index].view(m * r), padding=1, groups=m))
+        # (the zero rows and columns beyond a smaller expert's s_e * H are the convolution's zero padding)
+        # resize back along W, then along H: (M, H, W, r)
+        out = torch.bmm(hidden.view(m, r * rows, cols), down_cols.transpose(1, 2)).view(m, r, rows, width)
+        out = torch.bmm(down_rows, out.permute(0, 2, 3, 1).reshape(m, rows, width * r)).view(m, height, width, r)
+        if k > 1:
+            out = out.view(n, k, height, width, r)
+            if self.gated:
+                out = out * routing.gate_values[:, :, None, None, None].to(out.dtype)
+            out = out.sum(dim=1)
+        return out, routing
 
     def _resize_operators(self, size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The resize matrices of every expert along one axis of length ``size``, cached.
+        """The resize matrices of every expert along one axis of length ``size``, cached per size, device and
+        dtype (built once in float64, then kept in the compute dtype).
 
-        Returns ``up`` (E, S, 3 * size): for tap i in 0..2, columns [i*size, (i+1)*size) hold the
-        bicubic upsampling matrix shifted by i - 1 rows (zero padding), and ``down`` (E, size, S):
-        the bicubic resize back; S is the largest upsampled length, smaller ones are zero-padded.
+        Returns ``up`` (E, S, size), the bicubic upsampling matrices, and ``down`` (E, size, S), the bicubic
+        resizes back; S is the largest upsampled length, smaller ones are zero-padded (rows of ``up``,
+        columns of ``down``).
         """
         key = (size, like.device, like.dtype)
         if key not in self._operators:
             eye = torch.eye(size, dtype=torch.float64)
-            ups = [eye if e.scale == 1 else _resize_matrix(eye, scale_factor=e.scale) for e in self.experts]
+            ups = [eye if scale == 1 else _resize_matrix(eye, scale_factor=scale) for scale in self.scales]
             longest = max(u.shape[0] for u in ups)
-            up = torch.zeros(self.num_experts, longest, 3 * size, dtype=torch.float64)
+            up = torch.zeros(self.num_experts, longest, size, dtype=torch.float64)
             down = torch.zeros(self.num_experts, size, longest, dtype=torch.float64)
             for e, u in enumerate(ups):
                 length = u.shape[0]
-                for tap in range(3):  # row y of tap i reads upsampled row y + i - 1
-                    lo, hi = max(0, 1 - tap), min(length, length + 1 - tap)
-                    up[e, lo:hi, tap * size:(tap + 1) * size] = u[lo + tap - 1:hi + tap - 1]
+                up[e, :length] = u
                 eye_up = torch.eye(length, dtype=torch.float64)
                 down[e, :, :length] = eye_up if length == size else _resize_matrix(eye_up, size=size)
             self._operators[key] = (up.to(like.device, like.dtype), down.to(like.device, like.dtype))
         return self._operators[key]
+
+
+def _stack_legacy_experts(module: MoEConv, state_dict: dict, prefix: str) -> None:
+    """Load a state dict saved with one ``experts.{e}.conv`` module per expert: stack them into ``weight``/``bias``."""
+    legacy = f"{prefix}experts.0.conv.weight"
+    if legacy in state_dict and f"{prefix}weight" not in state_dict:
+        for name in ("weight", "bias"):
+            keys = [f"{prefix}experts.{e}.conv.{name}" for e in range(module.num_experts)]
+            state_dict[f"{prefix}{name}"] = torch.stack([state_dict.pop(key) for key in keys])
 
 
 def _resize_matrix(eye: torch.Tensor, **resize) -> torch.Tensor:
@@ -301,7 +259,8 @@ class ConvLoRALinear(LoRALinear, AuxLossModule):
     viewed as sqrt(L) x sqrt(L). Each of the B' maps is one routing sample.
 
     After each forward: ``aux_loss`` (0-dim), ``last_expert_index`` (B', k) and
-    ``routing_counts`` (E,) float, kept as tensors (reading them is the only host sync).
+    ``routing_counts`` (E,) float, as tensors (reading them is the only host sync); the segmenter sums
+    all layers' ``aux_loss`` in one batch (:meth:`total_aux_loss`).
     """
 
     moe_type = MoEConv
@@ -316,27 +275,58 @@ class ConvLoRALinear(LoRALinear, AuxLossModule):
         scales = list(range(1, num_experts + 1)) if scales is None else list(scales)
         self.moe = self.moe_type(rank, scales, top_k=top_k, gated=gated, loss_coef=loss_coef)
         self.moe.to(device=base.weight.device, dtype=base.weight.dtype)
-        self.aux_loss = None
+        self._routing: Optional[Routing] = None
         self.last_expert_index: Optional[torch.Tensor] = None
-        self.routing_counts: Optional[torch.Tensor] = None
 
     def adapt_bottleneck(self, h: torch.Tensor) -> torch.Tensor:
         """h (B', H, W, r) or (B, L, r) -> h + MoEConv(h), same shape."""
-        if h.dim() == 4:
-            image = h.permute(0, 3, 1, 2)
-        elif h.dim() == 3:
+        if h.dim() == 3:
             side = math.isqrt(h.shape[1])
             if side * side != h.shape[1]:
                 raise ConfigError(f"Conv-LoRA views a (B, L, C) input as a square sqrt(L) x sqrt(L) map, "
                                   f"but L = {h.shape[1]} is not a square; pass a (B, H, W, C) input instead.")
-            image = h.reshape(h.shape[0], side, side, h.shape[2]).permute(0, 3, 1, 2)
+            image = h.view(h.shape[0], side, side, h.shape[2])
+        elif h.dim() == 4:
+            image = h
         else:
             raise ConfigError(f"Conv-LoRA expects a (B, H, W, C) or (B, L, C) input, got shape {tuple(h.shape)}.")
-        delta, routing = self.moe(image)
-        self.aux_loss = routing.aux_loss
-        self.last_expert_index = routing.expert_index.detach()
-        self.routing_counts = routing_counts(self.last_expert_index, self.moe.num_experts)
-        return h + delta.permute(0, 2, 3, 1).reshape(h.shape)
+        delta, self._routing = self.moe(image)
+        self.last_expert_index = self._routing.expert_index
+        return h + (delta if h.dim() == 4 else delta.view(h.shape))
+
+    @property
+    def aux_loss(self) -> Optional[torch.Tensor]:
+        """The load-balancing loss of the last forward (0-dim float32), None before the first."""
+        routing = self._routing
+        if routing is None or routing.aux_loss is not None:
+            return None if routing is None else routing.aux_loss
+        return self.moe.gate.aux_loss(routing.balance)
+
+    @property
+    def routing_counts(self) -> Optional[torch.Tensor]:
+        """(E,) float: how many samples of the last forward chose each expert (None before the first)."""
+        if self.last_expert_index is None:
+            return None
+        return routing_counts(self.last_expert_index, self.moe.num_experts)
+
+    @classmethod
+    def total_aux_loss(cls, modules: Sequence["ConvLoRALinear"]) -> Optional[torch.Tensor]:
+        """The sum of ``modules``' load-balancing losses: the gates of the same top-k and loss weight in one
+        :func:`load_balancing_loss` batch (a layer whose loss is already computed, the official one, adds it)."""
+        batches: dict = {}
+        losses = []
+        for module in modules:
+            routing = module._routing
+            if routing is None:
+                continue
+            if routing.aux_loss is not None:
+                losses.append(routing.aux_loss.float().reshape(()))
+            else:
+                gate, balance = module.moe.gate, routing.balance
+                key = (gate.top_k, gate.loss_coef, gate.num_experts, balance.noise is not None)
+                batches.setdefault(key, []).append(balance)
+        losses += [load_balancing_loss(balances, top_k, coef) for (top_k, coef, _, _), balances in batches.items()]
+        return torch.stack(losses).sum() if losses else None
 
 
 def inject(model: nn.Module, config: ConvLoraConfig) -> None:

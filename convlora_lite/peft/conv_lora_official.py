@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions.normal import Normal
 
-from convlora_lite.peft.conv_lora import NOISE_EPSILON, ConvLoRALinear, MoEConv, Routing
+from convlora_lite.peft.conv_lora import ConvLoRALinear, MoEConv
+from convlora_lite.peft.moe_gate import NOISE_EPSILON, Routing
 
 
 class SparseDispatcher:
@@ -64,6 +65,9 @@ class OfficialMoEConv(MoEConv):
     docstring). Same parameters, same results, slower."""
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, Routing]:
+        """h (N, H, W, r), channels last as the fast layer takes it -> (delta (N, H, W, r), Routing with its
+        ``aux_loss`` computed here, per layer, as the official code does)."""
+        h = h.permute(0, 3, 1, 2)  # the official experts and gate see (N, r, H, W)
         gates, aux_loss = self._official_gate(h)
         dispatcher = SparseDispatcher(self.num_experts, gates)
         expert_inputs = dispatcher.dispatch(h)
@@ -71,7 +75,7 @@ class OfficialMoEConv(MoEConv):
                           if len(expert_inputs[i]) > 0]
         delta = dispatcher.combine(expert_outputs, multiply_by_gates=self.gated)
         gate_values, expert_index = gates.topk(self.gate.top_k, dim=1)
-        return delta, Routing(expert_index, gate_values, aux_loss)
+        return delta.permute(0, 2, 3, 1), Routing(expert_index, gate_values, aux_loss.reshape(()))
 
     def _official_gate(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """AutoGluon's ``MoEGate.forward``: feats (N, r, H, W) -> gates (N, E), loss."""

@@ -51,7 +51,7 @@ def draw_expert(moe, window: torch.Tensor, scale: float, channel: int = 0) -> Fi
     """What the expert of ``scale`` in ``moe`` (a Conv-LoRA ``MoEConv``) does to one bottleneck window
     ``window`` (r, n, n): the input channel, the expert's output, and the update it adds."""
     expert = next(e for e in moe.experts if e.scale == scale)
-    out = expert(window[None].to(expert.conv.weight))[0].float().cpu()
+    out = expert(window[None].to(expert.weight))[0].float().cpu()
     window = window.float().cpu()
     panels = (("bottleneck h", window[channel]), (f"expert x{scale:g}(h)", out[channel]),
               ("h + expert(h)", window[channel] + out[channel]))

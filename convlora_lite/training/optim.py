@@ -1,6 +1,9 @@
 """The official optimiser and schedule (``docs/recipe.md``, "Training recipe").
 
-* AdamW (0.9, 0.999, eps 1e-6), weight decay 1e-4 except on biases and normalisation weights.
+* AdamW (0.9, 0.999, eps 1e-6), weight decay 1e-4 except on biases and normalisation weights,
+  as PyTorch's fused kernel where the device has one (CUDA and the CPU): one operator per step for
+  all parameters instead of about ten per parameter tensor, which matters when the step is bound by
+  the host (``docs/performance.md``); the arithmetic is AdamW's.
   The rule is the official one (AutoGluon's ``get_weight_decay_param_names``: every parameter of
   a norm layer and every parameter whose name contains ``bias`` is left out); other 1-D or
   embedding tensors (mask tokens, position tables, gates) do decay. SAM's ``LayerNorm2d`` counts
@@ -39,9 +42,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": groups[False][0], "names": groups[False][1], "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW (0.9, 0.999, eps 1e-6) over :func:`param_groups`."""
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-6)
+#: Device types whose AdamW has a fused kernel (``torch.optim.AdamW(fused=True)``) and whose gradient clipping
+#: has multi-tensor kernels: CUDA, and the CPU since torch 2.4.
+FUSED_ADAMW_DEVICES = ("cuda", "cpu") if torch.__version__ >= "2.4" else ("cuda",)
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device="cpu") -> torch.optim.AdamW:
+    """AdamW (0.9, 0.999, eps 1e-6) over :func:`param_groups`, fused where the parameters will train
+    (``device``) has the kernel (CUDA, the CPU), multi-tensor (``foreach``) elsewhere."""
+    fused = torch.device(device).type in FUSED_ADAMW_DEVICES
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-6,
+                             fused=fused, foreach=None if fused else True)
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the gradients of ``model``'s trainable parameters to a global L2 norm of ``max_norm`` in a few
+    multi-tensor operators (``foreach``, on CUDA and the CPU); returns the norm before clipping. The gradients
+    are already averaged over processes (plain data parallelism: Accelerate's DDP), so a local clip is the
+    global one."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    foreach = bool(params) and params[0].device.type in FUSED_ADAMW_DEVICES
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach or None)
 
 
 def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

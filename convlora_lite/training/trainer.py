@@ -43,7 +43,7 @@ from convlora_lite.training.config import TrainConfig
 from convlora_lite.training.evaluation import evaluate_model, zero_shot_baseline
 from convlora_lite.training.losses import task_loss
 from convlora_lite.training.model import build_model
-from convlora_lite.training.optim import build_optimizer, linear_decay
+from convlora_lite.training.optim import build_optimizer, clip_gradients, linear_decay
 from convlora_lite.training.resume import previous_state, rng_state, set_rng_state
 from convlora_lite.training.run_data import config_spec, run_datasets
 from convlora_lite.training.rundir import RunDir
@@ -117,7 +117,7 @@ class Trainer:
             raise DataError(f"The split(s) {empty} of {config.dataset} hold no images; check the dataset's files.")
         self.datasets = datasets
         self.loss_fn = task_loss(self.spec, config.num_classes)
-        optimizer = build_optimizer(model, config.lr, config.weight_decay)
+        optimizer = build_optimizer(model, config.lr, config.weight_decay, self.accelerator.device)
         self.steps_per_epoch = math.ceil(self._batches_per_epoch() / config.grad_accum)
         self.scheduler = linear_decay(optimizer, config.epochs * self.steps_per_epoch)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
@@ -249,12 +249,12 @@ class Trainer:
         ``optimizer_step_was_skipped`` has it)."""
         if self.scaler is None:
             if max_grad_norm is not None:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+                clip_gradients(self.model, max_grad_norm)
             self.optimizer.step()
             return True
         self.scaler.unscale_(self.optimizer)
         if max_grad_norm is not None:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+            clip_gradients(self.model, max_grad_norm)
         scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()

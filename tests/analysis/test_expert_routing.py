@@ -16,7 +16,7 @@ from convlora_lite.analysis.expert_routing import (
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.sam import build_sam
 from convlora_lite.peft import apply_peft
-from convlora_lite.peft.conv_lora import ConvExpert
+from convlora_lite.peft.conv_lora import MoEConv
 
 
 def _model_with_random_gates():
@@ -71,7 +71,7 @@ def test_scale_by_mask_splits_object_and_background_windows():
 
 def test_receptive_field_of_the_unit_scale_expert_is_its_3x3_conv_and_errors_are_clear():
     torch.manual_seed(0)
-    expert1 = ConvExpert(3, 1)
+    expert1 = MoEConv(3, scales=[1]).experts[0]
     field = expert_receptive_field(expert1, size=9)
     assert field.sum().item() == pytest.approx(1.0)
     assert field[4, 4] > 0 and field[0, 0] == 0 and field[3:6, 3:6].sum().item() == pytest.approx(1.0)  # a 3x3 conv

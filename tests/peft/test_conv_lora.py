@@ -9,15 +9,16 @@ from torch import nn
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.sam import build_sam
 from convlora_lite.peft import apply_peft, collect_aux_loss
-from convlora_lite.peft.conv_lora import ConvExpert, ConvLoRALinear, MoEConv, NoisyTopKGate
+from convlora_lite.peft.conv_lora import ConvLoRALinear, MoEConv
 from convlora_lite.peft.conv_lora_official import OfficialConvLoRALinear
+from convlora_lite.peft.moe_gate import NoisyTopKGate, load_balancing_loss
 
 
 def _randomise(module: nn.Module, scale: float = 1.0) -> None:
     """Give B and the gate non-zero weights so that the update and the routing are non-trivial."""
     with torch.no_grad():
         for name, p in module.named_parameters():
-            if name.endswith(("lora_B", "w_gate", "w_noise", "conv.bias")):
+            if name.endswith(("lora_B", "w_gate", "w_noise", "moe.bias")) or name == "bias":
                 p.normal_(0, scale)
 
 
@@ -103,27 +104,50 @@ def test_fast_equals_official_on_a_tiny_sam_windowed_and_global_blocks():
 
 @pytest.mark.parametrize("scale", [2, 3, 8])
 def test_expert_matches_direct_formula(scale):
-    expert = ConvExpert(3, scale)
+    moe = MoEConv(3, scales=[1, scale])
+    expert = moe.experts[1]
     with torch.no_grad():
-        expert.conv.bias.normal_()
+        expert.bias.normal_()  # a view: writes the mixture's stacked bias
+    assert torch.equal(moe.bias[1], expert.bias) and moe.bias[1].abs().sum() > 0
     h = torch.randn(2, 3, 5, 5)
     up = F.interpolate(h, scale_factor=scale, mode="bicubic", align_corners=False)
-    hidden = F.gelu(F.conv2d(up, expert.conv.weight, expert.conv.bias, padding=1))
+    hidden = F.gelu(F.conv2d(up, moe.weight[1], moe.bias[1], padding=1))
     expected = F.interpolate(hidden, size=(5, 5), mode="bicubic", align_corners=False)
     torch.testing.assert_close(expert(h), expected)
-    assert expert.conv.weight.numel() + expert.conv.bias.numel() == 84
+    assert expert.num_parameters == 84 and expert.scale == scale
 
 
 def test_scale_one_expert_skips_interpolation(monkeypatch):
-    expert = ConvExpert(3, 1)
+    expert = MoEConv(3, scales=[1]).experts[0]
     h = torch.randn(2, 3, 4, 4)
-    expected = F.gelu(F.conv2d(h, expert.conv.weight, expert.conv.bias, padding=1))
+    expected = F.gelu(F.conv2d(h, expert.weight, expert.bias, padding=1))
     monkeypatch.setattr(F, "interpolate", lambda *a, **k: pytest.fail("scale 1 must not interpolate"))
     assert torch.equal(expert(h), expected)
 
 
-def test_expert_bias_starts_at_zero():
-    assert torch.all(ConvExpert(3, 2).conv.bias == 0)
+def test_experts_start_as_the_official_conv2d_with_a_zero_bias():
+    torch.manual_seed(4)
+    moe = MoEConv(3, scales=[1, 2, 3])
+    torch.manual_seed(4)
+    convs = [nn.Conv2d(3, 3, 3, padding=1) for _ in range(3)]  # the official experts' init, in order
+    for expert, conv in zip(moe.experts, convs):
+        assert torch.equal(expert.weight, conv.weight)
+    assert torch.all(moe.bias == 0) and moe.weight.shape == (3, 3, 3, 3, 3)
+
+
+def test_state_dict_with_one_conv_module_per_expert_loads():
+    """Runs saved before the experts' convolutions were stacked hold ``moe.experts.{e}.conv.{weight,bias}``."""
+    layer = ConvLoRALinear(nn.Linear(8, 8), num_experts=3)
+    _randomise(layer)
+    state = layer.state_dict()
+    legacy = {k: v for k, v in state.items() if k not in ("moe.weight", "moe.bias")}
+    for e in range(3):
+        legacy[f"moe.experts.{e}.conv.weight"] = state["moe.weight"][e].clone()
+        legacy[f"moe.experts.{e}.conv.bias"] = state["moe.bias"][e].clone()
+    fresh = ConvLoRALinear(nn.Linear(8, 8), num_experts=3)
+    fresh.load_state_dict(legacy)
+    for key, value in state.items():
+        assert torch.equal(fresh.state_dict()[key], value), key
 
 
 def test_fast_moe_gives_each_sample_its_chosen_experts_output():
@@ -133,11 +157,12 @@ def test_fast_moe_gives_each_sample_its_chosen_experts_output():
     with torch.no_grad():  # expert e wins for pooled features pointing at angle e * 45 degrees
         moe.gate.w_gate.copy_(torch.stack([angles.cos(), angles.sin(), torch.zeros(8)]))
     h = torch.randn(64, 3, 6, 6) + 2 * torch.randn(64, 3, 1, 1)
-    delta, routing = moe(h)
+    delta, routing = moe(h.permute(0, 2, 3, 1))  # the layer works channels last
     chosen = routing.expert_index[:, 0]
     assert set(chosen.tolist()) == set(range(8))
     for n in range(h.shape[0]):
-        torch.testing.assert_close(delta[n], moe.experts[chosen[n]](h[n:n + 1])[0], rtol=1e-4, atol=1e-5)
+        expected = moe.experts[chosen[n]](h[n:n + 1])[0].permute(1, 2, 0)
+        torch.testing.assert_close(delta[n], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_non_square_and_rectangular_maps():
@@ -145,11 +170,11 @@ def test_non_square_and_rectangular_maps():
     _randomise(layer)
     layer.eval()
     x = torch.randn(3, 4, 6, 8)  # H != W
-    delta, routing = layer.moe(F.linear(x, layer.lora_A).permute(0, 3, 1, 2))
+    delta, routing = layer.moe(F.linear(x, layer.lora_A))
     for n in range(3):
         expert = layer.moe.experts[routing.expert_index[n, 0]]
-        torch.testing.assert_close(delta[n], expert(F.linear(x[n:n + 1], layer.lora_A).permute(0, 3, 1, 2))[0],
-                                   rtol=1e-4, atol=1e-5)
+        expected = expert(F.linear(x[n:n + 1], layer.lora_A).permute(0, 3, 1, 2))[0].permute(1, 2, 0)
+        torch.testing.assert_close(delta[n], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_3d_input_is_viewed_as_a_square_map():
@@ -200,7 +225,7 @@ def test_aux_loss_hand_formula_in_eval():
     assert routing.expert_index[:, 0].tolist() == [0, 0, 2, 2]
     counts = np.array([2.0, 0.0, 2.0, 0.0])  # importance (gate values are 1) and load
     cv2 = counts.var(ddof=1) / (counts.mean() ** 2 + 1e-10)
-    assert routing.aux_loss.item() == pytest.approx(0.01 * 2 * cv2, rel=1e-6)
+    assert gate.aux_loss(routing.balance).item() == pytest.approx(0.01 * 2 * cv2, rel=1e-6)
 
 
 def test_aux_loss_hand_formula_in_training():
@@ -232,7 +257,35 @@ def test_aux_loss_hand_formula_in_training():
         return v.var(ddof=1) / (v.mean() ** 2 + 1e-10)
 
     assert routing.expert_index[:, 0].tolist() == noisy.argmax(1).tolist()
-    assert routing.aux_loss.item() == pytest.approx(0.01 * (cv2(importance) + cv2(load)), rel=1e-5)
+    assert gate.aux_loss(routing.balance).item() == pytest.approx(0.01 * (cv2(importance) + cv2(load)), rel=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_top_2_aux_loss_equals_official(training):
+    fast, official = _layer_pair(dropout=0.0, top_k=2)
+    fast.train(training), official.train(training)
+    x = torch.randn(32, 6, 6, 16)
+    torch.manual_seed(7)
+    fast(x)
+    torch.manual_seed(7)
+    official(x)
+    assert torch.equal(fast.last_expert_index, official.last_expert_index)
+    torch.testing.assert_close(fast.aux_loss, official.aux_loss)
+    assert fast.aux_loss > 0
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_load_balancing_loss_of_several_layers_in_one_batch(training):
+    gates = [NoisyTopKGate(4, 6, top_k=2).train(training) for _ in range(3)]
+    for gate in gates:
+        _randomise(gate)
+    balances = [gate(torch.randn(rows, 4)).balance for gate, rows in zip(gates, (5, 1, 12))]
+    per_layer = [load_balancing_loss([balance], 2, 0.01) for balance in balances]
+    batched = load_balancing_loss(balances, 2, 0.01)
+    torch.testing.assert_close(batched, torch.stack(per_layer).sum())
+    assert all(loss > 0 for loss in per_layer)
+    grads = torch.autograd.grad(batched, [gates[0].w_gate, gates[2].w_gate])
+    assert all(g.abs().sum() > 0 for g in grads)
 
 
 def test_routing_counts_are_recorded_without_host_sync(monkeypatch):
@@ -263,7 +316,7 @@ def test_apply_conv_lora_trainable_set():
     for i in range(2):
         prefix = f"image_encoder.blocks.{i}.attn.qkv."
         adapter |= {prefix + "lora_A", prefix + "lora_B", prefix + "moe.gate.w_gate", prefix + "moe.gate.w_noise"}
-        adapter |= {f"{prefix}moe.experts.{e}.conv.{w}" for e in range(8) for w in ("weight", "bias")}
+        adapter |= {prefix + "moe.weight", prefix + "moe.bias"}
     decoder = {f"mask_decoder.{n}" for n, _ in sam.mask_decoder.named_parameters()
                if not n.startswith("iou_prediction_head.")}
     assert trainable == adapter | decoder
