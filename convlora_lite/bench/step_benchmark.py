@@ -42,9 +42,12 @@ from typing import Optional, Sequence
 
 import torch
 
+from convlora_lite.bench.busy_time import profiled_busy_seconds
 from convlora_lite.errors import ConfigError
 
 _MIB = 2 ** 20
+#: Profiled steps per method for the GPU-busy time (CUDA only).
+BUSY_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class MethodResult:
     saved_activations_mib: Optional[float] = None
     peak_memory_mib: Optional[float] = None
     memory_ratio: Optional[float] = None
+    gpu_busy_s: Optional[float] = None
+    wall_to_busy: Optional[float] = None
 
 
 class _Entry:
@@ -123,13 +128,13 @@ def step_trainer(config, seed: int = 0):
 
 
 def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str, seed: int, precision: str,
-                 batch_size: int) -> _Entry:
+                 batch_size: int, compile: Optional[str] = None) -> _Entry:
     from convlora_lite.training import TrainConfig
 
     # the binary structure-loss task of the official polyp recipe; nothing is read from or written to disk
     config = TrainConfig.resolve("synth_polyp", spec.method, "smoke", model=model_name, image_size=image_size,
                                  checkpoint=None, device=device, precision=precision, batch_size=batch_size,
-                                 grad_accum=1, lr=1e-4, method_options=spec.options,
+                                 grad_accum=1, lr=1e-4, method_options=spec.options, compile=compile,
                                  output_dir=str(Path(tempfile.gettempdir()) / "convlora_bench_never_written"))
     return _Entry(spec, step_trainer(config, seed))
 
@@ -219,7 +224,7 @@ def _measure_memory(entry: _Entry, images, masks, device: str) -> tuple[float, f
 
 def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,conv_lora", steps: int = 5,
                   batch_size: int = 1, device: str = "cpu", warmup: int = 1, precision: str = "auto",
-                  seed: int = 0, threads: Optional[int] = None, log=None) -> dict:
+                  compile: Optional[str] = None, seed: int = 0, threads: Optional[int] = None, log=None) -> dict:
     """Measure each method's training step; see the module docstring.
 
     Args:
@@ -231,6 +236,8 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         device: ``cpu``, ``cuda``, ``mps`` or ``auto``.
         precision: ``auto`` (fp16 on CUDA as in the official recipe, else fp32), ``fp32``,
             ``fp16`` or ``bf16``.
+        compile: a ``torch.compile`` mode for the step (:mod:`convlora_lite.training.compile`), None: eager.
+            Compiled, the warm-up has at least 2 steps (the eager one and the compiling one).
         seed: seed of the random weights and input.
         threads: ``torch.set_num_threads`` for the run (``None``: leave it as it is).
         log: ``log(str)`` for progress lines (``None``: silent).
@@ -240,6 +247,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         ``methods``, a list of :class:`MethodResult` dicts in the order given.
     """
     from convlora_lite.models.sam import get_config, sized_config
+    from convlora_lite.training.compile import CompiledModel
     from convlora_lite.training.devices import resolve_device, resolve_precision
 
     specs = parse_method_specs(methods)
@@ -250,6 +258,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     say = log or (lambda message: None)
+    warmup = max(warmup, 2) if compile else warmup
     if threads is not None:
         torch.set_num_threads(threads)
 
@@ -257,7 +266,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
     entries = []
     for spec in specs:
         say(f"building {model} at {image_size} px with {spec.label}")
-        entry = _build_entry(spec, model, image_size, device, seed, precision, batch_size)
+        entry = _build_entry(spec, model, image_size, device, seed, precision, batch_size, compile)
         results[spec.label].trainable_params = sum(p.numel() for p in entry.model.parameters() if p.requires_grad)
         entries.append(entry)
 
@@ -285,6 +294,9 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         result.cpu_times_s = entry.cpu_times
         result.median_cpu_s = statistics.median(entry.cpu_times)
         result.saved_activations_mib, result.peak_memory_mib = _measure_memory(entry, images, masks, device)
+        if device == "cuda":
+            result.gpu_busy_s = profiled_busy_seconds(lambda: train_step(entry, images, masks), BUSY_STEPS, device)
+            result.wall_to_busy = result.median_step_s / result.gpu_busy_s
     reference = entries[0]
     ref = results[reference.spec.label]
     for entry in entries:
@@ -295,12 +307,13 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         result.cpu_time_ratio = result.median_cpu_s / ref.median_cpu_s
         result.memory_ratio = result.peak_memory_mib / ref.peak_memory_mib
 
+    compiled = compile if all(isinstance(e.trainer.forward, CompiledModel) for e in entries) else None
     memory = ("torch.cuda.max_memory_allocated increase during the step" if device == "cuda"
               else "process RSS increase during the step, sampled every 1 ms")
     return {
         "model": model, "image_size": image_size, "batch_size": batch_size, "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
-        "precision": precision, "steps": steps, "warmup": warmup, "seed": seed,
+        "precision": precision, "compile": compiled, "steps": steps, "warmup": warmup, "seed": seed,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "step": "PromptFreeSAM (binary) forward, structure loss + aux loss, backward, clip 1.0, AdamW",
         "memory_measure": f"peak_memory_mib = parameters + buffers + optimizer state + {memory}",
@@ -321,19 +334,26 @@ def _cpu_name() -> str:
 
 
 def format_benchmark(report: dict) -> str:
-    """A plain-text table of :func:`run_benchmark`'s report."""
+    """A plain-text table of :func:`run_benchmark`'s report (on CUDA with the GPU-busy time and wall / busy)."""
+    busy = any(m.get("gpu_busy_s") is not None for m in report["methods"])
+    compiled = f", compiled ({report['compile']})" if report.get("compile") else ""
     lines = [f"{report['model']} at {report['image_size']} px, batch {report['batch_size']}, {report['device']} "
-             f"({report['device_name']}), {report['precision']}, torch {report['torch']}, {report['threads']} threads, "
-             f"median of {report['steps']} interleaved steps after {report['warmup']} warm-up",
+             f"({report['device_name']}), {report['precision']}{compiled}, torch {report['torch']}, "
+             f"{report['threads']} threads, median of {report['steps']} interleaved steps after {report['warmup']} "
+             "warm-up",
              f"{'method':<36} {'trainable':>10} {'step (s)':>9} {'ratio':>6} {'paired':>7} {'min (s)':>8} "
              f"{'min ratio':>9} {'cpu (s)':>8} {'cpu ratio':>9} {'saved act (MiB)':>16} {'peak (MiB)':>11} "
-             f"{'mem ratio':>9}"]
+             f"{'mem ratio':>9}" + (f" {'gpu busy (s)':>12} {'wall/busy':>9}" if busy else "")]
     for m in report["methods"]:
         lines.append(f"{m['label']:<36} {m['trainable_params']:>10,} {m['median_step_s']:>9.3f} "
                      f"{m['time_ratio']:>6.3f} "
                      f"{m['paired_time_ratio']:>7.3f} {m['min_step_s']:>8.3f} {m['min_time_ratio']:>9.3f} "
                      f"{m['median_cpu_s']:>8.3f} {m['cpu_time_ratio']:>9.3f} "
                      f"{m['saved_activations_mib']:>16.1f} {m['peak_memory_mib']:>11.1f} "
-                     f"{m['memory_ratio']:>9.3f}")
+                     f"{m['memory_ratio']:>9.3f}"
+                     + (f" {m['gpu_busy_s']:>12.4f} {m['wall_to_busy']:>9.2f}" if busy else ""))
     lines.append(f"ratios are to {report['reference']}; {report['memory_measure']}")
+    if busy:
+        lines.append(f"gpu busy: the union of the GPU's kernel intervals per step (profiler, {BUSY_STEPS} steps); "
+                     "wall/busy above 1 is time the GPU waits for the host")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from convlora_lite.bench.op_count import format_count, run_count
 from convlora_lite.bench.step_benchmark import format_benchmark, run_benchmark
+from convlora_lite.cli.train import add_compile_argument
 from convlora_lite.io import atomic_write
 from convlora_lite.models.sam import MODEL_CONFIGS
 
@@ -28,6 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="auto (default): fp16 autocast on CUDA as in the official recipe, else fp32")
+    add_compile_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default 0)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--count-ops", action="store_true",
@@ -45,7 +47,7 @@ def run(args) -> int:
         return _report(args, report, format_count)
     report = run_benchmark(model=args.model, image_size=args.image_size, methods=args.methods, steps=args.steps,
                            batch_size=args.batch_size, device=args.device, warmup=args.warmup,
-                           precision=args.precision, seed=args.seed, threads=args.threads,
+                           precision=args.precision, compile=args.compile, seed=args.seed, threads=args.threads,
                            log=lambda message: print(message, file=sys.stderr, flush=True))
     return _report(args, report, format_benchmark)
 

@@ -14,6 +14,7 @@ from convlora_lite.models.prompts import PROMPTS
 from convlora_lite.peft.base import parse_options
 from convlora_lite.plots.figures import save_loss_curve
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
+from convlora_lite.training.compile import COMPILE_MODES
 from convlora_lite.training.presets import DEFAULT_PRESET, PRESET_NAMES
 from convlora_lite.training.rundir import RunDir
 
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
     parser.add_argument("--grad-accum", type=int, help="batches per optimizer step")
     parser.add_argument("--precision", choices=PRECISIONS)
     parser.add_argument("--device", choices=DEVICES)
+    add_compile_argument(parser)
     parser.add_argument("--num-workers", type=int, help="data loader worker processes")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
@@ -65,12 +67,21 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def add_compile_argument(parser) -> None:
+    """``--compile [MODE]`` (``train``, ``reproduce``, ``bench``): the training step through ``torch.compile``."""
+    parser.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
+                        help="run the training step through torch.compile (MODE: default, reduce-overhead = CUDA "
+                             "graphs, max-autotune; a message and eager training where the compiler is missing; "
+                             "docs/performance.md)")
+
+
 def run(args) -> int:
     options = {
         "model": args.model, "seed": args.seed, "output_dir": args.output_dir, "epochs": args.epochs,
         "max_train_batches": args.max_train_batches,
         "image_size": args.image_size, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
-        "precision": args.precision, "device": args.device, "num_workers": args.num_workers, "data_root": args.root,
+        "precision": args.precision, "device": args.device, "compile": args.compile,
+        "num_workers": args.num_workers, "data_root": args.root,
         "resume": args.resume or None, "checkpoint": args.checkpoint,
         "method_options": parse_options(args.method_option) or None, "prompt": args.prompt,
         "data_dir": args.data_dir, "task": args.task, "loss": args.loss, "select_metric": args.select_metric,

@@ -13,14 +13,15 @@ from convlora_lite.errors import ConfigError
 from convlora_lite.io import jsonable
 from convlora_lite.models.configs import get_config
 from convlora_lite.models.prompts import check_prompt
+from convlora_lite.training.compile import COMPILE_MODES
 from convlora_lite.training.presets import DEFAULT_PRESET, OFFICIAL_SEED, get_preset
 from convlora_lite.training.rundir import RunDir
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 #: config fields that may change between a run and its resume (where the run and the data lie,
-#: how they are loaded); any other difference is a ConfigError.
-RESUME_FREE_FIELDS = ("resume", "num_workers", "output_dir", "data_root")
+#: how they are loaded, whether the step is compiled); any other difference is a ConfigError.
+RESUME_FREE_FIELDS = ("resume", "num_workers", "output_dir", "data_root", "compile")
 
 
 @dataclass
@@ -35,7 +36,8 @@ class TrainConfig:
     (``None``: all); ``method_options`` are the PEFT method's options (its defaults included);
     ``prompt`` is ``"none"`` (prompt-free, the paper) or, beyond the paper, ``"box"``/``"point"``:
     SAM kept promptable, trained and scored with prompts sampled from the masks
-    (:mod:`convlora_lite.models.prompts`; binary tasks only).
+    (:mod:`convlora_lite.models.prompts`; binary tasks only); ``compile`` is a ``torch.compile`` mode for the
+    training step (:mod:`convlora_lite.training.compile`) or None (eager).
     """
 
     dataset: str
@@ -56,6 +58,7 @@ class TrainConfig:
     max_grad_norm: Optional[float] = 1.0
     precision: str = "auto"
     activation_checkpointing: bool = False
+    compile: Optional[str] = None
     device: str = "auto"
     early_stopping_patience: Optional[int] = None
     max_train_batches: Optional[int] = None
@@ -118,6 +121,8 @@ class TrainConfig:
 
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile={self.compile!r}; choose one of {', '.join(COMPILE_MODES)} (or leave it out).")
         if self.device not in DEVICES:
             raise ConfigError(f"device={self.device!r}; choose one of {', '.join(DEVICES)}.")
         for name in ("epochs", "batch_size", "grad_accum", "image_size"):

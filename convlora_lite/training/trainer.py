@@ -39,6 +39,7 @@ from convlora_lite.models.prompts import batch_names, train_prompts
 from convlora_lite.peft.state import load_trainable, trainable_state
 from convlora_lite.progress import progress_bar
 from convlora_lite.training import devices
+from convlora_lite.training.compile import compile_model
 from convlora_lite.training.config import TrainConfig
 from convlora_lite.training.evaluation import evaluate_model, zero_shot_baseline
 from convlora_lite.training.losses import task_loss
@@ -121,6 +122,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self._batches_per_epoch() / config.grad_accum)
         self.scheduler = linear_decay(optimizer, config.epochs * self.steps_per_epoch)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.forward = compile_model(self.model, config.compile, self.accelerator.device, self.log)
         if "resume" in self.state:
             self._load_resume_state(self.state["resume"])
         return self
@@ -195,11 +197,11 @@ class Trainer:
         sums = torch.zeros(3, device=acc.device)  # task loss, aux loss, batches
         lr = self.optimizer.param_groups[0]["lr"]
         bar = progress_bar(total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.is_main)
-        started = time.perf_counter()
+        started, untimed = time.perf_counter(), 1 if self.forward is self.model else 2
         for i, batch in enumerate(self._train_loader(epoch)):
             if i == num_batches:
                 break
-            if i == 1:  # the first batch (warm-up, allocation, loader start) is not timed
+            if i == untimed:  # the first batch (warm-up, allocation, loader start), and the compiling one, untimed
                 started = time.perf_counter()
             group_start = i - i % cfg.grad_accum
             group_size = min(cfg.grad_accum, num_batches - group_start)
@@ -209,9 +211,9 @@ class Trainer:
             sums += torch.stack([task_loss, aux_loss, torch.ones((), device=acc.device)])
             bar.update(1)
             bar.set_postfix(loss=f"{task_loss.item():.4f}")  # .item() waits for the device: the timing is true
-            if not self._estimated and i == min(num_batches - 1, ESTIMATE_AFTER_BATCHES):
+            if not self._estimated and i == min(num_batches - 1, ESTIMATE_AFTER_BATCHES + untimed - 1):
                 self._estimated = True
-                self._log_estimate(epoch, (time.perf_counter() - started) / max(i, 1), num_batches)
+                self._log_estimate(epoch, (time.perf_counter() - started) / max(i - untimed + 1, 1), num_batches)
         bar.close()
         sums = acc.reduce(sums, reduction="sum")
         return {"train_loss": (sums[0] / sums[2]).item(), "aux_loss": (sums[1] / sums[2]).item(), "lr": lr}
@@ -228,7 +230,7 @@ class Trainer:
             inputs.append(train_prompts(batch["mask"], names, cfg.prompt, cfg.seed, epoch).to(acc.device))
         with nullcontext() if step_now else acc.no_sync(self.model):
             with self.autocast():
-                out = self.model(*inputs)
+                out = self.forward(*inputs)  # self.model, or it compiled (--compile)
                 task_loss = self.loss_fn(out, masks)
                 loss = (task_loss + out.aux_loss) / group_size
             acc.backward(loss if self.scaler is None else self.scaler.scale(loss))
@@ -287,9 +289,7 @@ class Trainer:
                               desc=f"eval {split}")
 
     def _better(self, value: float, best: Optional[float]) -> bool:
-        if best is None:
-            return True
-        return value > best if self.spec.select_mode == "max" else value < best
+        return best is None or (value > best if self.spec.select_mode == "max" else value < best)
 
     def fit(self) -> Path:
         """Train (or continue) the run; returns the run directory."""
