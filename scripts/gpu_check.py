@@ -8,8 +8,8 @@ runs, on the first CUDA GPU, within about 10 minutes (random weights throughout,
 1. **bench**: Conv-LoRA (fast and the official per-expert loop) vs LoRA, step time and peak memory
    (:func:`~convlora_lite.bench.step_benchmark.run_benchmark`) on ViT-B and ViT-H at 1024 px,
    in fp16 and in bf16;
-2. **colab step**: the ``colab`` preset's training step (ViT-B at its image size, activation
-   checkpointing, fp16 with a gradient scaler) with its peak memory, against the 15 GiB target
+2. **colab step**: the ``colab`` preset's training step (ViT-B at its image size, its attention and
+   checkpointing settings, fp16 with a gradient scaler) with its peak memory, against the 15 GiB target
    (a T4 has 16 GB);
 3. **training**: two short runs of :func:`~convlora_lite.training.fit` on generated 1024 px data
    (``synth_polyp``), one in fp16 with the gradient scaler and one in bf16: the training loss must
@@ -119,7 +119,7 @@ def bench_part(model: str, image_size: int, precision: str, device: str, steps: 
 
 def colab_step_part(device: str, precision: str, model: str | None, image_size: int | None, steps: int = 5,
                     warmup: int = 2) -> dict:
-    """The colab preset's training step (its model, size, checkpointing, precision), random weights: the
+    """The colab preset's training step (its model, size, attention, checkpointing, precision), random weights: the
     trainer's own step (:meth:`~convlora_lite.training.trainer.Trainer.step`), one optimizer step per batch."""
     from convlora_lite.bench.step_benchmark import step_trainer
     from convlora_lite.training import TrainConfig
@@ -142,7 +142,8 @@ def colab_step_part(device: str, precision: str, model: str | None, image_size: 
         if i >= warmup:
             times.append(time.perf_counter() - start)
     result = {"model": cfg.model, "image_size": size, "precision": precision, "batch_size": cfg.batch_size,
-              "activation_checkpointing": cfg.activation_checkpointing, "median_step_s": statistics.median(times),
+              "activation_checkpointing": cfg.activation_checkpointing, "attention": cfg.attention,
+              "median_step_s": statistics.median(times),
               "step_times_s": times, "losses": losses, "peak_allocated_gib": None, "peak_reserved_gib": None,
               "target_gib": COLAB_PEAK_TARGET_GIB}
     ok = all(math.isfinite(v) for v in losses)

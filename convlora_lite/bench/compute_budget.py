@@ -12,6 +12,12 @@ work is not, which is small next to them in a ViT.
 plus the validation pass of every epoch and the final test pass. The assumption is everything: it
 is a planning number, not a measurement (``benchmarks/colab_budget.md`` says which one is used and
 why). ``python -m convlora_lite.bench.compute_budget`` prints the tables of that file.
+
+A step is also bounded by the host (``docs/performance.md``): the GPU cannot finish before the host has
+dispatched the step's operators. A batch therefore costs ``max(FLOPs / throughput, operators x host time per
+operator)``, with the operators counted by ``convlora bench --count-ops`` (:data:`VIT_B_OPERATORS`) and the host
+time per operator measured on a GPU machine (:data:`HOST_S_PER_OPERATOR`); :attr:`RunEstimate.host_bound_share`
+says how much of the training time that floor adds.
 """
 from __future__ import annotations
 
@@ -40,6 +46,29 @@ USUAL_SPLIT_SIZES = {
 T4_FP16_FLOPS = 12e12
 
 
+#: Host time per dispatched aten operator of a step on a GPU machine: measured on the H200's host (2026-12-04,
+#: ViT-B 1024 px fp16, batch 1: host-bound steps of 71 ms with LoRA and 120 ms with Conv-LoRA for about 4,000 and
+#: 7,600 operators, 16-18 us each; ``docs/performance.md``), rounded up to 20 us for a slower host such as Colab's.
+HOST_S_PER_OPERATOR = 20e-6
+
+#: aten operators of one ViT-B training step and of its forward pass, by (method, activation checkpointing), counted
+#: by ``convlora bench --count-ops`` (``benchmarks/results/op_count_vit_b_*.json``); they do not depend on the input
+#: size. Other backbones: scaled by their depth (the encoder blocks dispatch nearly all of them).
+VIT_B_OPERATORS = {("lora", False): (3997, 1891), ("conv_lora", False): (5150, 2378),
+                   ("lora", True): (5611, 1879), ("conv_lora", True): (7400, 2366)}
+
+
+def host_seconds(model: str, method: str, activation_checkpointing: bool) -> tuple[float, float]:
+    """``(training step, forward)`` seconds the host needs to dispatch one step of ``method`` on ``model``
+    (:data:`VIT_B_OPERATORS` x :data:`HOST_S_PER_OPERATOR`); methods not counted there take LoRA's count."""
+    from convlora_lite.models.configs import get_config
+
+    step, forward = VIT_B_OPERATORS.get((method, activation_checkpointing),
+                                        VIT_B_OPERATORS[("lora", activation_checkpointing)])
+    scale = get_config(model).depth / 12 * HOST_S_PER_OPERATOR
+    return step * scale, forward * scale
+
+
 @dataclass(frozen=True)
 class StepFlops:
     """FLOPs of one image: ``forward`` (an evaluation step) and ``train`` (a training step:
@@ -55,13 +84,15 @@ class StepFlops:
 
 @lru_cache(maxsize=None)
 def step_flops(model: str = "vit_b", image_size: int = 1024, method: str = "conv_lora",
-               activation_checkpointing: bool = False, num_classes: int = 1) -> StepFlops:
-    """Count one image's forward and training step of ``method`` on ``model`` at ``image_size``
-    (batch 1, meta device: seconds on a CPU even for ViT-H)."""
+               activation_checkpointing: bool = False, num_classes: int = 1, attention: str = "meta") -> StepFlops:
+    """Count one image's forward and training step of ``method`` on ``model`` at ``image_size`` with the encoder's
+    ``attention`` (``meta`` or ``sdpa``, whose global blocks compute a wider dot product) (batch 1, meta device:
+    seconds on a CPU even for ViT-H)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
     from convlora_lite.models.sam import build_sam
+    from convlora_lite.models.sdpa_attention import enable_sdpa_attention
     from convlora_lite.models.segmenter import PromptFreeSAM
     from convlora_lite.peft import apply_peft
     from convlora_lite.training.losses import structure_loss
@@ -70,6 +101,8 @@ def step_flops(model: str = "vit_b", image_size: int = 1024, method: str = "conv
     with torch.device("meta"):
         net = PromptFreeSAM(sam, num_classes=num_classes)
         apply_peft(net, method)
+        if attention == "sdpa":
+            enable_sdpa_attention(net.image_encoder)
         if activation_checkpointing:
             enable_activation_checkpointing(net.image_encoder)
         net.train()
@@ -98,6 +131,8 @@ class RunEstimate:
     optimizer_steps: int
     train_s: float
     eval_s: float
+    #: the share of ``train_s`` the host sets: 0 when every batch is bound by the GPU's arithmetic.
+    host_bound_share: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -115,16 +150,21 @@ def run_size(n_train: int, batch_size: int, grad_accum: int, epochs: int, max_tr
 
 def run_estimate(config, n_train: int, n_val: int, n_test: int = 0, flops_per_s: float = T4_FP16_FLOPS,
                  flops: StepFlops | None = None) -> RunEstimate:
-    """Estimated seconds of one run of ``config`` (a resolved ``TrainConfig``): the training images
-    it steps through x the training step's FLOPs, plus validation every epoch and the test pass
-    (forward FLOPs), at ``flops_per_s``. Data loading, start-up and downloads are not counted."""
+    """Estimated seconds of one run of ``config`` (a resolved ``TrainConfig``): every training batch costs the
+    larger of its FLOPs at ``flops_per_s`` and the host's dispatch time (:func:`host_seconds`), plus validation
+    every epoch and the test pass (forward passes, the same way). Data loading, start-up and downloads are not
+    counted."""
     flops = flops or step_flops(config.model, config.image_size, config.method, config.activation_checkpointing,
-                                config.num_classes)
+                                config.num_classes, config.attention)
     batches, steps = run_size(n_train, config.batch_size, config.grad_accum, config.epochs, config.max_train_batches)
-    images = batches * config.batch_size * config.epochs
-    evals = min(n_val, (config.max_eval_batches or n_val) * config.batch_size) * config.epochs + n_test
-    return RunEstimate(min(n_train, batches * config.batch_size), batches, config.epochs, steps,
-                       images * flops.train / flops_per_s, evals * flops.forward / flops_per_s)
+    host_train, host_forward = host_seconds(config.model, config.method, config.activation_checkpointing)
+    device_train = config.batch_size * flops.train / flops_per_s
+    train_s = batches * config.epochs * max(device_train, host_train)
+    eval_batches = math.ceil(min(n_val, (config.max_eval_batches or n_val) * config.batch_size) / config.batch_size)
+    eval_batches = eval_batches * config.epochs + math.ceil(n_test / config.batch_size)
+    eval_s = eval_batches * max(config.batch_size * flops.forward / flops_per_s, host_forward)
+    return RunEstimate(min(n_train, batches * config.batch_size), batches, config.epochs, steps, train_s, eval_s,
+                       host_bound_share=max(0.0, 1 - device_train / host_train))
 
 
 def dataset_sizes(name: str, cap: int | None = None) -> tuple[int, int, int]:
@@ -140,17 +180,20 @@ def budget_markdown(flops_per_s: float = T4_FP16_FLOPS, methods=("lora", "conv_l
     """The tables of ``benchmarks/colab_budget.md``: FLOPs per step and time per run."""
     from convlora_lite.training.config import TrainConfig
 
-    lines = ["| model | px | method | act. ckpt | forward (TFLOP/image) | training step (TFLOP/image) |",
-             "|---|---|---|---|---|---|"]
-    for model, size, ckpt in (("vit_b", 512, True), ("vit_b", 512, False), ("vit_b", 1024, True),
-                              ("vit_b", 1024, False), ("vit_h", 1024, False)):
+    lines = ["| model | px | method | act. ckpt | attention | forward (TFLOP/image) | training step (TFLOP/image) |",
+             "|---|---|---|---|---|---|---|"]
+    for model, size, ckpt, attention in (("vit_b", 512, True, "meta"), ("vit_b", 512, False, "meta"),
+                                         ("vit_b", 512, False, "sdpa"), ("vit_b", 1024, False, "meta"),
+                                         ("vit_b", 1024, False, "sdpa"), ("vit_h", 1024, False, "meta"),
+                                         ("vit_h", 1024, False, "sdpa")):
         for method in methods:
-            f = step_flops(model, size, method, ckpt)
-            lines.append(f"| {model} | {size} | {method} | {'yes' if ckpt else 'no'} | {f.forward / 1e12:.3f} "
-                         f"| {f.train / 1e12:.3f} |")
-    lines += ["", f"Time per run (Conv-LoRA) at {flops_per_s / 1e12:.0f} TFLOP/s sustained:", "",
+            f = step_flops(model, size, method, ckpt, attention=attention)
+            lines.append(f"| {model} | {size} | {method} | {'yes' if ckpt else 'no'} | {attention} "
+                         f"| {f.forward / 1e12:.3f} | {f.train / 1e12:.3f} |")
+    lines += ["", f"Time per run (Conv-LoRA) at {flops_per_s / 1e12:.0f} TFLOP/s sustained, each batch at least the "
+              f"host's dispatch time ({HOST_S_PER_OPERATOR * 1e6:.0f} us per operator):", "",
               "| dataset | train images | preset | px | batches/epoch x epochs | optimizer steps | training (min) "
-              "| eval (min) | run (min) |", "|---|---|---|---|---|---|---|---|---|"]
+              "| host-bound share | eval (min) | run (min) |", "|---|---|---|---|---|---|---|---|---|---|"]
     from convlora_lite.data.registry import get_dataset_spec
 
     for preset, label in (("colab", "colab"), ("colab", "colab at 1024 px, official epochs"), ("paper", "paper")):
@@ -163,7 +206,8 @@ def budget_markdown(flops_per_s: float = T4_FP16_FLOPS, methods=("lora", "conv_l
             est = run_estimate(cfg, train, val, test, flops_per_s)
             shown = f"{train:,}" if USUAL_SPLIT_SIZES[name][0] is not None else f"({train:,}, assumed)"
             lines.append(f"| {name} | {shown} | {label} | {cfg.image_size} | {est.batches_per_epoch} x {est.epochs} "
-                         f"| {est.optimizer_steps:,} | {est.train_s / 60:.1f} | {est.eval_s / 60:.1f} "
+                         f"| {est.optimizer_steps:,} | {est.train_s / 60:.1f} | {est.host_bound_share:.0%} "
+                         f"| {est.eval_s / 60:.1f} "
                          f"| {est.total_s / 60:.1f} |")
     return "\n".join(lines) + "\n"
 

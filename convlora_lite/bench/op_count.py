@@ -15,6 +15,10 @@ own step (:meth:`~convlora_lite.training.trainer.Trainer.step`):
 * ``backward``: the autograd engine's work (every operator dispatched while a backward graph runs);
 * ``optimizer``: gradient clipping, AdamW and zeroing the gradients (everything after the backward).
 
+Also, for comparison with a profile: ``profiler_events``, the ``aten::`` events ``torch.profiler`` records
+in one more step, which counts the operators an operator calls inside itself too (``aten::linear`` and its
+``aten::addmm``; on the CPU the per-tensor loops inside the multi-tensor and fused optimizer kernels).
+
 Per block: the operators of one windowed-attention encoder block and of one global-attention block,
 forward (between the block's forward hooks) and backward (between its full backward hooks); the first
 block is left out (nothing before it trains, so its backward computes no gradient for its input).
@@ -27,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from convlora_lite.bench.step_benchmark import parse_method_specs, step_trainer
@@ -84,6 +89,8 @@ class OperatorCount:
     per_block: dict = field(default_factory=dict)
     top: list = field(default_factory=list)
     ratio: float = 1.0
+    profiler_events: int = 0
+    profiler_ratio: float = 1.0
 
 
 def count_step(trainer, images: torch.Tensor, masks: torch.Tensor, label: str = "") -> OperatorCount:
@@ -106,15 +113,19 @@ def count_step(trainer, images: torch.Tensor, masks: torch.Tensor, label: str = 
         for hook in hooks:
             hook.remove()
     every = sum(counter.counts.values(), Counter())
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.step(batch)
     return OperatorCount(label, total=sum(every.values()),
+                         profiler_events=sum(1 for event in prof.events() if event.name.startswith("aten::")),
                          by_phase={phase: sum(c.values()) for phase, c in counter.counts.items()},
                          per_block={name: sum(c.values()) for name, c in counter.regions.items()},
                          top=every.most_common(12))
 
 
 def run_count(model: str = "vit_b", image_size: int = 256, methods="lora,conv_lora", batch_size: int = 1,
-              seed: int = 0) -> dict:
-    """Count the operators of one fp32 CPU training step per method (the first is the reference).
+              seed: int = 0, activation_checkpointing: bool = False) -> dict:
+    """Count the operators of one fp32 CPU training step per method (the first is the reference), with the
+    encoder blocks' activation checkpointing if asked (their forward is then dispatched twice).
 
     Returns a JSON-ready dict: the settings and ``methods``, one :class:`OperatorCount` dict each, in order."""
     from convlora_lite.training import TrainConfig
@@ -128,11 +139,14 @@ def run_count(model: str = "vit_b", image_size: int = 256, methods="lora,conv_lo
         config = TrainConfig.resolve("synth_polyp", spec.method, "smoke", model=model, image_size=image_size,
                                      checkpoint=None, device="cpu", precision="fp32", batch_size=batch_size,
                                      grad_accum=1, lr=1e-4, method_options=spec.options,
+                                     activation_checkpointing=activation_checkpointing,
                                      output_dir=str(Path(tempfile.gettempdir()) / "convlora_bench_never_written"))
         results.append(count_step(step_trainer(config, seed), images, masks, spec.label))
     for result in results:
         result.ratio = result.total / results[0].total
+        result.profiler_ratio = result.profiler_events / results[0].profiler_events
     return {"model": model, "image_size": image_size, "batch_size": batch_size, "torch": torch.__version__,
+            "activation_checkpointing": activation_checkpointing,
             "step": "PromptFreeSAM (binary) forward, structure loss + aux loss, backward, clip 1.0, AdamW",
             "counted": "aten operators at the dispatcher (TorchDispatchMode), views and in-place ops included",
             "reference": specs[0].label, "methods": [asdict(r) for r in results]}
@@ -140,15 +154,18 @@ def run_count(model: str = "vit_b", image_size: int = 256, methods="lora,conv_lo
 
 def format_count(report: dict) -> str:
     """A plain-text table of :func:`run_count`'s report."""
-    lines = [f"{report['model']} at {report['image_size']} px, batch {report['batch_size']}, torch {report['torch']}: "
-             "aten operators per training step",
+    checkpointing = ", activation checkpointing" if report.get("activation_checkpointing") else ""
+    lines = [f"{report['model']} at {report['image_size']} px, batch {report['batch_size']}{checkpointing}, "
+             f"torch {report['torch']}: aten operators per training step",
              f"{'method':<36} {'total':>7} {'ratio':>6} {'forward':>8} {'backward':>9} {'optimizer':>10} "
-             f"{'windowed blk f/b':>17} {'global blk f/b':>15}"]
+             f"{'windowed blk f/b':>17} {'global blk f/b':>15} {'profiler':>9} {'ratio':>6}"]
     for m in report["methods"]:
         block = m["per_block"]
         windowed, global_ = (f"{block[f'{kind} forward']}/{block.get(f'{kind} backward', 0)}"
                              if f"{kind} forward" in block else "-" for kind in ("windowed block", "global block"))
         lines.append(f"{m['label']:<36} {m['total']:>7,} {m['ratio']:>6.3f} {m['by_phase']['forward']:>8,} "
-                     f"{m['by_phase']['backward']:>9,} {m['by_phase']['optimizer']:>10,} {windowed:>17} {global_:>15}")
-    lines.append(f"ratios are to {report['reference']}")
+                     f"{m['by_phase']['backward']:>9,} {m['by_phase']['optimizer']:>10,} {windowed:>17} {global_:>15} "
+                     f"{m['profiler_events']:>9,} {m['profiler_ratio']:>6.3f}")
+    lines.append(f"ratios are to {report['reference']}; profiler: the aten:: events of torch.profiler in one more "
+                 "step (nested calls included)")
     return "\n".join(lines)

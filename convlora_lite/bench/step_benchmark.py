@@ -128,13 +128,14 @@ def step_trainer(config, seed: int = 0):
 
 
 def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str, seed: int, precision: str,
-                 batch_size: int, compile: Optional[str] = None) -> _Entry:
+                 batch_size: int, compile: Optional[str] = None, attention: str = "meta") -> _Entry:
     from convlora_lite.training import TrainConfig
 
     # the binary structure-loss task of the official polyp recipe; nothing is read from or written to disk
     config = TrainConfig.resolve("synth_polyp", spec.method, "smoke", model=model_name, image_size=image_size,
                                  checkpoint=None, device=device, precision=precision, batch_size=batch_size,
                                  grad_accum=1, lr=1e-4, method_options=spec.options, compile=compile,
+                                 attention=attention,
                                  output_dir=str(Path(tempfile.gettempdir()) / "convlora_bench_never_written"))
     return _Entry(spec, step_trainer(config, seed))
 
@@ -224,7 +225,8 @@ def _measure_memory(entry: _Entry, images, masks, device: str) -> tuple[float, f
 
 def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,conv_lora", steps: int = 5,
                   batch_size: int = 1, device: str = "cpu", warmup: int = 1, precision: str = "auto",
-                  compile: Optional[str] = None, seed: int = 0, threads: Optional[int] = None, log=None) -> dict:
+                  compile: Optional[str] = None, attention: str = "meta", seed: int = 0,
+                  threads: Optional[int] = None, log=None) -> dict:
     """Measure each method's training step; see the module docstring.
 
     Args:
@@ -238,6 +240,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
             ``fp16`` or ``bf16``.
         compile: a ``torch.compile`` mode for the step (:mod:`convlora_lite.training.compile`), None: eager.
             Compiled, the warm-up has at least 2 steps (the eager one and the compiling one).
+        attention: the encoder's attention, ``meta`` or ``sdpa`` (:mod:`convlora_lite.models.sdpa_attention`).
         seed: seed of the random weights and input.
         threads: ``torch.set_num_threads`` for the run (``None``: leave it as it is).
         log: ``log(str)`` for progress lines (``None``: silent).
@@ -266,7 +269,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
     entries = []
     for spec in specs:
         say(f"building {model} at {image_size} px with {spec.label}")
-        entry = _build_entry(spec, model, image_size, device, seed, precision, batch_size, compile)
+        entry = _build_entry(spec, model, image_size, device, seed, precision, batch_size, compile, attention)
         results[spec.label].trainable_params = sum(p.numel() for p in entry.model.parameters() if p.requires_grad)
         entries.append(entry)
 
@@ -313,7 +316,8 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
     return {
         "model": model, "image_size": image_size, "batch_size": batch_size, "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
-        "precision": precision, "compile": compiled, "steps": steps, "warmup": warmup, "seed": seed,
+        "precision": precision, "compile": compiled, "attention": attention, "steps": steps, "warmup": warmup,
+        "seed": seed,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "step": "PromptFreeSAM (binary) forward, structure loss + aux loss, backward, clip 1.0, AdamW",
         "memory_measure": f"peak_memory_mib = parameters + buffers + optimizer state + {memory}",
@@ -337,6 +341,7 @@ def format_benchmark(report: dict) -> str:
     """A plain-text table of :func:`run_benchmark`'s report (on CUDA with the GPU-busy time and wall / busy)."""
     busy = any(m.get("gpu_busy_s") is not None for m in report["methods"])
     compiled = f", compiled ({report['compile']})" if report.get("compile") else ""
+    compiled += ", sdpa attention" if report.get("attention") == "sdpa" else ""
     lines = [f"{report['model']} at {report['image_size']} px, batch {report['batch_size']}, {report['device']} "
              f"({report['device_name']}), {report['precision']}{compiled}, torch {report['torch']}, "
              f"{report['threads']} threads, median of {report['steps']} interleaved steps after {report['warmup']} "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from convlora_lite.bench.op_count import format_count, run_count
 from convlora_lite.bench.step_benchmark import format_benchmark, run_benchmark
-from convlora_lite.cli.train import add_compile_argument
+from convlora_lite.cli.train import add_step_arguments
 from convlora_lite.io import atomic_write
 from convlora_lite.models.sam import MODEL_CONFIGS
 
@@ -29,12 +29,14 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="auto (default): fp16 autocast on CUDA as in the official recipe, else fp32")
-    add_compile_argument(parser)
+    add_step_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default 0)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--count-ops", action="store_true",
                         help="count the aten operators one training step dispatches (forward, backward, optimizer, "
                              "per block) instead of timing it: fp32 on the CPU, device-independent")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="with --count-ops: checkpoint the encoder blocks (as the colab preset does)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
     parser.set_defaults(func=run)
@@ -43,11 +45,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.count_ops:
         report = run_count(model=args.model, image_size=args.image_size, methods=args.methods,
-                           batch_size=args.batch_size, seed=args.seed)
+                           batch_size=args.batch_size, seed=args.seed,
+                           activation_checkpointing=args.activation_checkpointing)
         return _report(args, report, format_count)
     report = run_benchmark(model=args.model, image_size=args.image_size, methods=args.methods, steps=args.steps,
                            batch_size=args.batch_size, device=args.device, warmup=args.warmup,
-                           precision=args.precision, compile=args.compile, seed=args.seed, threads=args.threads,
+                           precision=args.precision, compile=args.compile, attention=args.attention or "meta",
+                           seed=args.seed, threads=args.threads,
                            log=lambda message: print(message, file=sys.stderr, flush=True))
     return _report(args, report, format_benchmark)
 

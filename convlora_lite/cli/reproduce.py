@@ -7,7 +7,7 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers) -> None:
-    from convlora_lite.cli.train import add_compile_argument
+    from convlora_lite.cli.train import add_step_arguments
     from convlora_lite.models.prompts import PROMPTS
     from convlora_lite.training.presets import DEFAULT_PRESET, PRESET_NAMES
     from convlora_lite.training.sweep import DEFAULT_SWEEP_DIR
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-eval-batches", type=int, help="cap the validation and test batches (quick sweeps)")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
-    add_compile_argument(parser)
+    add_step_arguments(parser)
     parser.add_argument("--shard", help="K/N: train only worker K's part of the grid (0 <= K < N; every N-th run "
                                         "from K), for N workers sharing --output-dir")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
@@ -47,7 +47,8 @@ def run(args) -> int:
     from convlora_lite.training.sweep import reproduce
 
     given = dict(model=args.model, image_size=args.image_size, epochs=args.epochs, lr=args.lr, data_root=args.root,
-                 device=args.device, compile=args.compile, max_train_batches=args.max_train_batches,
+                 device=args.device, compile=args.compile, attention=args.attention,
+                 max_train_batches=args.max_train_batches,
                  max_eval_batches=args.max_eval_batches,
                  prompt=args.prompt, method_options=parse_options(args.method_option) or None)
     overrides = {key: value for key, value in given.items() if value is not None}

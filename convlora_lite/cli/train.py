@@ -11,6 +11,7 @@ import os
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.prompts import PROMPTS
+from convlora_lite.models.sdpa_attention import ATTENTIONS
 from convlora_lite.peft.base import parse_options
 from convlora_lite.plots.figures import save_loss_curve
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
@@ -53,7 +54,7 @@ def register(subparsers) -> None:
     parser.add_argument("--grad-accum", type=int, help="batches per optimizer step")
     parser.add_argument("--precision", choices=PRECISIONS)
     parser.add_argument("--device", choices=DEVICES)
-    add_compile_argument(parser)
+    add_step_arguments(parser)
     parser.add_argument("--num-workers", type=int, help="data loader worker processes")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
@@ -67,12 +68,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def add_compile_argument(parser) -> None:
-    """``--compile [MODE]`` (``train``, ``reproduce``, ``bench``): the training step through ``torch.compile``."""
+def add_step_arguments(parser) -> None:
+    """``--compile [MODE]`` and ``--attention`` (``train``, ``reproduce``, ``bench``): how the training step is
+    computed (the same arithmetic, ``docs/performance.md``)."""
     parser.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
                         help="run the training step through torch.compile (MODE: default, reduce-overhead = CUDA "
                              "graphs, max-autotune; a message and eager training where the compiler is missing; "
                              "docs/performance.md)")
+    parser.add_argument("--attention", choices=ATTENTIONS,
+                        help="the encoder's attention: meta (default, Meta's code) or sdpa (scaled_dot_product_"
+                             "attention with the relative positions in the dot product: no attention matrix kept "
+                             "for the backward; docs/performance.md)")
 
 
 def run(args) -> int:
@@ -80,7 +86,7 @@ def run(args) -> int:
         "model": args.model, "seed": args.seed, "output_dir": args.output_dir, "epochs": args.epochs,
         "max_train_batches": args.max_train_batches,
         "image_size": args.image_size, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
-        "precision": args.precision, "device": args.device, "compile": args.compile,
+        "precision": args.precision, "device": args.device, "compile": args.compile, "attention": args.attention,
         "num_workers": args.num_workers, "data_root": args.root,
         "resume": args.resume or None, "checkpoint": args.checkpoint,
         "method_options": parse_options(args.method_option) or None, "prompt": args.prompt,

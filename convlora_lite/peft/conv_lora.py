@@ -176,11 +176,13 @@ class MoEConv(nn.Module):
         routing = self.gate(h.mean(dim=(1, 2)))
         n, height, width, r = h.shape
         k = routing.expert_index.shape[1]
-        index = routing.expert_index.reshape(-1)  # (M,), M = N * k, sample-major
-        if k > 1:
-            h = h.repeat_interleave(k, dim=0)
+        if k == 1:
+            index = routing.expert_index.view(-1)  # (M,), M = N * k, sample-major
+        else:
+            index, h = routing.expert_index.reshape(-1), h.repeat_interleave(k, dim=0)
         m = index.shape[0]
-        up_rows, down_rows = (op[index] for op in self._resize_operators(height, h))  # (M, S, H), (M, H, S)
+        # (M, S, H) and (M, H, S): each sample's own expert's resize matrices
+        up_rows, down_rows = (op[index] for op in self._resize_operators(height, h))
         up_cols, down_cols = (up_rows, down_rows) if width == height else (
             op[index] for op in self._resize_operators(width, h))
         rows, cols = up_rows.shape[1], up_cols.shape[1]

@@ -45,16 +45,22 @@ class Routing(NamedTuple):
 
     Attributes:
         expert_index: (N, k) long, the chosen experts, best first.
-        gate_values: (N, k) softmax over the k chosen logits (identically 1 when k = 1).
+        gate_values: (N, k) softmax over the k chosen logits; None when k = 1 (a softmax over one logit is
+            identically 1).
         aux_loss: 0-dim load-balancing loss, already multiplied by ``loss_coef``, or None when it is
             left to be computed from ``balance`` with the other layers' (:func:`load_balancing_loss`).
         balance: the gate's :class:`BalanceInputs` (None when ``aux_loss`` is given).
     """
 
     expert_index: torch.Tensor
-    gate_values: torch.Tensor
+    gate_values: Optional[torch.Tensor]
     aux_loss: Optional[torch.Tensor] = None
     balance: Optional[BalanceInputs] = None
+
+
+def _float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 (a product under autocast is fp16/bf16); no operator when it already is."""
+    return x if x.dtype == torch.float32 else x.float()
 
 
 def cv_squared(x: torch.Tensor) -> torch.Tensor:
@@ -147,9 +153,9 @@ class NoisyTopKGate(nn.Module):
         noise, the top-k, the softmax and the losses meet only float32 tensors, in training as in
         evaluation, on CUDA's autocast policy as on the CPU's (``docs/precision.md``)."""
         k, num_experts = self.top_k, self.num_experts
-        clean_logits = (pooled @ self.w_gate).float()
+        clean_logits = _float32(torch.mm(pooled, self.w_gate))
         if self.training:
-            noise_std = F.softplus((pooled @ self.w_noise).float()) + NOISE_EPSILON
+            noise_std = F.softplus(_float32(torch.mm(pooled, self.w_noise))) + NOISE_EPSILON
             noise = torch.randn_like(clean_logits)
             logits = torch.addcmul(clean_logits, noise, noise_std)
         else:
@@ -158,10 +164,7 @@ class NoisyTopKGate(nn.Module):
         # recomputed by the loss, so this top-k has no backward.
         top_index = logits.topk(min(k + 1, num_experts), dim=1).indices
         expert_index = top_index[:, :k]
-        if k > 1:
-            gate_values = logits.gather(1, expert_index).softmax(dim=1)
-        else:
-            gate_values = expert_index.new_ones(expert_index.shape, dtype=clean_logits.dtype)
+        gate_values = logits.gather(1, expert_index).softmax(dim=1) if k > 1 else None
         return Routing(expert_index, gate_values, balance=BalanceInputs(clean_logits, top_index, noise, noise_std))
 
     def aux_loss(self, balance: BalanceInputs) -> torch.Tensor:

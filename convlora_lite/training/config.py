@@ -13,6 +13,7 @@ from convlora_lite.errors import ConfigError
 from convlora_lite.io import jsonable
 from convlora_lite.models.configs import get_config
 from convlora_lite.models.prompts import check_prompt
+from convlora_lite.models.sdpa_attention import ATTENTIONS
 from convlora_lite.training.compile import COMPILE_MODES
 from convlora_lite.training.presets import DEFAULT_PRESET, OFFICIAL_SEED, get_preset
 from convlora_lite.training.rundir import RunDir
@@ -20,8 +21,8 @@ from convlora_lite.training.rundir import RunDir
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 #: config fields that may change between a run and its resume (where the run and the data lie,
-#: how they are loaded, whether the step is compiled); any other difference is a ConfigError.
-RESUME_FREE_FIELDS = ("resume", "num_workers", "output_dir", "data_root", "compile")
+#: how they are loaded, how the same arithmetic is computed); any other difference is a ConfigError.
+RESUME_FREE_FIELDS = ("resume", "num_workers", "output_dir", "data_root", "compile", "attention")
 
 
 @dataclass
@@ -37,7 +38,9 @@ class TrainConfig:
     ``prompt`` is ``"none"`` (prompt-free, the paper) or, beyond the paper, ``"box"``/``"point"``:
     SAM kept promptable, trained and scored with prompts sampled from the masks
     (:mod:`convlora_lite.models.prompts`; binary tasks only); ``compile`` is a ``torch.compile`` mode for the
-    training step (:mod:`convlora_lite.training.compile`) or None (eager).
+    training step (:mod:`convlora_lite.training.compile`) or None (eager); ``attention`` computes the encoder's
+    attention as Meta does (``"meta"``) or through ``scaled_dot_product_attention`` without the attention
+    matrix (``"sdpa"``, :mod:`convlora_lite.models.sdpa_attention`), the same arithmetic.
     """
 
     dataset: str
@@ -59,6 +62,7 @@ class TrainConfig:
     precision: str = "auto"
     activation_checkpointing: bool = False
     compile: Optional[str] = None
+    attention: str = "meta"
     device: str = "auto"
     early_stopping_patience: Optional[int] = None
     max_train_batches: Optional[int] = None
@@ -123,6 +127,8 @@ class TrainConfig:
             raise ConfigError(f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise ConfigError(f"compile={self.compile!r}; choose one of {', '.join(COMPILE_MODES)} (or leave it out).")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"attention={self.attention!r}; choose one of {', '.join(ATTENTIONS)}.")
         if self.device not in DEVICES:
             raise ConfigError(f"device={self.device!r}; choose one of {', '.join(DEVICES)}.")
         for name in ("epochs", "batch_size", "grad_accum", "image_size"):

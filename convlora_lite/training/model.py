@@ -7,6 +7,7 @@ from torch import nn
 
 from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
 from convlora_lite.models.sam import build_sam
+from convlora_lite.models.sdpa_attention import enable_sdpa_attention
 from convlora_lite.models.segmenter import PromptedSAM, PromptFreeSAM
 from convlora_lite.peft import apply_peft
 from convlora_lite.peft.state import load_trainable
@@ -25,10 +26,12 @@ def build_segmenter(config: TrainConfig) -> nn.Module:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """:func:`build_segmenter` with the PEFT method applied and, if asked, activation
-    checkpointing of the encoder blocks."""
+    """:func:`build_segmenter` with the PEFT method applied, the encoder's attention as ``config.attention`` says
+    (:mod:`convlora_lite.models.sdpa_attention`) and, if asked, activation checkpointing of the encoder blocks."""
     model = build_segmenter(config)
     apply_peft(model, config.method, **config.method_options)
+    if config.attention == "sdpa":
+        enable_sdpa_attention(model.image_encoder)
     if config.activation_checkpointing:
         enable_activation_checkpointing(model.image_encoder)
     return model

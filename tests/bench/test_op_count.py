@@ -44,6 +44,8 @@ def test_conv_lora_dispatches_at_most_1_3_times_lora_per_step_on_vit_b():
     lora, conv_lora = run_count("vit_b", 256, "lora,conv_lora")["methods"]
     assert conv_lora["total"] <= 1.3 * lora["total"]
     assert conv_lora["by_phase"]["optimizer"] == lora["by_phase"]["optimizer"]  # fused AdamW: one call for all
+    assert conv_lora["profiler_events"] <= 1.3 * lora["profiler_events"]  # the profile's count, nested calls too
+    assert conv_lora["profiler_events"] > conv_lora["total"]
 
 
 def test_format_and_cli(tiny_count, capsys, tmp_path):

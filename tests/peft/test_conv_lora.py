@@ -209,10 +209,17 @@ def test_gated_gate_learns_from_the_task_loss_with_top_2():
     assert grad.abs().sum() > 0
 
 
-def test_gated_top_1_gate_value_is_one():
-    gate = NoisyTopKGate(3, 4, top_k=1).eval()
-    _randomise(gate)
-    assert torch.equal(gate(torch.randn(5, 3)).gate_values, torch.ones(5, 1))
+def test_gate_values_are_the_softmax_of_the_chosen_logits():
+    top_1 = NoisyTopKGate(3, 4, top_k=1).eval()
+    _randomise(top_1)
+    assert top_1(torch.randn(5, 3)).gate_values is None  # a softmax over one logit: identically 1
+    top_2 = NoisyTopKGate(3, 4, top_k=2).eval()
+    _randomise(top_2)
+    pooled = torch.randn(5, 3)
+    routing = top_2(pooled)
+    logits = pooled @ top_2.w_gate
+    torch.testing.assert_close(routing.gate_values, logits.topk(2, dim=1).values.softmax(dim=1))
+    assert torch.equal(routing.expert_index, logits.topk(2, dim=1).indices)
 
 
 def test_aux_loss_hand_formula_in_eval():

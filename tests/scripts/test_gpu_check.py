@@ -48,7 +48,8 @@ def test_the_full_check_dry_run_on_the_cpu(tmp_path):
     assert all(part["ok"] for part in parts.values())
     bench = parts["bench test_tiny 64 px bf16"]["methods"]
     assert set(bench) == {"lora", "conv_lora", "conv_lora:implementation=official"}
-    assert parts["colab step fp32"]["activation_checkpointing"] is True
+    assert parts["colab step fp32"]["activation_checkpointing"] is False  # the preset's (docs/performance.md)
+    assert parts["colab step fp32"]["attention"] == "meta"
     training = parts["training test_tiny 64 px bf16"]
     assert training["loss_goes_down"] and training["no_nan"] and len(training["train_losses"]) == 5
     assert "dry run on the CPU" in summary and "| training test_tiny 64 px bf16 | yes |" in summary

@@ -91,7 +91,7 @@ def test_compile_is_checked_and_free_across_a_resume(tmp_path):
 
 @pytest.mark.parametrize("command", [["train", "--method", "lora", "--dataset", "synth_polyp"],
                                      ["reproduce", "--datasets", "synth_polyp"], ["bench"]])
-def test_every_training_command_takes_compile(command, capsys):
+def test_every_training_command_takes_compile_and_attention(command, capsys):
     from convlora_lite.cli import build_parser
 
     parser = build_parser()
@@ -101,6 +101,8 @@ def test_every_training_command_takes_compile(command, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(command + ["--compile", "fast"])
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+    assert parser.parse_args(command).attention is None  # the preset decides
+    assert parser.parse_args(command + ["--attention", "sdpa"]).attention == "sdpa"
 
 
 def test_bench_compiles_after_two_warm_up_steps():

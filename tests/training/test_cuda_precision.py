@@ -109,10 +109,11 @@ def test_a_training_step_and_an_evaluation_under_cudas_autocast(method, options,
     assert torch.isfinite(probs.float()).all()
 
 
+@pytest.mark.parametrize("top_k", [1, 2])
 @pytest.mark.parametrize("precision", DTYPES)
-def test_conv_lora_routes_in_float32_in_training_and_in_evaluation(precision):
+def test_conv_lora_routes_in_float32_in_training_and_in_evaluation(precision, top_k):
     """The gate's logits are cast up right after their product: the same dtypes in both modes."""
-    model = _model("conv_lora", {}, "binary")
+    model = _model("conv_lora", {"top_k": top_k}, "binary")
     layer = model.image_encoder.blocks[0].attn.qkv
     pooled = torch.randn(5, layer.rank)
     for mode in (True, False):
@@ -120,8 +121,9 @@ def test_conv_lora_routes_in_float32_in_training_and_in_evaluation(precision):
         with EmulatedCudaAutocast(DTYPES[precision]):
             routing = layer.moe.gate(pooled.to(DTYPES[precision]))
             aux_loss = layer.moe.gate.aux_loss(routing.balance)
-        assert routing.gate_values.dtype == aux_loss.dtype == torch.float32
-        assert routing.expert_index.shape == (5, 1)
+        assert aux_loss.dtype == torch.float32
+        assert routing.gate_values is None if top_k == 1 else routing.gate_values.dtype == torch.float32
+        assert routing.expert_index.shape == (5, top_k)
 
 
 # ---------------------------------------------------------------- the trainer, end to end

@@ -32,7 +32,7 @@ def test_paper_preset_is_the_official_recipe():
 
 def test_colab_preset_is_sized_for_a_t4_session():
     cfg = TrainConfig.resolve("polyp", "decoder_only", "colab")
-    assert (cfg.model, cfg.precision, cfg.activation_checkpointing) == ("vit_b", "auto", True)
+    assert (cfg.model, cfg.precision, cfg.activation_checkpointing, cfg.attention) == ("vit_b", "auto", False, "meta")
     # "auto": fp16 on the T4 (the official setting), fp32 when the CI test runs it on the CPU
     assert (resolve_precision(cfg.precision, "cuda"), resolve_precision(cfg.precision, "cpu")) == ("fp16", "fp32")
     assert (cfg.batch_size, cfg.grad_accum, cfg.image_size, cfg.epochs, cfg.max_train_batches) == (1, 4, 512, 8, 1000)
