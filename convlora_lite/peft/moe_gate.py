@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Whether the code runs under ``torch.compile``'s tracing (``torch.compiler.is_compiling`` since torch 2.3).
-is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+#: Whether the code runs under ``torch.compile``'s tracing (torch 2.3 and later; before, always False: the
+#: cached segment ids below are then traced through, with a warning).
+is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
 
 #: The noise floor added to the learned noise scale (official ``noise_epsilon``).
 NOISE_EPSILON = 1e-2
