@@ -1,4 +1,5 @@
-"""Writing files so that no reader ever sees half of one, and plain JSON values.
+"""Writing files so that no reader ever sees half of one, reading PyTorch files without running code, and plain
+JSON values.
 
 Every file the project writes for a user to read back (a run's files, a prediction's masks, an
 export, a pretraining state) goes through :func:`atomic_write`: a crash leaves the old file or the
@@ -8,8 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
+
+from convlora_lite.errors import CheckpointError
 
 
 def atomic_write(path, write: Callable[[Path], object]) -> None:
@@ -29,3 +35,31 @@ def atomic_write(path, write: Callable[[Path], object]) -> None:
 def jsonable(value):
     """Plain JSON types (numpy / torch scalars to float, tuples to lists)."""
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def load_torch_file(path, what: str, allowed: Sequence = ()) -> Any:
+    """``torch.load(path)`` on the CPU with ``weights_only=True``: tensors, plain Python values, numpy arrays (the
+    random states a resume file holds) and the classes in ``allowed``, nothing else. Python's full unpickler would
+    run whatever code a file names; a file that needs it raises :class:`CheckpointError` saying that ``what`` (e.g.
+    "the resume state of runs/x") was not loaded and why."""
+    import torch
+
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch 2.5 and later
+    with safe_globals([*_numpy_array_globals(), *allowed]) if safe_globals else nullcontext():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            named = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            raise CheckpointError(
+                f"{path} ({what}) holds Python objects other than tensors and plain values"
+                f"{f' ({named.group(1)})' if named else ''}, and was not loaded: reading them could run code. If this "
+                "project wrote it, it is from an older version or was changed since: delete it and start again."
+            ) from err
+
+
+def _numpy_array_globals() -> list:
+    """What a pickled numpy array names: its reconstructor, ``ndarray``, ``dtype`` and the array's dtype class."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)), type(np.dtype(np.float64))]

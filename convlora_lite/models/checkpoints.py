@@ -8,8 +8,8 @@ resized linearly (as SAM/ViTDet do when they change resolution).
 """
 from __future__ import annotations
 
+import argparse
 import os
-import pickle
 import re
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from convlora_lite.errors import CheckpointError, DownloadError
 from convlora_lite.http import cache_folder, download_file
+from convlora_lite.io import load_torch_file
 from convlora_lite.models.configs import MODEL_CONFIGS, SamConfig
 
 #: model name -> the checkpoint file bundled in ``convlora_lite/assets`` (used by ``checkpoint="auto"``).
@@ -197,14 +198,13 @@ def check_mae_state(state, path, dim: int = 768, depth: int = 12, patch: int = 1
 
 
 def load_mae_file(path) -> dict:
-    """What ``torch.load`` reads from an MAE checkpoint, on the CPU. Tensors only when possible;
-    the released files may also hold plain Python objects (training arguments), which only the
-    full unpickler reads, so that is tried next (load files from sources you trust)."""
+    """What ``torch.load`` reads from an MAE checkpoint, on the CPU: tensors, plain values and the training
+    arguments (an ``argparse.Namespace``) some released files hold, never code
+    (:func:`~convlora_lite.io.load_torch_file`)."""
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            return torch.load(path, map_location="cpu", weights_only=False)
+        return load_torch_file(path, "an MAE checkpoint", allowed=[argparse.Namespace])
+    except CheckpointError:
+        raise
     except Exception as err:  # any reader failure means the same thing to the user
         raise CheckpointError(f"{path} is not a readable checkpoint (reading it raised {type(err).__name__}); "
                               f"it may be truncated or corrupt: delete it and download {MAE_VIT_B_URL} again.") from err

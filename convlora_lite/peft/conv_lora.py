@@ -166,7 +166,7 @@ class MoEConv(nn.Module):
         return tuple(ConvExpert(self, e) for e in range(self.num_experts))
 
     def extra_repr(self) -> str:
-        return f"scales={tuple(f'{s:g}' for s in self.scales)}, gated={self.gated}"
+        return f"scales=({', '.join(f'{s:g}' for s in self.scales)}), gated={self.gated}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _stack_legacy_experts(self, state_dict, prefix)

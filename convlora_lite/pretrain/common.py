@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from convlora_lite.errors import CheckpointError
-from convlora_lite.io import atomic_write
+from convlora_lite.io import atomic_write, load_torch_file
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -52,7 +52,7 @@ class TrainState:
         """Continue from ``state.pt``; raises CheckpointError if it is missing or from another config."""
         if not self.path.exists():
             raise CheckpointError(f"Nothing to resume: {self.path} does not exist. Run without --resume to start.")
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = load_torch_file(self.path, "a pretraining state")
         if state["config"] != self.config:
             raise CheckpointError(f"{self.path} was written by a run with another configuration "
                                   f"({state['config']}); use the same options or another --work-dir.")

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from convlora_lite.errors import CheckpointError, DataError
-from convlora_lite.io import atomic_write
+from convlora_lite.io import atomic_write, load_torch_file
 
 #: the file whose presence marks a run directory.
 METRICS_NAME = "metrics.json"
@@ -173,5 +173,6 @@ class RunDir:
         atomic_write(self.resume_state, lambda tmp: torch.save(state, tmp))
 
     def load_state(self) -> dict:
-        return torch.load(self.resume_state, map_location="cpu", weights_only=False)
+        """The resume state (tensors and plain values only: :func:`~convlora_lite.io.load_torch_file`)."""
+        return load_torch_file(self.resume_state, f"the resume state of {self.path}")
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from test_trainer import BINARY, Discs, config
 
-from convlora_lite.training import end_distributed, fit
+from convlora_lite.training import RunDir, end_distributed, fit
 
 SCRIPT = """
 import sys
@@ -46,7 +46,7 @@ def test_two_cpu_processes_train_like_one_process_with_the_summed_batch(tmp_path
         capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = tmp_path / "ddp"
-    assert torch.load(ddp / "checkpoint" / "resume.pt", weights_only=False)["world_size"] == 2
+    assert RunDir(ddp).load_state()["world_size"] == 2
     assert json.loads((ddp / "metrics.json").read_text())["completed"]
     assert not [p for p in ddp.rglob(".*tmp*")]  # atomic writes left no temporary file
     # one process with batch 2 sees the same pairs of images per step (the epoch permutation is

@@ -18,7 +18,7 @@ from convlora_lite.models.prompts import eval_prompts, train_prompts
 from convlora_lite.models.sam import build_sam
 from convlora_lite.models.segmenter import PromptedSAM, PromptFreeSAM
 from convlora_lite.peft import METHOD_NAMES, apply_peft
-from convlora_lite.training import TrainConfig, devices, evaluate, fit
+from convlora_lite.training import RunDir, TrainConfig, devices, evaluate, fit
 from convlora_lite.training.evaluation import evaluate_model
 from convlora_lite.training.losses import task_loss
 
@@ -184,7 +184,7 @@ def test_fit_with_validation_and_test_finishes_under_cudas_autocast(tmp_path, cu
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["completed"] and metrics["epochs_run"] == 2 and cuda_policy
     assert sum(mode.casts.get("softmax", 0) for mode in cuda_policy) > 0  # CUDA's fp32 softmax was met
-    state = torch.load(run / "checkpoint" / "resume.pt", weights_only=False)
+    state = RunDir(run).load_state()
     assert (state["scaler"] is not None) == (precision == "fp16")
     # the run's own precision again: evaluate() reproduces the trainer's test scores
     again = evaluate(run, "test", spec=spec, dataset=data["test"], device="cpu")

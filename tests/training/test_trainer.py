@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
 from convlora_lite.plots.figures import save_loss_curve
-from convlora_lite.training import TrainConfig, Trainer, build_model, devices, evaluate, fit, load_run
+from convlora_lite.training import RunDir, TrainConfig, Trainer, build_model, devices, evaluate, fit, load_run
 from convlora_lite.training.optim import linear_decay, param_groups
 
 BINARY = SimpleNamespace(name="discs", task="binary", classes=("background", "foreground"), loss="structure",
@@ -203,7 +203,7 @@ def test_linear_decay_reaches_zero_at_the_last_step(tmp_path):
         sched.step()
     assert seen == pytest.approx([0.5, 0.375, 0.25, 0.125]) and opt.param_groups[0]["lr"] == 0.0
     run = fit(config(tmp_path, epochs=2, batch_size=3), spec=BINARY, datasets=datasets(n_train=8))
-    state = torch.load(run / "checkpoint" / "resume.pt", weights_only=False)
+    state = RunDir(run).load_state()
     assert state["scheduler"]["last_epoch"] == 2 * 3  # 2 epochs x ceil(8 / 3) optimizer steps
     assert all(g["lr"] == 0.0 for g in state["optimizer"]["param_groups"])
     # the lr of each epoch's last step: 1e-3 * (1 - s / 6) with s = 2, 5
@@ -347,7 +347,7 @@ def test_bf16_after_fp32_in_one_process_and_fp16_needs_cuda(tmp_path):
     run = fit(config(tmp_path, "bf16", epochs=1, precision="bf16", activation_checkpointing=True, device="cpu"),
               spec=BINARY, datasets=datasets(n_train=2))
     assert history(run)["train_loss"].notna().all()
-    assert torch.load(run / "checkpoint" / "resume.pt", weights_only=False)["scaler"] is None  # bf16 needs none
+    assert RunDir(run).load_state()["scaler"] is None  # bf16 needs none
     with pytest.raises(ConfigError, match="fp16"):
         fit(config(tmp_path, "fp16", precision="fp16", device="cpu"), spec=BINARY, datasets=datasets())
 
