@@ -14,10 +14,10 @@ top-k gate on the global average pool of h, trained only by its load-balancing l
 
 Speed. The official code dispatches samples to experts through a Python loop with
 ``nonzero``/``sort``/``.tolist()`` (a device-to-host sync in every adapted layer) and an
-exp/log combine. Here the experts are written as matrix products (bicubic resizing is a linear,
-separable map; the 3x3 convolution folds into the upsampling), so every sample goes through the
-same batched products with its own expert's matrices and weights gathered by its routing index:
-no host sync, no data-dependent shapes, no Python loop over experts (see :class:`MoEConv`).
+exp/log combine. Here bicubic resizing is written as matrix products (it is a linear, separable map), so
+every sample goes through the same four batched products and one grouped convolution with its own expert's
+resize matrices and kernel gathered by its routing index: no host sync, no data-dependent shapes, no Python
+loop over experts, few operators per step (see :class:`MoEConv` and ``docs/performance.md``).
 The result is the same to float rounding (``conv_lora_official.py`` is the faithful loop, used
 as the test oracle and the benchmark baseline;
 ``apply_peft(model, "conv_lora", implementation="official")`` selects it).
@@ -294,15 +294,15 @@ class ConvLoRALinear(LoRALinear, AuxLossModule):
             raise ConfigError(f"Conv-LoRA expects a (B, H, W, C) or (B, L, C) input, got shape {tuple(h.shape)}.")
         delta, self._routing = self.moe(image)
         self.last_expert_index = self._routing.expert_index
-        return h + (delta if h.dim() == 4 else delta.view(h.shape))
+        return h + (delta if h.dim() == 4 else delta.reshape(h.shape))
 
     @property
     def aux_loss(self) -> Optional[torch.Tensor]:
         """The load-balancing loss of the last forward (0-dim float32), None before the first."""
         routing = self._routing
-        if routing is None or routing.aux_loss is not None:
-            return None if routing is None else routing.aux_loss
-        return self.moe.gate.aux_loss(routing.balance)
+        if routing is None:
+            return None
+        return routing.aux_loss if routing.aux_loss is not None else self.moe.gate.aux_loss(routing.balance)
 
     @property
     def routing_counts(self) -> Optional[torch.Tensor]:

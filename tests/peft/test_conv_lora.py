@@ -183,6 +183,9 @@ def test_3d_input_is_viewed_as_a_square_map():
     layer.eval()
     x = torch.randn(2, 5, 5, 8)
     torch.testing.assert_close(layer(x.reshape(2, 25, 8)), layer(x).reshape(2, 25, 12))
+    official = OfficialConvLoRALinear(nn.Linear(8, 12)).eval()
+    official.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(official(x.reshape(2, 25, 8)), layer(x).reshape(2, 25, 12), rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="not a square"):
         layer(torch.randn(2, 24, 8))
     with pytest.raises(ConfigError, match="expects"):
