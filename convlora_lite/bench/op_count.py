@@ -25,16 +25,14 @@ block is left out (nothing before it trains, so its backward computes no gradien
 """
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from convlora_lite.bench.step_benchmark import parse_method_specs, step_trainer
+from convlora_lite.bench.step_benchmark import bench_batch, bench_config, parse_method_specs, step_trainer
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -128,19 +126,12 @@ def run_count(model: str = "vit_b", image_size: int = 256, methods="lora,conv_lo
     encoder blocks' activation checkpointing if asked (their forward is then dispatched twice).
 
     Returns a JSON-ready dict: the settings and ``methods``, one :class:`OperatorCount` dict each, in order."""
-    from convlora_lite.training import TrainConfig
-
     specs = parse_method_specs(methods)
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
-    masks = (torch.rand(batch_size, image_size, image_size, generator=generator) > 0.5).float()
+    images, masks = bench_batch(batch_size, image_size, seed)
     results = []
     for spec in specs:
-        config = TrainConfig.resolve("synth_polyp", spec.method, "smoke", model=model, image_size=image_size,
-                                     checkpoint=None, device="cpu", precision="fp32", batch_size=batch_size,
-                                     grad_accum=1, lr=1e-4, method_options=spec.options,
-                                     activation_checkpointing=activation_checkpointing,
-                                     output_dir=str(Path(tempfile.gettempdir()) / "convlora_bench_never_written"))
+        config = bench_config(spec, model, image_size, "cpu", "fp32", batch_size,
+                              activation_checkpointing=activation_checkpointing)
         results.append(count_step(step_trainer(config, seed), images, masks, spec.label))
     for result in results:
         result.ratio = result.total / results[0].total

@@ -127,16 +127,31 @@ def step_trainer(config, seed: int = 0):
     return Trainer(config, config_spec(config)).setup(model, {"train": placeholder, "val": placeholder})
 
 
-def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str, seed: int, precision: str,
-                 batch_size: int, compile: Optional[str] = None, attention: str = "meta") -> _Entry:
+def bench_config(spec: MethodSpec, model_name: str, image_size: int, device: str, precision: str, batch_size: int,
+                 **options):
+    """The run config a benchmark steps: the binary structure-loss task of the official polyp recipe, random
+    weights, one optimizer step per batch, ``options`` (``compile``, ``attention``, ...) on top; nothing is read
+    from or written to disk."""
     from convlora_lite.training import TrainConfig
 
-    # the binary structure-loss task of the official polyp recipe; nothing is read from or written to disk
-    config = TrainConfig.resolve("synth_polyp", spec.method, "smoke", model=model_name, image_size=image_size,
-                                 checkpoint=None, device=device, precision=precision, batch_size=batch_size,
-                                 grad_accum=1, lr=1e-4, method_options=spec.options, compile=compile,
-                                 attention=attention,
-                                 output_dir=str(Path(tempfile.gettempdir()) / "convlora_bench_never_written"))
+    return TrainConfig.resolve("synth_polyp", spec.method, "smoke", model=model_name, image_size=image_size,
+                               checkpoint=None, device=device, precision=precision, batch_size=batch_size,
+                               grad_accum=1, lr=1e-4, method_options=spec.options,
+                               output_dir=str(Path(tempfile.gettempdir()) / "convlora_bench_never_written"), **options)
+
+
+def bench_batch(batch_size: int, image_size: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The benchmarks' input: random images (B, 3, S, S) and binary masks (B, S, S), seeded by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
+    masks = (torch.rand(batch_size, image_size, image_size, generator=generator) > 0.5).float().to(device)
+    return images, masks
+
+
+def _build_entry(spec: MethodSpec, model_name: str, image_size: int, device: str, seed: int, precision: str,
+                 batch_size: int, compile: Optional[str] = None, attention: str = "meta") -> _Entry:
+    config = bench_config(spec, model_name, image_size, device, precision, batch_size, compile=compile,
+                          attention=attention)
     return _Entry(spec, step_trainer(config, seed))
 
 
@@ -273,10 +288,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
         results[spec.label].trainable_params = sum(p.numel() for p in entry.model.parameters() if p.requires_grad)
         entries.append(entry)
 
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
-    masks = (torch.rand(batch_size, image_size, image_size, generator=generator) > 0.5).float().to(device)
-
+    images, masks = bench_batch(batch_size, image_size, seed, device)
     for rep in range(warmup + steps):
         shift = rep % max(len(entries), 1)
         for entry in entries[shift:] + entries[:shift]:

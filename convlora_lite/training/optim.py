@@ -61,8 +61,8 @@ def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
     are already averaged over processes (plain data parallelism: Accelerate's DDP), so a local clip is the
     global one."""
     params = [p for p in model.parameters() if p.grad is not None]
-    foreach = bool(params) and params[0].device.type in FUSED_ADAMW_DEVICES
-    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach or None)
+    foreach = True if params and params[0].device.type in FUSED_ADAMW_DEVICES else None  # None: torch decides
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)
 
 
 def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
