@@ -80,3 +80,25 @@ def test_a_run_config_chooses_the_attention():
     assert {type(b.attn) for b in meta.image_encoder.blocks} == {Attention}
     with pytest.raises(ConfigError, match="attention='flash'"):
         TrainConfig.resolve("synth_polyp", "conv_lora", "smoke", attention="flash", **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_trains_and_evaluates_under_cudas_autocast_policy(dtype):
+    """The dtypes a GPU run meets (CUDA's autocast emulated on the CPU: tests/cuda_autocast.py)."""
+    from cuda_autocast import EmulatedCudaAutocast
+
+    from convlora_lite.training import TrainConfig, build_model
+    from convlora_lite.training.losses import structure_loss
+
+    config = TrainConfig.resolve("synth_polyp", "conv_lora", "smoke", model="test_tiny", image_size=64,
+                                 checkpoint=None, attention="sdpa")
+    model = build_model(config).train()
+    images, masks = torch.randn(2, 3, 64, 64), (torch.rand(2, 1, 64, 64) > 0.5).float()
+    with EmulatedCudaAutocast(dtype):
+        out = model(images)
+        loss = structure_loss(out.logits, masks) + out.aux_loss
+    loss.backward()
+    assert out.logits.dtype == dtype and torch.isfinite(loss)
+    assert model.image_encoder.blocks[1].attn.qkv.lora_B.grad.abs().sum() > 0  # B (A waits for B to leave 0)
+    with torch.no_grad(), EmulatedCudaAutocast(dtype):
+        assert torch.isfinite(model.eval()(images).logits).all()
