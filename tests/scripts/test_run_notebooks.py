@@ -65,16 +65,22 @@ def test_a_figure_without_a_picture_and_output_debris_fail_the_notebook(tmp_path
     _notebook(folder / "00_text_figure.ipynb",
               "import matplotlib\nmatplotlib.use('agg')\nfrom matplotlib.figure import Figure\n"
               "fig = Figure(figsize=(2, 2)); fig.subplots().plot([0, 1])\ndisplay(fig)")
-    _notebook(folder / "01_debris.ipynb", "import sys\nfor i in range(20):\n    display(i)")
-    _notebook(folder / "02_inline.ipynb",  # what Session does: %matplotlib inline registers the PNG formatter
+    # one noisy cell among 14 quiet ones: 7 outputs there, 21 in all (an average of 1.4 per cell)
+    quiet = ["import sys\nfor i in range(30):\n    print(i); sys.stdout.flush()"] + ["x = 1"] * 12
+    _notebook(folder / "01_debris.ipynb", *quiet, "for i in range(7):\n    display(i)")
+    _notebook(folder / "02_warning.ipynb", "import warnings\nwarnings.warn('on purpose')")
+    _notebook(folder / "03_inline.ipynb",  # what Session does: %matplotlib inline registers the PNG formatter
               "get_ipython().run_line_magic('matplotlib', 'inline')\n"
               "from matplotlib.figure import Figure\nfig = Figure(figsize=(2, 2)); fig.subplots().plot([0, 1])\n"
-              "display(fig)")
+              "display(fig)", *quiet)
     results = run_notebooks(tmp_path / "out", preset="smoke", folder=folder, timeout=120, log=lambda *_: None)
-    assert [r["ok"] for r in results] == [False, False, True]
+    assert [r["ok"] for r in results] == [False, False, False, True], [r["error"] for r in results]
     assert "shows '<Figure size 200x200 with 1 Axes>' but no image" in results[0]["error"]
-    assert "20 outputs for" in results[1]["error"]
-    assert len(results[2]["figures"]) == 1
+    # counted in the executed notebook: the parameters cell, papermill's injected cell, 13 quiet ones, the noisy one
+    assert "code cell 16 stores 7 outputs (more than 6)" in results[1]["error"]
+    assert "code cell 3 " not in results[1]["error"]  # 30 prints in a row are one block
+    assert "code cell 3 wrote to stderr:" in results[2]["error"] and "on purpose" in results[2]["error"]
+    assert len(results[3]["figures"]) == 1
 
 
 def test_parameters_reach_the_notebooks_that_declare_them_and_memory_peaks_are_recorded(tmp_path):
