@@ -9,8 +9,11 @@
 * ``csv``: a CSV file with an ``image`` column and a ``mask`` (or ``label``) column, paths relative
   to the CSV's folder; an optional ``split`` column (train/val/test) gives the split;
 * ``coco``: a COCO instances JSON (``images``, ``annotations``, ``categories``); its masks are
-  drawn with ``pycocotools`` (``COCO.annToMask``): binary = any object, multi-class = one class per
-  category (class id = 1 + the category's rank by id, background 0). Image files are looked up
+  drawn with ``pycocotools`` (``COCO.annToMask``) from polygon segmentations (``[[x1, y1, x2, y2,
+  ...], ...]``, as annotation tools export them) or RLE ones (compressed, or uncompressed for
+  crowds): binary = any object, multi-class = one class per category (class id = 1 + the category's
+  rank by id, background 0); a malformed annotation is a problem naming the file and its id
+  (:func:`~convlora_lite.data.own.layout.segmentation_problem`). Image files are looked up
   next to the JSON, then in ``images/`` beside it or beside its folder. A folder holding
   ``train.json`` and ``val.json`` (and optionally ``test.json``) gives the split.
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from convlora_lite.data.datasets import PairedSegmentationDataset, _open_image
-from convlora_lite.data.own.layout import Sample, Scan, scan
+from convlora_lite.data.own.layout import Sample, Scan, annotation_problem, scan
 from convlora_lite.data.own.spec import OwnDataSpec
 from convlora_lite.data.registry import IGNORE_INDEX
 from convlora_lite.data.transforms import to_rgb
@@ -20,7 +20,10 @@ from convlora_lite.errors import DataError
 
 # ----------------------------------------------------------------------------------- the datasets
 class CocoSegmentationDataset(PairedSegmentationDataset):
-    """Images of a COCO instances file, their masks drawn with ``pycocotools`` (``annToMask``).
+    """Images of a COCO instances file, their masks drawn with ``pycocotools`` (``annToMask``) from
+    each annotation's polygons (``[[x1, y1, x2, y2, ...], ...]``, several for one object drawn as their
+    union) or RLE (compressed, or uncompressed ``counts`` as written for crowds); a malformed annotation
+    is a DataError naming the file and the annotation (:func:`~convlora_lite.data.own.layout.segmentation_problem`).
 
     Binary: foreground = any object. Multi-class: class id = 1 + the category's rank by id,
     larger objects painted first so smaller ones stay visible; crowd regions are ignored (255) in
@@ -38,14 +41,27 @@ class CocoSegmentationDataset(PairedSegmentationDataset):
         ranks = {cat_id: i + 1 for i, cat_id in enumerate(sorted(coco.cats))}
         annotations = coco.loadAnns(coco.getAnnIds(imgIds=[sample.coco_id]))
         labels = np.zeros((height, width), dtype=np.uint8)
+        source = sample.coco_file or self.origin
         for ann in sorted(annotations, key=lambda a: -float(a.get("area", 0))):
             info = coco.imgs[sample.coco_id]
             if (info.get("height"), info.get("width")) != (height, width):
-                raise DataError(f"{sample.image} is {width}x{height} but {self.origin} says "
+                raise DataError(f"{sample.image} is {width}x{height} but {source} says "
                                 f"{info.get('width')}x{info.get('height')}; fix the COCO file.")
-            with warnings.catch_warnings():  # pycocotools' decode warns about numpy 2's copy keyword
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pixels = coco.annToMask(ann).astype(bool)
+            problem = annotation_problem(ann, info, coco.cats, source)
+            if problem:
+                raise DataError(problem)
+            try:
+                with warnings.catch_warnings():  # pycocotools' decode warns about numpy 2's copy keyword
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pixels = coco.annToMask(ann).astype(bool)
+            except Exception as error:  # pycocotools raises bare Exceptions, ValueErrors, TypeErrors
+                raise DataError(f"{source}: annotation {ann.get('id')!r} (image {info.get('file_name')}): "
+                                f"pycocotools cannot draw its segmentation ({type(error).__name__}: {error}); "
+                                "fix it, or delete the annotation") from error
+            if pixels.shape != (height, width):
+                raise DataError(f"{source}: annotation {ann.get('id')!r} (image {info.get('file_name')}): its "
+                                f"segmentation draws a {pixels.shape[1]}x{pixels.shape[0]} mask on a {width}x{height} "
+                                "image; fix it, or delete the annotation")
             if ann.get("iscrowd"):
                 labels[pixels] = IGNORE_INDEX if self.task == "multiclass" else 1
             else:

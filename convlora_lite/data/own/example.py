@@ -13,7 +13,7 @@ from convlora_lite.errors import ConfigError
 
 # ----------------------------------------------------------------------------------- writing an example
 def write_own_data(target, analog: str = "synth_polyp", *, shape: str = "folder", n_images: int = 24,
-                   image_size: int = 128, seed: int = 0) -> Path:
+                   image_size: int = 128, seed: int = 0, segmentation: str = "rle") -> Path:
     """Write a small dataset of your own kind from a synthetic analog (:mod:`convlora_lite.data.synthetic`)
     in one of the :data:`SHAPES`, and return what ``--data-dir`` takes:
 
@@ -21,8 +21,10 @@ def write_own_data(target, analog: str = "synth_polyp", *, shape: str = "folder"
       multi-class analog such as ``synth_trans10k``) -> ``target``;
     * ``"split_folders"``: ``target/{train,val,test}/`` of that shape -> ``target``;
     * ``"csv"``: the folder shape plus ``target/data.csv`` (``image``, ``mask``) -> the CSV;
-    * ``"coco"``: ``target/images/`` plus ``target/annotations.json``, one RLE annotation per
-      class present in each image (drawn with ``pycocotools.mask.encode``) -> the JSON.
+    * ``"coco"``: ``target/images/`` plus ``target/annotations.json``, one annotation per class
+      present in each image -> the JSON. ``segmentation="rle"``: compressed RLE (``pycocotools.mask.encode``);
+      ``"polygon"``: polygons, as annotation tools export them, exact: one rectangle per horizontal
+      run of the class's pixels (tools trace outlines instead, which cannot draw a mask with holes exactly).
 
     About a tenth of the images go to val and to test (the folder, CSV and COCO shapes leave the
     split to training). An existing ``target`` is replaced.
@@ -36,6 +38,8 @@ def write_own_data(target, analog: str = "synth_polyp", *, shape: str = "folder"
 
     if shape not in SHAPES:
         raise ConfigError(f"shape={shape!r}; choose one of {', '.join(SHAPES)}.")
+    if segmentation not in ("rle", "polygon"):
+        raise ConfigError(f"segmentation={segmentation!r}; choose 'rle' or 'polygon'.")
     spec = get_dataset_spec(analog if analog.startswith("synth_") else f"synth_{analog}")
     target = Path(target)
     n_val = max(1, n_images // 10)
@@ -65,11 +69,24 @@ def write_own_data(target, analog: str = "synth_polyp", *, shape: str = "folder"
         (target / "data.csv").write_text("\n".join(lines) + "\n")
         return target / "data.csv"
     if shape == "coco":
-        return _write_coco(target, written, spec)
+        return _write_coco(target, written, spec, segmentation)
     return target
 
 
-def _write_coco(target: Path, written: list, spec) -> Path:
+def _run_polygons(pixels: np.ndarray) -> list:
+    """Polygons drawing exactly ``pixels`` (a boolean mask) under ``pycocotools``: one rectangle
+    ``[x0, y, x1, y, x1, y + 1, x0, y + 1]`` per horizontal run of pixels ``x0 .. x1 - 1`` of row ``y``
+    (pixel (x, y) is the unit square from (x, y) to (x + 1, y + 1), and pycocotools' rasteriser fills
+    the pixels whose squares an axis-aligned polygon with integer corners covers)."""
+    polygons = []
+    for y, row in enumerate(np.asarray(pixels, dtype=bool)):
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+        polygons += [[int(x0), y, int(x1), y, int(x1), y + 1, int(x0), y + 1]
+                     for x0, x1 in zip(edges[::2], edges[1::2])]
+    return polygons
+
+
+def _write_coco(target: Path, written: list, spec, segmentation: str = "rle") -> Path:
     import shutil
 
     from pycocotools import mask as mask_utils
@@ -88,7 +105,8 @@ def _write_coco(target: Path, written: list, spec) -> Path:
             rle = mask_utils.encode(np.asfortranarray(pixels.astype(np.uint8)))
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": class_id, "iscrowd": 0,
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                "segmentation": _run_polygons(pixels) if segmentation == "polygon"
+                else {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
                 "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
             })
     shutil.rmtree(target / "masks")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -25,14 +26,15 @@ SHAPES = ("folder", "split_folders", "csv", "coco")
 @dataclass
 class Sample:
     """One image of the data: its file, its mask file (None for COCO), the key that names it in a
-    split record (its path relative to the data), the split the data gives it (or None) and its
-    COCO image id."""
+    split record (its path relative to the data), the split the data gives it (or None), its
+    COCO image id and the COCO JSON that lists it."""
 
     image: Path
     mask: Optional[Path]
     key: str
     split: Optional[str] = None
     coco_id: Optional[int] = None
+    coco_file: Optional[Path] = None
 
 
 @dataclass
@@ -180,6 +182,93 @@ def _coco_image(json_path: Path, file_name: str) -> Path:
     return json_path.parent / file_name
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def segmentation_problem(segmentation, height=None, width=None) -> Optional[str]:
+    """What is wrong with one COCO ``segmentation`` (None when nothing is) for an image of ``height`` x
+    ``width`` (None: unknown). Accepted: polygons, a list of ``[x1, y1, x2, y2, ...]`` (at least three
+    points each; one object may have several), and RLE ``{"size": [height, width], "counts": ...}``,
+    compressed (a string) or uncompressed (a list of run lengths summing to height * width, as
+    written for ``iscrowd: 1``)."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return "its segmentation is an empty list: draw the object's outline, or delete the annotation"
+        if all(_is_number(v) for v in segmentation):
+            return ("its segmentation is a flat list of numbers, but COCO polygons are a list of polygons: "
+                    "wrap it in another list, [[x1, y1, x2, y2, ...]]")
+        for i, polygon in enumerate(segmentation, start=1):
+            if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+                return f"polygon {i} of its segmentation is not a list of numbers [x1, y1, x2, y2, ...]"
+            if len(polygon) % 2:
+                return (f"polygon {i} of its segmentation has an odd number of coordinates ({len(polygon)}); "
+                        "give x, y pairs")
+            if len(polygon) < 6:
+                return (f"polygon {i} of its segmentation has {len(polygon) // 2} point(s); a polygon needs at "
+                        "least 3: fix it, or drop it")
+        return None
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)):
+            return f"its RLE segmentation has 'size' {size!r}; it needs [height, width]"
+        if height is not None and width is not None and size != [height, width]:
+            return (f"its RLE segmentation has size [height, width] = {size}, but the image is {width}x{height}: "
+                    "encode the mask at the image's size")
+        if isinstance(counts, str):
+            return None
+        if not (isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                                 for c in counts)):
+            return ("its RLE segmentation's 'counts' is neither a compressed string nor a list of run lengths "
+                    "(non-negative integers)")
+        if sum(counts) != size[0] * size[1]:
+            return (f"the run lengths of its uncompressed RLE sum to {sum(counts)}, not height * width = "
+                    f"{size[0] * size[1]}")
+        return None
+    if segmentation is None:
+        return ("it has no segmentation (a bounding box alone draws no mask): add the object's polygon or RLE, "
+                "or delete the annotation")
+    return (f"its segmentation is a {type(segmentation).__name__}; COCO segmentations are polygons "
+            "[[x1, y1, x2, y2, ...], ...] or RLE {\"size\": [height, width], \"counts\": ...}")
+
+
+def annotation_problem(annotation: dict, image: Optional[dict], categories, json_path) -> Optional[str]:
+    """The problem of one COCO annotation (its segmentation for ``image``, the COCO entry of its image,
+    and its category among ``categories``, the category ids, if any), naming the file and the annotation;
+    None when it is fine."""
+    image = image or {}
+    problem = segmentation_problem(annotation.get("segmentation"), image.get("height"), image.get("width"))
+    if problem is None and categories and annotation.get("category_id") not in categories:
+        problem = (f"its category_id {annotation.get('category_id')!r} is not among the categories "
+                   f"{sorted(categories)}: add the category, or fix the id")
+    if problem is None:
+        return None
+    where = f" (image {image['file_name']})" if "file_name" in image else ""
+    return f"{json_path}: annotation {annotation.get('id')!r}{where}: {problem}"
+
+
+def _index_problems(data: dict, json_path: Path) -> list[str]:
+    """What would break pycocotools' index: images without an id or file name, annotations without an
+    id or image id, categories without an id or name, and ids used twice (pycocotools would keep one of
+    them and draw it in place of the other)."""
+    problems = []
+    for what, entries, keys in (("image", data["images"], ("id", "file_name")),
+                                ("annotation", data["annotations"], ("id", "image_id")),
+                                ("category", data["categories"], ("id", "name"))):
+        seen = set()
+        for n, entry in enumerate(entries):
+            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+            if missing:
+                problems.append(f"{json_path}: {what} #{n} (counting from 0) has no {' or '.join(missing)}; "
+                                f"give every {what} {' and '.join(keys)}")
+            elif entry["id"] in seen:
+                problems.append(f"{json_path}: {what} #{n} (counting from 0) has the id {entry['id']!r} of an "
+                                f"earlier {what}; give every {what} its own id")
+            else:
+                seen.add(entry["id"])
+    return problems
+
+
 def _scan_coco(path: Path, problems: list) -> tuple[list, dict, Optional[tuple]]:
     from pycocotools.coco import COCO
 
@@ -195,6 +284,10 @@ def _scan_coco(path: Path, problems: list) -> tuple[list, dict, Optional[tuple]]
                             "'categories')")
             continue
         data.setdefault("categories", [])
+        broken = _index_problems(data, json_path)
+        if broken:
+            problems += broken
+            continue
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
             coco = COCO()
             coco.dataset = data
@@ -210,13 +303,17 @@ def _scan_coco(path: Path, problems: list) -> tuple[list, dict, Optional[tuple]]
             problems.append(f"{json_path} has no annotations{f' for the {split} split' if split else ''}")
         if not data["images"]:
             problems.append(f"{json_path} lists no images")
+        for annotation in data["annotations"]:
+            problem = annotation_problem(annotation, coco.imgs.get(annotation["image_id"]), coco.cats, json_path)
+            if problem:
+                problems.append(problem)
         for image in sorted(data["images"], key=lambda i: i["id"]):
             file = _coco_image(json_path, image["file_name"])
             if not file.is_file():
                 problems.append(f"{json_path}: image {image['file_name']} does not exist (looked beside the JSON "
                                 "and in images/)")
             samples.append(Sample(file, None, f"{split or ''}:{image['file_name']}" if split else image["file_name"],
-                                  split, int(image["id"])))
+                                  split, int(image["id"]), json_path))
     if not index and not problems:
         problems.append(f"{path} holds no COCO JSON file")
     stems: dict[tuple, list[str]] = {}

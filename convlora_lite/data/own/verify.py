@@ -16,9 +16,10 @@ from convlora_lite.errors import DataError
 # ----------------------------------------------------------------------------------- verify
 def verify_own_data(data_dir, *, task: Optional[str] = None, seed: int = 0, progress: bool = False):
     """Every problem of the data at ``data_dir``: structure (unmatched stems, duplicated stems,
-    missing files, too few images for the split) and each file (unreadable, size mismatch, mask
-    values outside the declared classes, empty masks). Returns a
-    :class:`~convlora_lite.data.verify.VerifyReport`. Used in notebook 11."""
+    missing files, too few images for the split, malformed COCO annotations: polygons of fewer than
+    three points or an odd number of coordinates, RLE of the wrong size, segmentations of the wrong
+    type) and each file (unreadable, size mismatch, mask values outside the declared classes, empty
+    masks). Returns a :class:`~convlora_lite.data.verify.VerifyReport`. Used in notebook 11."""
     from convlora_lite.data.verify import VerifyReport, _decode, _mask_value_problems
     from convlora_lite.progress import progress_bar
 
@@ -59,7 +60,8 @@ def verify_own_data(data_dir, *, task: Optional[str] = None, seed: int = 0, prog
             try:
                 labels = dataset.labels(sample, image.size[1], image.size[0])
             except DataError as error:
-                report.problems.append(str(error))
+                if str(error) not in report.problems:  # a malformed annotation is already listed by scan
+                    report.problems.append(str(error))
                 continue
             if not (labels[labels != IGNORE_INDEX] > 0).any():
                 report.problems.append(f"empty mask: {sample.image} has no annotated object")
