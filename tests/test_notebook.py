@@ -161,3 +161,37 @@ def test_on_colab_the_session_says_how_to_keep_outputs_on_drive(tmp_path, monkey
     assert "is lost when the session ends" in text and 'drive.mount("/content/drive")' in text
     on_drive = Session("smoke", tmp_path, output_dir="/content/drive/MyDrive/runs", announce=False).describe()
     assert "Google Drive" not in on_drive
+
+
+def test_the_grid_reading_and_the_takeaways_print_what_hand_written_runs_hold(tmp_path, fake_run, capsys,
+                                                                               monkeypatch):
+    """What notebook 08's reading cell and every notebook's takeaways print (Session.show_grid_reading,
+    Task.show_reading, Session.show_takeaways), offline and at paper scale, from run directories written by hand."""
+    from convlora_lite import notebook
+    from convlora_lite.reports.readings import CONV_LORA_OFFLINE_NOTE, budget_reading
+
+    history = [{"epoch": 1, "train_loss": 1.0, "val_iou": 0.4}, {"epoch": 2, "train_loss": 0.9, "val_iou": 0.5}]
+    printed = {}
+    for preset in ("smoke", "colab"):
+        if preset == "colab":  # no real dataset here: the floor by hand (the smoke leg computes it)
+            monkeypatch.setattr(notebook.task.Task, "baseline", lambda self, split: {"iou": 0.0, "dice": 0.0})
+        session = notebook.Session(preset, tmp_path / "data", output_dir=tmp_path / preset, announce=False)
+        runs = [RunDir(fake_run(tmp_path / preset / method / str(seed), "synth_leaf", method, seed,
+                                {"test": {"iou": iou, "dice": iou - 0.1}}, history=history))
+                for method, ious in (("lora", (0.60, 0.62)), ("conv_lora", (0.70, 0.50)))
+                for seed, iou in enumerate(ious, 1)]
+        session.show_grid_reading(runs)
+        session.show_takeaways()
+        printed[preset] = capsys.readouterr().out.splitlines()
+    for preset, lines in printed.items():
+        reading, takeaways = lines[:lines.index("Takeaways (computed from this run):")], \
+            lines[lines.index("Takeaways (computed from this run):") + 1:]
+        leader = ("- synth_leaf/test iou: lora 61.0 ahead of conv_lora 60.0 by 1.0, within the spread over seeds "
+                  "(std up to 14.1, 2 seeds).")  # conv_lora: (70 + 50) / 2 and std 14.14; lora: 61, std 1.41
+        dice = leader.replace("iou", "dice").replace("61.0", "51.0").replace("60.0", "50.0")
+        verdict = "- Conv-LoRA's mean is ahead of LoRA's on 0 of 2 test metrics."
+        assert reading[:3] == ["What these runs show (computed from their run directories):", leader, dice], preset
+        assert reading[3] == verdict + (f" {CONV_LORA_OFFLINE_NOTE}" if preset == "smoke" else "")
+        assert any(line.startswith("- test iou: predicting background everywhere scores") for line in reading)
+        model = "micro_sam" if preset == "smoke" else "vit_b"
+        assert takeaways == [f"- {budget_reading(model)}", leader, verdict], preset

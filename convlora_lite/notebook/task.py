@@ -124,7 +124,7 @@ class Task:
         """What this task's runs show, computed (:func:`~convlora_lite.reports.readings.task_readings`)."""
         baselines = {split: self.baseline(split) for split in self.spec.test_splits}
         lines = readings.task_readings(collect_runs(self.run_paths), self.run_paths, self.spec, baselines,
-                                       self.zero_shot)
+                                       self.zero_shot, offline=self.session.offline)
         print("What these runs show (computed from their run directories):\n- " + "\n- ".join(lines))
 
     def show_class_iou(self, method: str | None = None) -> None:
