@@ -1,8 +1,11 @@
-"""Zero-shot promptable SAM on a binary dataset: shapes of the table and the filled-box floor by hand."""
+"""Zero-shot promptable SAM on a binary dataset: the table's shape, and each row by hand (the filled-box floor;
+SAM's own prompt encoder and mask decoder for the box and the point, IoU and Dice counted with numpy)."""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from convlora_lite.analysis.zero_shot import zero_shot_scores
 from convlora_lite.errors import ConfigError
@@ -23,7 +26,29 @@ def test_scores_each_prompt_and_the_filled_box_by_hand():
     assert list(table.columns) == ["iou", "dice"] + ["images"]
     assert (table["images"] == 1).all()  # the empty mask gives no prompt
     assert table.at["filled box (no model)", "iou"] == pytest.approx(100 * mask.sum().item() / 21 ** 2, abs=1e-4)
-    assert ((table[["iou", "dice"]] >= 0) & (table[["iou", "dice"]] <= 100)).all().all()
+    # The model rows, recomputed without the library's prompt or metric code: the prompts by hand (the disc covers
+    # x, y = 20..40: box (20, 20, 41, 41), right edge exclusive; the pixel farthest from its border is its centre
+    # (30, 30), whose nearest outside pixels, e.g. (40, 31), lie sqrt(101) away, so the point is (30.5, 30.5)),
+    # SAM's prompt encoder and mask decoder called directly on the one image with foreground, the logits upsampled
+    # bilinearly to the 64 px mask, binarised at sigmoid > 0.5, IoU and Dice counted with numpy.
+    gt = mask.numpy() > 0.5
+    with torch.no_grad():
+        embedding = sam.image_encoder(items[0]["image"][None])
+        for row, points, boxes, multimask in [
+                ("one box", None, torch.tensor([[20.0, 20.0, 41.0, 41.0]]), False),
+                ("one point", (torch.tensor([[[30.5, 30.5]]]), torch.ones(1, 1)), None, True)]:
+            sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+            low, iou_pred = sam.mask_decoder(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                             multimask_output=multimask)
+            assert low.shape[1] == (3 if multimask else 1)
+            chosen = low[:, int(iou_pred[0].argmax())]  # a single mask, or SAM's pick: the highest predicted IoU
+            logits = F.interpolate(chosen[:, None], size=gt.shape, mode="bilinear", align_corners=False)[0, 0]
+            pred = torch.sigmoid(logits).numpy() > 0.5
+            tp, fp, fn = np.sum(pred & gt), np.sum(pred & ~gt), np.sum(~pred & gt)
+            assert tp > 0 and fp + fn > 0  # a partial overlap: neither score is a trivial 0 or 100
+            assert table.at[row, "iou"] == pytest.approx(100 * tp / (tp + fp + fn), abs=1e-4)
+            assert table.at[row, "dice"] == pytest.approx(100 * 2 * tp / (2 * tp + fp + fn), abs=1e-4)
 
 
 def test_multiclass_and_empty_splits_are_refused():

@@ -1,6 +1,7 @@
-"""Prompted fine-tuning (TrainConfig.prompt box/point) end to end on test_tiny, its zero-shot
-baseline against a direct computation, the config rules and resuming runs written before the field."""
+"""Prompted fine-tuning (TrainConfig.prompt box/point) end to end on test_tiny, its test IoU and its zero-shot
+baseline against direct computations, the config rules and resuming runs written before the field."""
 
+import numpy as np
 import pytest
 import torch
 from test_trainer import BINARY, MULTI, Discs, config, datasets
@@ -25,10 +26,30 @@ def test_tiny_fit_with_prompts_writes_the_zero_shot_baseline(tmp_path, prompt, m
     assert 0 <= metrics["test"]["test"]["iou"] <= 1 and 0 <= metrics["zero_shot"]["test"]["iou"] <= 1
     model, loaded = load_run(run)
     assert isinstance(model, PromptedSAM) and loaded.prompt == prompt
-    got = evaluate(run, "test", spec=BINARY, dataset=Discs(4, 2))  # where and how the trainer scored it
-    assert got == pytest.approx(metrics["test"]["test"], abs=1e-6)
     device = devices.resolve_device(cfg.device)
     precision = devices.resolve_precision(cfg.precision, device)
+    # The test IoU by hand: the best weights on the trainer's device, in its precision and its batches (the
+    # probabilities sit near 0.5 after 2 epochs, so only the same computation binarises every pixel alike), each
+    # image with its evaluation prompt, binarised at > 0.5; IoU per image (an empty union would count 1: every test
+    # disc has foreground), then the mean over images, as BinarySegMetrics defines it.
+    model, test = model.to(device), Discs(4, 2)
+    inter, union = [], []
+    with torch.no_grad():
+        for start in range(0, len(test), cfg.batch_size):
+            items = [test[i] for i in range(start, min(start + cfg.batch_size, len(test)))]
+            masks = torch.stack([item["mask"] for item in items])
+            prompts = eval_prompts(masks, [item["name"] for item in items], prompt).to(device)
+            with devices.autocast(device, precision):
+                probs = torch.sigmoid(model(torch.stack([item["image"] for item in items]).to(device), prompts).logits)
+            pred, gt = probs[:, 0].float().cpu().numpy() > 0.5, masks.numpy() > 0.5
+            inter += list(np.sum(pred & gt, axis=(1, 2)))
+            union += list(np.sum(pred | gt, axis=(1, 2)))
+    assert min(union) > 0 and min(inter) > 0  # no empty-union special case, no prediction missing its disc
+    ious = np.array(inter) / np.array(union)
+    assert np.ptp(ious) > 1e-3 and abs(np.mean(ious) - np.sum(inter) / np.sum(union)) > 5e-4  # per image, not pooled
+    assert metrics["test"]["test"]["iou"] == pytest.approx(np.mean(ious), abs=1e-5)
+    got = evaluate(run, "test", spec=BINARY, dataset=Discs(4, 2))  # where and how the trainer scored it
+    assert got == pytest.approx(metrics["test"]["test"], abs=1e-6)
     zero = zero_shot_baseline(cfg, Discs(4, 2), BINARY, device=device,
                               autocast=lambda: devices.autocast(device, precision))
     assert zero == pytest.approx(metrics["zero_shot"]["test"], abs=1e-6)
