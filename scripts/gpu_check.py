@@ -9,8 +9,8 @@ runs, on the first CUDA GPU, within about 10 minutes (random weights throughout,
    (:func:`~convlora_lite.bench.step_benchmark.run_benchmark`) on ViT-B and ViT-H at 1024 px,
    in fp16 and in bf16;
 2. **colab step**: the ``colab`` preset's training step (ViT-B at its image size, its attention and
-   checkpointing settings, fp16 with a gradient scaler) with its peak memory, against the 15 GiB target
-   (a T4 has 16 GB);
+   checkpointing settings, fp16 with a gradient scaler) with its peak GPU memory, against the 15 GiB target
+   (a T4 has 16 GB), and the process's host-memory peak;
 3. **training**: two short runs of :func:`~convlora_lite.training.fit` on generated 1024 px data
    (``synth_polyp``), one in fp16 with the gradient scaler and one in bf16: the training loss must
    go down and no loss or metric may be NaN.
@@ -26,6 +26,10 @@ memory is recorded as a failure and the others still run).
 Without a GPU it says so and runs every part on the tiny random model ``test_tiny`` at 64 px on
 the CPU, fp32 standing in for fp16 (which needs CUDA), so that a CPU test can check the whole
 script; those numbers mean nothing.
+
+``--colab-stand-in`` runs only the colab step, on the CPU at the preset's true model and image size, in bf16
+standing in for a T4's fp16: its host-memory peak is the record (``benchmarks/results/
+gpu_check_cpu_colab_stand_in_*.json``) that the colab notebooks' memory test reads.
 """
 from __future__ import annotations
 
@@ -121,30 +125,30 @@ def colab_step_part(device: str, precision: str, model: str | None, image_size: 
                     warmup: int = 2) -> dict:
     """The colab preset's training step (its model, size, attention, checkpointing, precision), random weights: the
     trainer's own step (:meth:`~convlora_lite.training.trainer.Trainer.step`), one optimizer step per batch."""
-    from convlora_lite.bench.step_benchmark import step_trainer
+    from convlora_lite.bench.step_benchmark import RssSampler, step_trainer
     from convlora_lite.training import TrainConfig
 
     overrides = {k: v for k, v in dict(model=model, image_size=image_size).items() if v is not None}
-    with tempfile.TemporaryDirectory(prefix="gpu_check_colab_") as unused:  # the step writes no run file
+    with RssSampler(interval_s=0.05) as host, tempfile.TemporaryDirectory(prefix="gpu_check_colab_") as unused:
         cfg = TrainConfig.resolve("polyp", "conv_lora", "colab", checkpoint=None, precision=precision, device=device,
-                                  output_dir=unused, **overrides)
+                                  output_dir=unused, **overrides)  # the step writes no run file
         trainer = step_trainer(cfg)
-    size = cfg.image_size
-    batch = {"image": torch.randn(cfg.batch_size, 3, size, size),
-             "mask": (torch.rand(cfg.batch_size, size, size) > 0.5).float()}
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times, losses = [], []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        losses.append(trainer.step(batch)[0].item())
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+        size = cfg.image_size
+        batch = {"image": torch.randn(cfg.batch_size, 3, size, size),
+                 "mask": (torch.rand(cfg.batch_size, size, size) > 0.5).float()}
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        times, losses = [], []
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            losses.append(trainer.step(batch)[0].item())
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
     result = {"model": cfg.model, "image_size": size, "precision": precision, "batch_size": cfg.batch_size,
               "activation_checkpointing": cfg.activation_checkpointing, "attention": cfg.attention,
-              "median_step_s": statistics.median(times),
-              "step_times_s": times, "losses": losses, "peak_allocated_gib": None, "peak_reserved_gib": None,
+              "median_step_s": statistics.median(times), "step_times_s": times, "losses": losses,
+              "host_peak_gib": round(host.peak / _GIB, 3), "peak_allocated_gib": None, "peak_reserved_gib": None,
               "target_gib": COLAB_PEAK_TARGET_GIB}
     ok = all(math.isfinite(v) for v in losses)
     if device == "cuda":
@@ -152,8 +156,15 @@ def colab_step_part(device: str, precision: str, model: str | None, image_size: 
         result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / _GIB, 3)
         ok = ok and result["peak_reserved_gib"] <= COLAB_PEAK_TARGET_GIB
     else:
-        result["note"] = "peak memory is checked on CUDA only"
+        result["note"] = "GPU memory is measured on CUDA only"
     return {"ok": ok, **result}
+
+
+def recorded_colab_stand_in(folder: Path = Path(__file__).resolve().parents[1] / "benchmarks/results") -> dict:
+    """The latest ``--colab-stand-in`` record in ``folder``: its meta and its colab step part."""
+    *_, latest = sorted(Path(folder).glob("gpu_check_cpu_colab_stand_in_*.json"))
+    record = json.loads(latest.read_text())
+    return {"meta": record["meta"], **record["parts"]["colab step bf16"]}
 
 
 def training_part(device: str, precision: str, model: str, image_size: int, workdir: Path) -> dict:
@@ -200,10 +211,11 @@ def _summary(results: dict) -> str:
             shown = "; ".join(f"{label}: {m['median_step_s']:.3f} s ({m['time_ratio']:.3f}x), "
                               f"{m['peak_memory_mib']:.0f} MiB ({m['memory_ratio']:.3f}x)"
                               for label, m in part["methods"].items())
-        elif "peak_allocated_gib" in part:
+        elif "host_peak_gib" in part:
+            gpu = (f", GPU peak {part['peak_reserved_gib']} GiB reserved / {part['peak_allocated_gib']} GiB allocated "
+                   f"(target <= {part['target_gib']} GiB)" if part["peak_reserved_gib"] is not None else "")
             shown = (f"{part['model']} at {part['image_size']} px, {part['precision']}: {part['median_step_s']:.3f} s "
-                     f"per step, peak {part['peak_reserved_gib']} GiB reserved / {part['peak_allocated_gib']} GiB "
-                     f"allocated (target <= {part['target_gib']} GiB)")
+                     f"per step, host peak {part['host_peak_gib']} GiB{gpu}")
         else:
             shown = (f"{part['model']} at {part['image_size']} px, {part['precision']}: train loss "
                      + " -> ".join(f"{v:.4f}" for v in part["train_losses"])
@@ -213,11 +225,18 @@ def _summary(results: dict) -> str:
 
 
 def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, quick: bool = False,
-                  command: str | None = None, log=print) -> tuple[dict, Path]:
-    """Run every part (``quick``: the short plan); returns ``(results, path of the JSON written)``."""
-    gpu = torch.cuda.is_available() and not force_cpu
+                  colab_stand_in: bool = False, command: str | None = None, log=print) -> tuple[dict, Path]:
+    """Run every part (``quick``: the short plan; ``colab_stand_in``: only the colab step, on the CPU at its
+    true size in bf16); returns ``(results, path of the JSON written)``."""
+    gpu = torch.cuda.is_available() and not force_cpu and not colab_stand_in
     steps = plan(gpu, quick)
-    if gpu:
+    if colab_stand_in:
+        steps = dict(steps, bench_models=(), colab_model=None, colab_size=None, colab_precision="bf16",
+                     train_precisions=())
+        name = "CPU"
+        log("[gpu_check] The colab step on the CPU at the preset's model and image size, bf16 standing in for a "
+            "T4's fp16: its host-memory peak is what it is for.")
+    elif gpu:
         name = torch.cuda.get_device_name()
         log(f"[gpu_check] GPU: {name}, {torch.cuda.get_device_properties(0).total_memory / _GIB:.1f} GiB")
     else:
@@ -230,8 +249,9 @@ def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, quic
                         "device_name": name,
                         "torch": torch.__version__, "cuda": torch.version.cuda, "gpu": gpu,
                         "quick": quick, "parts_planned": part_names(steps),
-                        "mode": ("quick " if quick else "") + ("GPU check" if gpu else
-                                                               "dry run on the CPU (no GPU): test_tiny, fp32 for fp16"),
+                        "mode": "colab step on the CPU at its true size, bf16 standing in for fp16" if colab_stand_in
+                        else ("quick " if quick else "") + ("GPU check" if gpu else
+                                                            "dry run on the CPU (no GPU): test_tiny, fp32 for fp16"),
                         "command": command or shlex.join([sys.executable, "scripts/gpu_check.py",
                                                           *sys.argv[1:]])},
                "parts": {}}
@@ -239,7 +259,7 @@ def run_gpu_check(output_dir="benchmarks/results", force_cpu: bool = False, quic
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:40] if gpu else "cpu_dry_run"
-    slug += "_quick" if quick else ""
+    slug = "cpu_colab_stand_in" if colab_stand_in else slug + ("_quick" if quick else "")
     path = out / f"gpu_check_{slug}_{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
 
     def _part(*args, **kwargs):  # each part's result is written at once: a timeout keeps what was measured
@@ -274,8 +294,11 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu", action="store_true", help="the dry run on the CPU even when a GPU is there")
     parser.add_argument("--quick", action="store_true",
                         help="under 3 minutes on one GPU: cuda, ViT-B fp16 bench, colab step, fp16 and bf16 training")
+    parser.add_argument("--colab-stand-in", action="store_true",
+                        help="only the colab step, on the CPU at the preset's model and size in bf16: its host peak")
     args = parser.parse_args(argv)
-    results, _ = run_gpu_check(args.output_dir, force_cpu=args.cpu, quick=args.quick)
+    results, _ = run_gpu_check(args.output_dir, force_cpu=args.cpu, quick=args.quick,
+                               colab_stand_in=args.colab_stand_in)
     return 0 if results["ok"] else 1
 
 

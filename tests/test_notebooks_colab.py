@@ -11,7 +11,9 @@ their ``not OFFLINE`` branches, compare with the paper and read their runs back.
 
 The main job's runner executes them (``scripts/run_notebooks.py``, so the figure and output checks
 apply) and records each kernel's host-memory peak, which must stay well under a Colab runtime's
-12.7 GB. The numbers of these runs mean nothing (random weights, a handful of images).
+12.7 GB together with the recorded host peak of the colab step at its true size (the GPU check's CPU
+stand-in, ``benchmarks/results/gpu_check_cpu_colab_stand_in_*.json``). The numbers of these runs mean
+nothing (random weights, a handful of images).
 """
 import json
 import sys
@@ -20,8 +22,13 @@ from pathlib import Path
 import pytest
 from mirror import serve, write_mirror
 
+from convlora_lite.reports.readings import CONV_LORA_OFFLINE_NOTE
+from convlora_lite.training.presets import OFFICIAL_SEED
+from convlora_lite.training.rundir import RunDir
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
+from gpu_check import recorded_colab_stand_in  # noqa: E402
 from run_notebooks import notebook_paths, run_notebooks  # noqa: E402
 
 #: a Colab runtime's host memory is about 12.7 GB; every notebook must stay well under it.
@@ -52,9 +59,12 @@ def test_every_notebook_runs_on_the_colab_preset(colab_outputs):
     assert [r["name"] for r in results] == [p.name for p in notebook_paths()]
     failed = {r["name"]: r["error"] for r in results if not r["ok"]}
     assert not failed, failed
-    for r in results:
-        assert r["peak_gb"] < HOST_PEAK_LIMIT_GB, (r["name"], r["peak_gb"])
     (out / "peaks.json").write_text(json.dumps({r["name"]: round(r["peak_gb"], 2) for r in results}))
+    # Shrunk, a notebook's peak is its kernel, libraries and data; the recorded step at the true size holds
+    # the process's own libraries and ViT-B too, so the sum over-counts: under the limit, the real one is.
+    step_gb = recorded_colab_stand_in()["host_peak_gib"] * 2 ** 30 / 1e9
+    for r in results:
+        assert 0 < r["peak_gb"] and r["peak_gb"] + step_gb < HOST_PEAK_LIMIT_GB, (r["name"], r["peak_gb"], step_gb)
 
 
 def _outputs_text(notebook: Path) -> str:
@@ -64,19 +74,22 @@ def _outputs_text(notebook: Path) -> str:
 
 
 def test_the_paper_scale_branches_ran(colab_outputs):
-    """The notebooks took their paper-scale paths: real datasets, ViT-B, the MAE probe on Imagenette,
-    the comparison with the paper, and the colab grid of notebook 08."""
+    """The notebooks took their paper-scale paths: real datasets, ViT-B, the MAE probe on Imagenette, the
+    comparison with the paper and no offline explanation, 08's grid trained on ViT-B, 11's export round trip."""
     _, out = colab_outputs
     text = {p.name[:2]: _outputs_text(p) for p in (out / "notebooks").glob("*.ipynb")}
     assert "PAPER-SCALE mode (preset 'colab')" in text["00"]
     assert "vit_b at 128 px" in text["00"]
     assert "MAE ViT-B" in text["01"] and "Imagenette" in text["01"]
-    assert "vit_b" in text["02"]
-    for number, task in (("03", "polyp"), ("04", "camo"), ("05", "leaf"), ("06", "road"), ("07", "trans10k")):
+    for number in ("03", "04", "05", "06", "07"):
         assert "next to the paper (ViT-H); difference to the paper's" in text[number], number
-        assert task in text[number]
+    assert all(CONV_LORA_OFFLINE_NOTE not in shown and "synthetic analog, trained offline" not in shown
+               for shown in text.values())  # the micro SAM's explanation is not about these runs
     assert "1 dataset(s) x 4 methods x 1 seed(s) on the colab preset" in text["08"]
     runs = out / "runs" / "sweep_colab_e1_px128_b1"
+    grid = [RunDir.of(runs, "polyp", method, OFFICIAL_SEED) for method in ("decoder_only", "vpt", "lora", "conv_lora")]
+    assert all(run.is_complete() and run.read_config_dict()["model"] == "vit_b" for run in grid), grid
     trained = {p.parents[2].name for p in runs.glob("*/*/seed*/metrics.json")}
     assert trained == {"polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k", "own_my_data"}
     assert all((out / "data" / name).is_dir() for name in ("polyp", "SBU-shadow", "trans10k"))
+    assert ": the same mask as from the run directory: True" in text["11"]  # the export's round trip

@@ -187,7 +187,7 @@ def _release_freed_heap() -> None:
         pass
 
 
-class _RssSampler:
+class RssSampler:
     """Samples the process RSS every ``interval_s`` in a thread; ``peak`` is the largest seen."""
 
     def __init__(self, interval_s: float = 1e-3):
@@ -232,7 +232,7 @@ def _measure_memory(entry: _Entry, images, masks, device: str) -> tuple[float, f
         increase = torch.cuda.max_memory_allocated() - before
     else:
         before = _rss_bytes()
-        with _RssSampler() as sampler, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with RssSampler() as sampler, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             train_step(entry, images, masks)
         increase = sampler.peak - before
     return sum(saved.values()) / _MIB, (_resident_bytes(entry) + max(increase, 0)) / _MIB

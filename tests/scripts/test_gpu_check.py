@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
-from gpu_check import part_names, plan
+from gpu_check import part_names, plan, recorded_colab_stand_in
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,6 +50,20 @@ def test_the_full_check_dry_run_on_the_cpu(tmp_path):
     assert set(bench) == {"lora", "conv_lora", "conv_lora:implementation=official"}
     assert parts["colab step fp32"]["activation_checkpointing"] is False  # the preset's (docs/performance.md)
     assert parts["colab step fp32"]["attention"] == "meta"
+    assert parts["colab step fp32"]["host_peak_gib"] > 0
     training = parts["training test_tiny 64 px bf16"]
     assert training["loss_goes_down"] and training["no_nan"] and len(training["train_losses"]) == 5
     assert "dry run on the CPU" in summary and "| training test_tiny 64 px bf16 | yes |" in summary
+
+
+def test_the_recorded_colab_stand_in_is_the_colab_step_at_its_true_size():
+    """benchmarks/results holds the colab step measured on the CPU at the preset's model and image size in
+    bf16 (``--colab-stand-in``): the record the colab notebooks' memory test reads."""
+    from convlora_lite.training import TrainConfig
+
+    colab = TrainConfig.resolve("polyp", "conv_lora", "colab", checkpoint=None)
+    record = recorded_colab_stand_in()
+    assert (record["model"], record["image_size"], record["batch_size"], record["precision"]) == (
+        colab.model, colab.image_size, colab.batch_size, "bf16")
+    assert record["ok"] and 0.5 < record["host_peak_gib"] < 8  # ViT-B's weights alone are 0.35 GiB in fp32
+    assert "--colab-stand-in" in record["meta"]["command"] and record["meta"]["device"] == "cpu"
