@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -65,10 +66,17 @@ def test_expert_and_routing_drawings_show_the_layer():
     model = apply_peft(PromptFreeSAM(build_sam("test_tiny", checkpoint=None)), "conv_lora").eval()
     layer = model.image_encoder.blocks[0].attn.qkv
     window = torch.randn(3, 3, 3)
+    with torch.no_grad():
+        layer.moe.bias.normal_()  # the experts start with a zero bias: make the check see it
     figure = widgets.draw_expert(layer.moe, window, 2.0)
-    expected = layer.moe.experts[1](window[None])[0, 0].detach().numpy()
-    shown = figure.axes[1].images[0].get_array()  # the second panel (subplots first, then the colour bars)
-    np.testing.assert_allclose(np.asarray(shown), expected, rtol=1e-6, atol=1e-6)
+    # the expert of scale 2 by its formula (docs/method.md): bicubic up x2, 3x3 conv + GELU, bicubic back down
+    up = F.interpolate(window[None], scale_factor=2.0, mode="bicubic", align_corners=False)
+    hidden = F.gelu(F.conv2d(up, layer.moe.weight[1], layer.moe.bias[1], padding=1))
+    expected = F.interpolate(hidden, size=(3, 3), mode="bicubic", align_corners=False)[0, 0].detach().numpy()
+    panels = [np.asarray(ax.images[0].get_array()) for ax in figure.axes[:3]]  # subplots first, then colour bars
+    np.testing.assert_allclose(panels[0], window[0].numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(panels[1], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(panels[2], window[0].numpy() + expected, rtol=1e-5, atol=1e-6)
     images = torch.randn(2, 3, 64, 64)
     routings = record_routing(model, images)
     grid = model.image_size // model.config.patch_size
