@@ -27,9 +27,9 @@ from convlora_lite.training.rundir import RunDir
 #: said when Conv-LoRA is not ahead of LoRA on every metric of an offline run (micro SAM on an analog), and
 #: only there: it describes the micro SAM, not a ViT-B/H run on real data.
 CONV_LORA_OFFLINE_NOTE = (
-    "Conv-LoRA does not beat LoRA on every metric here. What the project measured about why (micro SAM: 6 blocks, 16x16 "
-    "tokens and 6x6 windows, so the experts' larger scales have little room; a short schedule on 64 images, "
-    "where LoRA starts as the identity and the experts and their gate start random) is in "
+    "Conv-LoRA does not beat LoRA on every metric here. What the project measured about why (micro SAM: 6 "
+    "blocks, 16x16 tokens and 6x6 windows, so the experts' larger scales have little room; a short schedule on 64 "
+    "images, where LoRA starts as the identity and the experts and their gate start random) is in "
     "benchmarks/transfer_micro_sam_cpu.md (3 seeds of every analog, at 8 epochs).")
 
 
