@@ -28,7 +28,7 @@ REPOSITORY_URL = "https://github.com/convlora-lite/convlora_lite"
 
 
 def install_command(extras: str = "notebooks", ref: str | None = None) -> str:
-    """The pip command of the notebooks' Colab install cell: ``convlora_lite[extras]`` from
+    """The pip command of the notebooks' install cell (on Colab and Kaggle): ``convlora_lite[extras]`` from
     :data:`REPOSITORY_URL` at ``ref`` (default the tag ``v{__version__}``)."""
     ref = ref or f"v{__version__}"
     name = f"convlora_lite[{extras}]" if extras else "convlora_lite"

@@ -21,7 +21,8 @@ The notebooks run headless (``CONVLORA_HEADLESS=1``: no progress bars). A notebo
 one of its cells displayed a figure that became no picture (a ``<Figure size ...>`` text where an
 image belongs), when a cell wrote to stderr (warnings, progress bars) or when one code cell stores more
 than :data:`MAX_OUTPUTS_PER_CELL` outputs (echoed reprs, a display in a loop). A failing notebook does
-not stop the others; the job exits non-zero when any failed.
+not stop the others; the job exits non-zero when any failed. An executed notebook keeps no widget metadata
+that GitHub cannot show (:func:`drop_stateless_widgets`).
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ MAX_OUTPUTS_PER_CELL = 6
 #: at shutdown) stays out of the job's console; what a cell prints or raises is in the notebook.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 _FIGURE_TEXT = re.compile(r"^<Figure size \d+(\.\d+)?x\d+(\.\d+)? with \d+ Axes>$")
+#: the key under which Jupyter saves the widgets' state in a notebook's ``metadata.widgets``.
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def notebook_paths(folder: Path = REPO / "notebooks", only: list[str] | None = None) -> list[Path]:
@@ -68,6 +71,40 @@ def extract_figures(notebook: Path, figures: Path) -> list[Path]:
                 path.write_bytes(base64.b64decode("".join(png) if isinstance(png, list) else png))
                 written.append(path)
     return written
+
+
+def widget_metadata_problem(notebook: dict) -> str | None:
+    """What GitHub refuses in a notebook's (parsed .ipynb JSON) ``metadata.widgets``, or None: widget metadata
+    without :data:`WIDGET_STATE`'s ``state`` key. GitHub then shows "Invalid Notebook: the 'state' key is
+    missing from 'metadata.widgets'" instead of the notebook (nbconvert's HTML export reads that key whenever
+    ``metadata.widgets`` is there; nbformat's schema does not check it). Colab saves such metadata."""
+    widgets = notebook.get("metadata", {}).get("widgets")
+    if widgets is None:
+        return None
+    entry = widgets.get(WIDGET_STATE) if isinstance(widgets, dict) else None
+    if isinstance(entry, dict) and "state" in entry:
+        return None
+    return (f"metadata.widgets has no 'state' under {WIDGET_STATE!r}: GitHub shows 'Invalid Notebook' instead "
+            "of the notebook (remove metadata.widgets)")
+
+
+def drop_stateless_widgets(notebook: dict) -> bool:
+    """Remove ``metadata.widgets`` when GitHub would refuse it (:func:`widget_metadata_problem`), as GitHub asks;
+    returns whether it was removed. Papermill keeps the metadata of the notebook it is given (one saved on Colab
+    carries such widgets) and writes its own, with their state, only when widgets ran."""
+    if widget_metadata_problem(notebook) is None:
+        return False
+    del notebook["metadata"]["widgets"]
+    return True
+
+
+def _repair_widget_metadata(path: Path) -> None:
+    """Rewrite an executed notebook without the widget metadata GitHub refuses (nbformat's own formatting)."""
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    if drop_stateless_widgets(notebook):
+        nbformat.write(notebook, str(path))
 
 
 def _shown_outputs(outputs: list[dict]) -> int:
@@ -158,6 +195,8 @@ def run_notebook(path: Path, output_dir: Path, parameters: dict, timeout: int, t
                                        extra_arguments=KERNEL_ARGUMENTS)
         except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
             error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
+    if executed.exists():
+        _repair_widget_metadata(executed)
     if error is None:
         problems = output_problems(executed)
         error = "; ".join(problems) if problems else None

@@ -9,7 +9,7 @@ source is ``scripts/domain_cells/<name>.md`` (a markdown cell) or ``<name>.code`
     python scripts/sync_notebook_cells.py            # rewrite the shared cells of notebooks/*.ipynb
     python scripts/sync_notebook_cells.py --check    # exit 1 and list the notebooks that are out of date
 
-(The install cell and the Colab badges are kept in sync by ``scripts/sync_repository_links.py``.)
+(The install cell and the Colab and Kaggle badges are kept in sync by ``scripts/sync_repository_links.py``.)
 """
 from __future__ import annotations
 

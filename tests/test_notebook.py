@@ -163,6 +163,19 @@ def test_on_colab_the_session_says_how_to_keep_outputs_on_drive(tmp_path, monkey
     assert "Google Drive" not in on_drive
 
 
+def test_on_kaggle_the_session_says_to_keep_outputs_under_kaggle_working(tmp_path, monkeypatch):
+    from convlora_lite.notebook import Session
+
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    assert "On Kaggle" not in Session("smoke", tmp_path, output_dir=tmp_path / "out", announce=False).describe()
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")  # what every Kaggle kernel has
+    text = Session("smoke", tmp_path, output_dir=tmp_path / "out", announce=False).describe()
+    assert f"On Kaggle: OUTPUT_DIR {tmp_path / 'out'} is lost when the session ends" in text
+    assert "under /kaggle/working" in text
+    kept = Session("smoke", tmp_path, output_dir="/kaggle/working/runs/notebooks", announce=False).describe()
+    assert "On Kaggle" not in kept  # the notebooks' default: their working directory there is /kaggle/working
+
+
 def test_the_grid_reading_and_the_takeaways_print_what_hand_written_runs_hold(tmp_path, fake_run, capsys,
                                                                                monkeypatch):
     """What notebook 08's reading cell and every notebook's takeaways print (Session.show_grid_reading,

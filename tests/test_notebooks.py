@@ -1,10 +1,11 @@
-"""Every notebook follows the conventions (notebook brief): header cells in order, Colab badge naming
-its own file, Colab-only install, one `parameters` cell with environment defaults, offline statement,
-papermill reads every parameter, python3 kernel, no outputs. The checker is shown to catch each broken
-rule on a bad notebook."""
+"""Every notebook follows the conventions (notebook brief): header cells in order, Colab and Kaggle badges
+naming its own file, an install cell that runs on Colab and Kaggle only, one `parameters` cell with environment
+defaults, offline statement, papermill reads every parameter, python3 kernel, valid nbformat, no outputs and no
+widget metadata GitHub cannot show. The checker is shown to catch each broken rule on a bad notebook."""
 import copy
 import json
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -13,7 +14,11 @@ from papermill.translators import PythonTranslator
 
 from convlora_lite import REPOSITORY_URL, install_command
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from run_notebooks import WIDGET_STATE, widget_metadata_problem  # noqa: E402
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 REQUIRED_PARAMETERS = ("PRESET", "DATA_ROOT", "CHECKPOINT", "OUTPUT_DIR")
 #: the same budget knobs in every notebook (None: the preset's), passed to convlora_lite.notebook.Session
 BUDGET_KNOBS = ("SEEDS", "EPOCHS", "IMAGE_SIZE", "MAX_TRAIN_BATCHES")
@@ -29,6 +34,13 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
     cells = nb.get("cells", [])
     if nb.get("nbformat") != 4:
         problems.append("not nbformat 4")
+    try:
+        nbformat.validate(nbformat.from_dict(copy.deepcopy(nb)))
+    except nbformat.ValidationError as err:
+        problems.append(f"not a valid notebook (nbformat's schema): {str(err).splitlines()[0]}")
+    widgets = widget_metadata_problem(nb)
+    if widgets:
+        problems.append(widgets)
     if nb.get("metadata", {}).get("kernelspec", {}).get("name") != "python3":
         problems.append("kernelspec name is not python3")
     if len(cells) < 4:
@@ -44,9 +56,13 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
     badge = f"https://colab.research.google.com/github/{owner_name}/blob/main/notebooks/{file_name})"
     if "colab-badge.svg" not in text or badge not in text:
         problems.append("cell 1 lacks a Colab badge that names this notebook's file")
-    if install["cell_type"] != "code" or 'if "google.colab" in sys.modules' not in _source(install) \
+    kaggle = f"https://kaggle.com/kernels/welcome?src={REPOSITORY_URL}/blob/main/notebooks/{file_name})"
+    if "open-in-kaggle.svg" not in text or kaggle not in text:
+        problems.append("cell 1 lacks a Kaggle badge that names this notebook's file")
+    on_colab_or_kaggle = 'if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:'
+    if install["cell_type"] != "code" or on_colab_or_kaggle not in _source(install) \
             or "pip install" not in _source(install):
-        problems.append("cell 2 is not the Colab-only install cell")
+        problems.append("cell 2 is not the install cell that runs on Colab and Kaggle only")
     elif f"!{install_command()}" not in _source(install):
         problems.append(f"cell 2 does not run `{install_command()}` (convlora_lite.install_command(): this "
                         "version, from REPOSITORY_URL)")
@@ -92,16 +108,23 @@ def test_notebook_follows_the_conventions(path):
 
 def _good_notebook() -> dict:
     file_name = "05_example.ipynb"
+    ids = iter(range(100))
+
     def code(s, **meta):
-        return {"cell_type": "code", "metadata": meta, "source": s, "outputs": [], "execution_count": None}
+        return {"cell_type": "code", "id": f"c{next(ids)}", "metadata": meta, "source": s, "outputs": [],
+                "execution_count": None}
 
     def md(s):
-        return {"cell_type": "markdown", "metadata": {}, "source": s}
+        return {"cell_type": "markdown", "id": f"c{next(ids)}", "metadata": {}, "source": s}
 
-    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": [
+    kernel = {"name": "python3", "display_name": "Python 3"}
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": kernel}, "cells": [
         md("# 05 · Example\n\n**What you will learn**\n\n- x\n\n[![Open In Colab](https://colab.research.google.com/"
-           f"assets/colab-badge.svg)](https://colab.research.google.com/github/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"),
-        code(f'import sys\nif "google.colab" in sys.modules:\n    !{install_command()}'),
+           f"assets/colab-badge.svg)](https://colab.research.google.com/github/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"
+           " [![Open In Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/"
+           f"welcome?src=https://github.com/convlora-lite/convlora_lite/blob/main/notebooks/{file_name})"),
+        code(f'import os\nimport sys\nif "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:\n'
+             f'    !{install_command()}'),
         code("import os\n" + "\n".join(f'{n} = os.environ.get("CONVLORA_{n}", "{"cpu" if n == "PRESET" else "x"}")'
                                        for n in REQUIRED_PARAMETERS)
              + "\nSEEDS = 0\nEPOCHS = None\nIMAGE_SIZE = None\nMAX_TRAIN_BATCHES = None", tags=["parameters"]),
@@ -116,7 +139,11 @@ BREAKAGES = {
         source=nb["cells"][0]["source"].replace("05_example", "06_other")),
     "no what you will learn": lambda nb: nb["cells"][0].update(
         source=nb["cells"][0]["source"].replace("What you will learn", "")),
+    "no kaggle badge": lambda nb: nb["cells"][0].update(
+        source=nb["cells"][0]["source"].split(" [![Open In Kaggle]")[0]),
     "install not colab-only": lambda nb: nb["cells"][1].update(source="!pip install -q convlora_lite"),
+    "install colab-only, not on kaggle": lambda nb: nb["cells"][1].update(source=nb["cells"][1]["source"].replace(
+        ' or "KAGGLE_KERNEL_RUN_TYPE" in os.environ', "")),
     "install unpinned": lambda nb: nb["cells"][1].update(source=nb["cells"][1]["source"].replace("@v", "@main#")),
     "parameters untagged": lambda nb: nb["cells"][2].update(metadata={}),
     "two parameters cells": lambda nb: nb["cells"][4]["metadata"].update(tags=["parameters"]),
@@ -133,6 +160,10 @@ BREAKAGES = {
         source=nb["cells"][2]["source"] + "\nN_IMAGES = 4  # 4 = shown"),
     "no budget knob": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"].replace("EPOCHS = None", "")),
     "title without number": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("# 05 · ", "# ")),
+    "invalid nbformat": lambda nb: nb["cells"][3].update(outputs=[]),  # a markdown cell has no outputs
+    # as Colab saves widgets: GitHub shows "Invalid Notebook: the 'state' key is missing from 'metadata.widgets'"
+    "widget metadata without state": lambda nb: nb["metadata"].update(
+        widgets={WIDGET_STATE: {"m1": {"model_name": "IntSliderModel", "state": {"value": 0}}}}),
 }
 
 

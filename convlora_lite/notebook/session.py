@@ -7,7 +7,7 @@ from typing import Sequence
 from convlora_lite.analysis.parameter_counts import parse_methods
 from convlora_lite.data.install import download_dataset
 from convlora_lite.data.registry import DATASETS, get_dataset_spec
-from convlora_lite.notebook.display import COLAB_DRIVE, on_colab
+from convlora_lite.notebook.display import COLAB_DRIVE, KAGGLE_WORKING, on_colab, on_kaggle
 from convlora_lite.notebook.task import Task
 from convlora_lite.plots.figures import save_loss_curve
 from convlora_lite.plots.widgets import use_inline_figures
@@ -104,11 +104,15 @@ class Session:
                     "(downloaded into DATA_ROOT when missing), the official recipe.")
         if not self.offline and self.device == "cpu":
             mode += ("\nNo GPU found: every model runs on the CPU in fp32, hours at this preset. On Colab: Runtime > "
-                     "Change runtime type > a GPU (T4), then run the notebook again.")
+                     "Change runtime type > a GPU (T4); on Kaggle: Settings > Accelerator > a GPU; then run the "
+                     "notebook again.")
         if on_colab() and not str(self.output_dir).startswith(COLAB_DRIVE):
             mode += (f"\nOn Colab: OUTPUT_DIR {self.output_dir} is lost when the session ends. Mount Google Drive "
                      f"(from google.colab import drive; drive.mount(\"{COLAB_DRIVE}\")) and set OUTPUT_DIR under "
                      f"{COLAB_DRIVE}/MyDrive/ to resume after a disconnect.")
+        if on_kaggle() and not str(self.output_dir).startswith(KAGGLE_WORKING):
+            mode += (f"\nOn Kaggle: OUTPUT_DIR {self.output_dir} is lost when the session ends. Set OUTPUT_DIR under "
+                     f"{KAGGLE_WORKING}, which Kaggle keeps as the notebook's output when you save a version.")
         budget = ", ".join(f"{k}={v}" for k, v in self.budget.items()) or "the preset's"
         extra = self.comparison_seeds > len(self.seeds)
         compared = f" ({self.comparison_seeds} for the compared task)" if extra else ""

@@ -1,9 +1,18 @@
 """The main job executes notebooks with papermill, keeps going past a failure and indexes figures."""
+import copy
 import json
 import os
 
 import nbformat
-from run_notebooks import notebook_paths, results_sections, run_notebooks
+import pytest
+from run_notebooks import (
+    WIDGET_STATE,
+    drop_stateless_widgets,
+    notebook_paths,
+    results_sections,
+    run_notebooks,
+    widget_metadata_problem,
+)
 
 from convlora_lite.training.rundir import RunDir
 
@@ -122,3 +131,67 @@ def test_jobs_run_notebooks_side_by_side_with_their_share_of_threads(tmp_path):
     assert threads == str(max(1, (os.cpu_count() or 1) // 2))
     assert "2 at a time" in said[0] and len(said) == 4  # the start, then one line per notebook
     assert "2 notebooks at a time" in (tmp_path / "out" / "index.md").read_text()
+
+
+def _widget_notebook(widgets: dict | None) -> dict:
+    """A notebook whose one output is a widget view, with ``widgets`` as its ``metadata.widgets``."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("slider")
+    view = {"model_id": "m1", "version_major": 2, "version_minor": 0}
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": view,
+                                                                  "text/plain": "IntSlider(value=0)"})]
+    nb.cells = [cell]
+    if widgets is not None:
+        nb.metadata["widgets"] = widgets
+    return nb
+
+
+#: as Colab saves a notebook: the widget models straight under the mimetype, with no "state" key around them
+COLAB_WIDGETS = {WIDGET_STATE: {"m1": {"model_module": "@jupyter-widgets/controls", "model_name": "IntSliderModel",
+                                       "state": {"value": 0}}}}
+
+
+@pytest.mark.parametrize("widgets", [COLAB_WIDGETS, {WIDGET_STATE: {}}, {}])
+def test_widget_metadata_without_its_state_is_found_and_dropped(widgets):
+    """What GitHub refuses ("the 'state' key is missing from 'metadata.widgets'"): nbconvert's HTML export, which
+    GitHub renders with, fails on it; the runner's repair drops it and the notebook renders."""
+    from nbconvert import HTMLExporter
+
+    nb = _widget_notebook(copy.deepcopy(widgets))
+    assert "has no 'state'" in widget_metadata_problem(nb)
+    nbformat.validate(nb)  # nbformat's schema lets it through
+    with pytest.raises(KeyError):
+        HTMLExporter().from_notebook_node(nb)
+    assert drop_stateless_widgets(nb) and "widgets" not in nb.metadata
+    assert widget_metadata_problem(nb) is None and not drop_stateless_widgets(nb)
+    HTMLExporter().from_notebook_node(nb)
+
+
+def test_widget_metadata_with_its_state_is_kept():
+    widgets = {WIDGET_STATE: {"state": COLAB_WIDGETS[WIDGET_STATE], "version_major": 2, "version_minor": 0}}
+    for nb in (_widget_notebook(widgets), _widget_notebook(None)):
+        assert widget_metadata_problem(nb) is None and not drop_stateless_widgets(nb)
+    assert _widget_notebook(widgets).metadata["widgets"] == widgets
+
+
+def test_executed_notebooks_carry_no_widget_metadata_github_refuses(tmp_path):
+    """A widget that ran: papermill saves its state. A notebook saved on Colab with widget metadata but no state:
+    the executed copy (what the main job uploads) drops it."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "00_widget.ipynb", "import ipywidgets\ndisplay(ipywidgets.IntSlider(value=3))")
+    _notebook(folder / "01_from_colab.ipynb", "x = 1")
+    saved = nbformat.read(str(folder / "01_from_colab.ipynb"), as_version=4)
+    saved.metadata["widgets"] = copy.deepcopy(COLAB_WIDGETS)
+    nbformat.write(saved, str(folder / "01_from_colab.ipynb"))
+
+    results = run_notebooks(tmp_path / "out", preset="smoke", folder=folder, timeout=120, log=lambda *_: None)
+    assert all(r["ok"] for r in results), [r["error"] for r in results]
+    ran, from_colab = (nbformat.read(str(tmp_path / "out" / "notebooks" / name), as_version=4)
+                       for name in ("00_widget.ipynb", "01_from_colab.ipynb"))
+    states = ran.metadata["widgets"][WIDGET_STATE]["state"]
+    assert any(m["model_name"] == "IntSliderModel" and m["state"]["value"] == 3 for m in states.values())
+    assert "widgets" not in from_colab.metadata
+    for nb in (ran, from_colab):
+        assert widget_metadata_problem(nb) is None
+        nbformat.validate(nb)
