@@ -4,7 +4,9 @@
 folder, uses the bundled micro model's file, or random weights for ``test_tiny``. A model built
 at another ``image_size`` than its checkpoint gets the checkpoint's absolute position embedding
 resized bicubically over the token grid and the global-attention blocks' relative-position tables
-resized linearly (as SAM/ViTDet do when they change resolution).
+resized linearly (as SAM/ViTDet do when they change resolution). A Hugging Face SAM folder
+(``transformers``' ``SamModel``: ``config.json`` + ``model.safetensors``) is read as Meta's SAM
+(:mod:`~convlora_lite.models.hf_checkpoint`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from convlora_lite.errors import CheckpointError, DownloadError
 from convlora_lite.http import cache_folder, download_file
 from convlora_lite.io import load_torch_file
 from convlora_lite.models.configs import MODEL_CONFIGS, SamConfig
+from convlora_lite.models.hf_checkpoint import hf_sam_weights, hf_to_meta, is_hf_state_dict
 
 #: model name -> the checkpoint file bundled in ``convlora_lite/assets`` (used by ``checkpoint="auto"``).
 BUNDLED_CHECKPOINTS = {"micro_sam": "micro_sam.safetensors"}
@@ -55,7 +58,8 @@ def resolve_checkpoint(cfg: SamConfig, checkpoint, cache_dir=None, base_url: str
     """The file ``build_sam`` loads for ``checkpoint`` (``None`` means random weights).
 
     ``"auto"``: the official file for vit_b/l/h (downloaded when needed), the bundled file for
-    the micro model, nothing (random weights) for ``test_tiny``. Anything else is a path.
+    the micro model, nothing (random weights) for ``test_tiny``. Anything else is a path: a file, or a
+    Hugging Face SAM folder, checked to hold ``cfg``'s model, whose weights file is returned.
     """
     if checkpoint is None:
         return None
@@ -72,14 +76,18 @@ def resolve_checkpoint(cfg: SamConfig, checkpoint, cache_dir=None, base_url: str
             return path
         return None
     path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return hf_sam_weights(path, cfg)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint file {path} does not exist. Check the path, or pass checkpoint='auto'.")
+        raise CheckpointError(f"Checkpoint file {path} does not exist. Check the path (a .pth or .safetensors file, or "
+                              "a Hugging Face SAM folder), or pass checkpoint='auto'.")
     return path
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file or a ``torch.save``d state dict (``.pth``/``.pt``),
-    floating point ones as float32, on the CPU."""
+    """The tensors of a ``.safetensors`` file or a ``torch.save``d state dict (``.pth``/``.pt``/``.bin``,
+    ``weights_only``), floating point ones as float32, on the CPU, in Meta's names (a ``transformers``
+    ``SamModel``'s are renamed: :func:`~convlora_lite.models.hf_checkpoint.hf_to_meta`)."""
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -96,7 +104,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a SAM state dict (a mapping of names to tensors). "
                               "Pass a file saved with torch.save(sam.state_dict()) or safetensors.")
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return hf_to_meta(state, path) if is_hf_state_dict(state) else state
 
 
 def identify_state_dict(state: dict[str, torch.Tensor]) -> tuple[str | None, str]:
@@ -143,10 +152,10 @@ def fit_state_dict(state: dict[str, torch.Tensor], cfg: SamConfig, path) -> dict
     windowed blocks keep theirs)."""
     seems_name, seems = identify_state_dict(state)
     if seems_name != cfg.name:
-        build_that = f"build_sam({seems_name!r}, checkpoint=...) to use it, " if seems_name else ""
+        build_that = f"Use build_sam({seems_name!r}, checkpoint=...) to use it, or pass" if seems_name else "Pass"
         raise CheckpointError(
             f"Checkpoint {path} does not fit model {cfg.name!r}: it seems to be for {seems}. "
-            f"Use {build_that}or pass a {cfg.name} checkpoint (checkpoint='auto' gets the right one)."
+            f"{build_that} a {cfg.name} checkpoint (checkpoint='auto' gets the right one)."
         )
     fitted = dict(state)
     fitted["image_encoder.pos_embed"] = resize_pos_embed(state["image_encoder.pos_embed"], cfg.grid_size)

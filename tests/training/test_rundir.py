@@ -51,4 +51,5 @@ def test_no_module_but_rundir_names_a_runs_files():
     sources = [p for folder in ("convlora_lite", "scripts", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
     assert len(sources) > 50
     named = {str(p.relative_to(ROOT)) for p in sources if p.name != "rundir.py" and pattern.search(p.read_text())}
-    assert named == set()
+    # another format's file of the same name: a Hugging Face model folder's config.json
+    assert named == {"convlora_lite/models/hf_checkpoint.py"}
