@@ -24,3 +24,12 @@ def progress_bar(iterable=None, *, total=None, desc: str = "", disable: bool = F
     """A transient ``tqdm.auto`` bar, disabled when headless or when ``disable``; ``options`` go to
     ``tqdm`` (e.g. ``unit="B", unit_scale=True`` for a download)."""
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=disable or is_headless(), **options)
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as a person reads them: ``"42 s"``, ``"3.5 min"``, ``"2.1 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

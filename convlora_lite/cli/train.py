@@ -3,7 +3,9 @@
 Every option left out comes from the preset (see ``convlora_lite.training.presets``) or the dataset's
 official recipe. A ``synth_`` dataset missing from ``--root`` is generated first; a real one must
 be installed (``convlora data download NAME``, or ``convlora data install NAME ARCHIVE_OR_FOLDER``
-for data fetched by hand). Multi-GPU: ``accelerate launch -m convlora_lite train ...`` (or ``torchrun``).
+for data fetched by hand). ``--config FILE.yaml`` reads the run's settings from an experiment file
+(:mod:`convlora_lite.training.experiment_file`); a flag given as well wins. Multi-GPU: ``accelerate launch -m
+convlora_lite train ...`` (or ``torchrun``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from convlora_lite.peft.base import parse_options
 from convlora_lite.plots.figures import save_loss_curve
 from convlora_lite.training import DEVICES, PRECISIONS, TrainConfig, fit
 from convlora_lite.training.compile import COMPILE_MODES
+from convlora_lite.training.config import TRACKERS
+from convlora_lite.training.experiment_file import merged, read_experiment_file
 from convlora_lite.training.presets import DEFAULT_PRESET, PRESET_NAMES
 from convlora_lite.training.rundir import RunDir
 
@@ -25,6 +29,7 @@ def register(subparsers) -> None:
         "train", help="fine-tune SAM with a PEFT method (writes a run directory)",
         description="Fine-tune SAM with a PEFT method on a dataset. Options not given come from the preset "
                     "and the dataset's official recipe; the resolved config is saved in <run dir>/config.json.")
+    add_config_argument(parser, "configs/polyp_conv_lora.yaml")
     parser.add_argument("--dataset", help="registry name, e.g. polyp, camo, synth_polyp (or, with --data-dir, "
                                           "the run's label; default own_<folder name>)")
     parser.add_argument("--data-dir", help="your own data: a folder with images/ and masks/, a folder with train/ "
@@ -36,12 +41,12 @@ def register(subparsers) -> None:
     parser.add_argument("--loss", help="override the recipe's loss (structure, balanced_bce; set for multi-class)")
     parser.add_argument("--select-metric", help="override the metric that picks the best epoch (e.g. iou, dice, "
                                                 "s_alpha, miou)")
-    parser.add_argument("--method", required=True, help="PEFT method, e.g. conv_lora, lora, decoder_only")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES,
-                        help=f"settings bundle (default {DEFAULT_PRESET})")
+    parser.add_argument("--method", help="PEFT method, e.g. conv_lora, lora, decoder_only")
+    parser.add_argument("--preset", choices=PRESET_NAMES, help=f"settings bundle (default {DEFAULT_PRESET})")
     parser.add_argument("--model", help="SAM backbone: vit_b, vit_l, vit_h, micro_sam, test_tiny")
     parser.add_argument("--checkpoint",
-                        help="SAM weights: 'auto' (official/bundled, the default), a file, or 'none' (random)")
+                        help="SAM weights: 'auto' (official/bundled, the default), a file, a Hugging Face SAM folder "
+                             "(config.json + model.safetensors), or 'none' (random)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--output-dir", help="run directory (default runs/<dataset>/<method>/seed<S>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")
@@ -55,6 +60,7 @@ def register(subparsers) -> None:
     parser.add_argument("--precision", choices=PRECISIONS)
     parser.add_argument("--device", choices=DEVICES)
     add_step_arguments(parser)
+    add_log_argument(parser)
     parser.add_argument("--num-workers", type=int, help="data loader worker processes")
     parser.add_argument("--root", help="dataset root folder (default ./data)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
@@ -66,6 +72,21 @@ def register(subparsers) -> None:
                              "trained and scored with prompts sampled from the masks, the zero-shot promptable "
                              "SAM scored beside it (binary tasks only)")
     parser.set_defaults(func=run)
+
+
+def add_config_argument(parser, example: str) -> None:
+    """``--config FILE.yaml`` (``train``, ``reproduce``): settings from an experiment file, flags over them."""
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help=f"an experiment file: the settings as TrainConfig's fields (e.g. {example}); a flag "
+                             "given as well overrides the file's value")
+
+
+def add_log_argument(parser) -> None:
+    """``--log-with NAME`` (``train``, ``reproduce``): trackers beside the TensorBoard files every run writes."""
+    parser.add_argument("--log-with", action="append", choices=TRACKERS, metavar="NAME",
+                        help=f"also log to an experiment tracker through Accelerate ({', '.join(TRACKERS)}; "
+                             "repeatable; the package must be installed); TensorBoard files are always written to "
+                             "<run dir>/tensorboard")
 
 
 def add_step_arguments(parser) -> None:
@@ -82,7 +103,8 @@ def add_step_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    options = {
+    flags = {
+        "dataset": args.dataset, "method": args.method, "preset": args.preset,
         "model": args.model, "seed": args.seed, "output_dir": args.output_dir, "epochs": args.epochs,
         "max_train_batches": args.max_train_batches,
         "image_size": args.image_size, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
@@ -91,13 +113,18 @@ def run(args) -> int:
         "resume": args.resume or None, "checkpoint": args.checkpoint,
         "method_options": parse_options(args.method_option) or None, "prompt": args.prompt,
         "data_dir": args.data_dir, "task": args.task, "loss": args.loss, "select_metric": args.select_metric,
+        "log_with": args.log_with,
     }
-    given = {k: v for k, v in options.items() if v is not None}  # a flag left out: the preset decides
-    if given.get("checkpoint", "").lower() == "none":
+    given = merged(read_experiment_file(args.config) if args.config else {}, flags)  # a flag left out: the preset
+    dataset, method, preset = given.pop("dataset", None), given.pop("method", None), given.pop("preset", None)
+    if isinstance(given.get("checkpoint"), str) and given["checkpoint"].lower() == "none":
         given["checkpoint"] = None
-    if not args.dataset and not args.data_dir:
-        raise ConfigError("give --dataset NAME (a registry dataset) or --data-dir PATH (your own data).")
-    config = TrainConfig.resolve(args.dataset, args.method, args.preset, **given)
+    if not dataset and not given.get("data_dir"):
+        raise ConfigError("give --dataset NAME (a registry dataset) or --data-dir PATH (your own data), on the "
+                          "command line or in the --config file.")
+    if not method:
+        raise ConfigError("give --method NAME (e.g. conv_lora), on the command line or in the --config file.")
+    config = TrainConfig.resolve(dataset, method, preset or DEFAULT_PRESET, **given)
     run_dir = fit(config, on_finish=save_loss_curve)
     if int(os.environ.get("RANK", "0")) == 0:
         metrics = RunDir(run_dir).read_metrics()

@@ -173,13 +173,31 @@ class PromptFreeSAM(nn.Module):
             :class:`SegOutput` with ``logits`` (binary) or ``mask_logits`` and ``class_logits``
             (multi-class), upsampled to ``S x S``, and the adapters' ``aux_loss``.
         """
+        low_res, class_logits = self.decode(images)
+        return self.upsample(low_res, class_logits, collect_aux_loss(self))
+
+    def decode(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The image encoder and the prompt-free decoder, before upsampling (what an ONNX export computes:
+        ``convlora_lite.inference.onnx_export``).
+
+        Args:
+            images: ``(B, 3, S, S)`` ImageNet-normalised float images.
+
+        Returns:
+            ``(low_res (B, Q, 4g, 4g), class_logits (B, Q, K + 1) or None)``: the mask logits on the decoder's
+            grid (Q = 1 for a binary model) and, multi-class, the class logits.
+        """
         self.check_images(images)
         embeddings = self.image_encoder(images)  # (B, C, g, g)
         batch, channels, grid_h, grid_w = embeddings.shape
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, channels, 1, 1).expand(batch, -1, grid_h, grid_w)
-        low_res, class_logits = self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), dense)
-        masks = F.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        aux_loss = collect_aux_loss(self)
+        return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), dense)
+
+    def upsample(self, low_res: torch.Tensor, class_logits: Optional[torch.Tensor],
+                 aux_loss: torch.Tensor) -> SegOutput:
+        """The :class:`SegOutput` of :meth:`decode`'s logits, the masks bilinearly upsampled to ``S x S``."""
+        size = (self.image_size, self.image_size)
+        masks = F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
         if self.is_binary:
             return SegOutput(logits=masks, mask_logits=None, class_logits=None, aux_loss=aux_loss)
         return SegOutput(logits=None, mask_logits=masks, class_logits=class_logits, aux_loss=aux_loss)
@@ -194,7 +212,11 @@ class PromptFreeSAM(nn.Module):
             ``score_k = sum_q softmax(class_q)[k] * sigmoid(mask_q)`` for ``k < K`` (the
             no-object class dropped); the predicted label map is ``scores.argmax(1)``.
         """
-        out = self(images)
+        return self.probabilities(self(images))
+
+    def probabilities(self, out: SegOutput) -> torch.Tensor:
+        """What :meth:`predict` returns, from the output ``out`` of a forward pass already made (e.g. the one
+        a validation loss was computed on)."""
         if self.is_binary:
             return out.logits.sigmoid()[:, 0]
         class_probs = out.class_logits.softmax(-1)[..., :-1]  # (B, Q, K)
@@ -285,4 +307,9 @@ class PromptedSAM(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, prompts=None) -> torch.Tensor:
         """``(B, S, S)`` foreground probabilities for ``images`` and their ``prompts`` (no gradients)."""
-        return self(images, prompts).logits.sigmoid()[:, 0]
+        return self.probabilities(self(images, prompts))
+
+    @staticmethod
+    def probabilities(out: SegOutput) -> torch.Tensor:
+        """What :meth:`predict` returns, from the output ``out`` of a forward pass already made."""
+        return out.logits.sigmoid()[:, 0]

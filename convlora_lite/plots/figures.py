@@ -292,7 +292,7 @@ def save_loss_curve(run, spec) -> None:
 
 
 def plot_history(run_dir, spec=None) -> Figure:
-    """A run's curves from ``history.csv``: training and auxiliary loss per epoch (left), the
+    """A run's curves from ``history.csv``: training, validation and auxiliary loss per epoch (left), the
     validation metrics per epoch with the selection metric bold and its best epoch marked (right;
     metrics where lower is better say so in the legend). ``spec`` (the task's selection metric and
     mode) defaults to the registry's entry for the run's dataset. Used in notebook 00."""
@@ -307,13 +307,14 @@ def plot_history(run_dir, spec=None) -> Figure:
     figure = Figure(figsize=(12, 3.8))
     loss_ax, metric_ax = figure.subplots(1, 2)
     epochs = history["epoch"]
-    for column, label in (("train_loss", "training loss (task)"), ("aux_loss", "auxiliary loss (MoE balance)")):
+    for column, label in (("train_loss", "training loss (task)"), ("val_loss", "validation loss (task)"),
+                          ("aux_loss", "auxiliary loss (MoE balance)")):
         if column in history:
             loss_ax.plot(epochs, history[column], marker="o", label=label)
-    loss_ax.set(xlabel="epoch", ylabel="loss", title="Training loss")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Losses")
     loss_ax.legend(fontsize=8)
     selected = f"val_{spec.select_metric}"
-    for column in (c for c in history if c.startswith("val_")):
+    for column in (c for c in history if c.startswith("val_") and c != "val_loss"):
         bold, metric = column == selected, column.removeprefix("val_")
         note = " (selection)" if bold else " (lower is better)" if METRIC_DIRECTIONS.get(metric) == "min" else ""
         metric_ax.plot(epochs, history[column], marker="o", linewidth=2.5 if bold else 1, alpha=1 if bold else 0.6,

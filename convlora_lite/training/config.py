@@ -22,7 +22,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 #: config fields that may change between a run and its resume (where the run and the data lie,
 #: how they are loaded, how the same arithmetic is computed); any other difference is a ConfigError.
-RESUME_FREE_FIELDS = ("resume", "num_workers", "output_dir", "data_root", "compile", "attention")
+RESUME_FREE_FIELDS = ("resume", "num_workers", "output_dir", "data_root", "compile", "attention", "log_with")
+#: the experiment trackers a run may log to besides its TensorBoard files (through Accelerate's trackers).
+TRACKERS = ("wandb", "mlflow")
 
 
 @dataclass
@@ -40,7 +42,9 @@ class TrainConfig:
     (:mod:`convlora_lite.models.prompts`; binary tasks only); ``compile`` is a ``torch.compile`` mode for the
     training step (:mod:`convlora_lite.training.compile`) or None (eager); ``attention`` computes the encoder's
     attention as Meta does (``"meta"``) or through ``scaled_dot_product_attention`` without the attention
-    matrix (``"sdpa"``, :mod:`convlora_lite.models.sdpa_attention`), the same arithmetic.
+    matrix (``"sdpa"``, :mod:`convlora_lite.models.sdpa_attention`), the same arithmetic; ``log_with`` names the
+    trackers (:data:`TRACKERS`) a run logs to besides the TensorBoard files it always writes
+    (:mod:`convlora_lite.training.tracking`).
     """
 
     dataset: str
@@ -75,6 +79,7 @@ class TrainConfig:
     task: Optional[str] = None
     loss: Optional[str] = None
     select_metric: Optional[str] = None
+    log_with: list = field(default_factory=list)
 
     @classmethod
     def resolve(cls, dataset: Optional[str], method: str, preset: str = DEFAULT_PRESET, *, spec=None,
@@ -139,6 +144,9 @@ class TrainConfig:
             raise ConfigError(f"image_size={self.image_size} must be a multiple of {self.model}'s patch size {patch}.")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be positive.")
+        if not isinstance(self.log_with, list) or any(name not in TRACKERS for name in self.log_with):
+            raise ConfigError(f"log_with={self.log_with!r}: name trackers among {', '.join(TRACKERS)} (TensorBoard "
+                              "files are always written).")
         check_prompt(self.prompt)
         if self.prompt != "none" and self.num_classes != 1:
             raise ConfigError(f"prompt={self.prompt!r} is for binary tasks: {self.dataset} has {self.num_classes} "

@@ -11,7 +11,7 @@ A model that takes prompts (``model.prompt`` box or point) is scored with the pr
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -29,14 +29,17 @@ from convlora_lite.training.rundir import RunDir
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset: Dataset, spec, *, batch_size: int = 1, device="cpu",
-                   max_batches: Optional[int] = None, autocast=nullcontext, desc: str = "eval") -> dict:
+                   max_batches: Optional[int] = None, autocast=nullcontext, desc: str = "eval",
+                   loss_fn: Optional[Callable] = None) -> dict:
     """Score ``model`` on ``dataset`` with the task's metrics.
 
     ``autocast``: a callable returning the context of the forward passes (a run's
     :func:`~convlora_lite.training.devices.autocast`); the metrics are computed in float32.
-    Binary: :class:`BinarySegMetrics` on ``model.predict`` probabilities; multi-class:
-    :class:`MultiClassSegMetrics` on ``predict(...).argmax(1)``. A prompted model
-    (``model.prompt`` box or point) gets each image's evaluation prompt from its mask.
+    Binary: :class:`BinarySegMetrics` on the model's probabilities (``model.probabilities`` of its output, what
+    ``predict`` returns); multi-class: :class:`MultiClassSegMetrics` on their ``argmax(1)``. A prompted model
+    (``model.prompt`` box or point) gets each image's evaluation prompt from its mask. ``loss_fn``: the run's
+    task loss, ``loss_fn(output, masks)``, also computed on the same forward passes: its mean over the batches
+    is returned as ``"loss"`` beside the metrics (the validation loss).
     """
     metrics = task_metrics(spec, getattr(model, "num_classes", 1))
     prompt = getattr(model, "prompt", "none")
@@ -44,6 +47,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset, spec, *, batch_size: int 
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    losses = []
     for i, batch in enumerate(progress_bar(loader, total=total, desc=desc)):
         if i == total:
             break
@@ -52,13 +56,16 @@ def evaluate_model(model: nn.Module, dataset: Dataset, spec, *, batch_size: int 
             names = batch_names(batch, i * batch_size)
             inputs.append(eval_prompts(batch["mask"], names, prompt).to(device))
         with autocast():
-            probs = model.predict(*inputs).float().cpu()
+            out = model(*inputs)
+            if loss_fn is not None:
+                losses.append(float(loss_fn(out, batch["mask"].to(device))))
+            probs = model.probabilities(out).float().cpu()
         if spec.task == "binary":
             metrics.update(probs, batch["mask"])
         else:
             metrics.update(probs.argmax(1), batch["mask"])
     model.train(was_training)
-    return metrics.compute()
+    return {**metrics.compute(), **({"loss": sum(losses) / len(losses)} if losses else {})}
 
 
 def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Dataset] = None,
