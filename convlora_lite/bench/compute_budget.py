@@ -44,6 +44,8 @@ USUAL_SPLIT_SIZES = {
 #: The throughput assumed for a Colab T4 in fp16 (FLOP/s sustained by a PyTorch AMP training step):
 #: about 18 % of the T4's 65 TFLOP/s fp16 tensor-core peak (see benchmarks/colab_budget.md).
 T4_FP16_FLOPS = 12e12
+#: the T4's fp16 tensor-core peak (dense), of which :data:`T4_FP16_FLOPS` is the share assumed sustained.
+T4_FP16_PEAK_FLOPS = 65e12
 
 
 #: Host time per dispatched aten operator of a step on a GPU machine: measured on the H200's host (2026-12-04,
@@ -105,19 +107,21 @@ def step_flops(model: str = "vit_b", image_size: int = 1024, method: str = "conv
             enable_sdpa_attention(net.image_encoder)
         if activation_checkpointing:
             enable_activation_checkpointing(net.image_encoder)
-        net.train()
-        images = torch.randn(1, 3, image_size, image_size)
-        masks = torch.zeros(1, 1, image_size, image_size)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            net(images)
-        forward = counter.get_total_flops()
-        with FlopCounterMode(display=False) as counter:
-            out = net(images)
-            logits = out.logits if out.logits is not None else out.mask_logits
-            loss = structure_loss(logits[:, :1], masks) + out.aux_loss + 0 * out.class_logits.sum() \
-                if out.logits is None else structure_loss(logits, masks) + out.aux_loss
-            loss.backward()
-        train = counter.get_total_flops()
+    # the passes run outside the meta default device: the small constants a layer builds for itself (Conv-LoRA's
+    # resize matrices, 64 x 64) are then made on the CPU at once, not through meta decompositions (10x slower)
+    net.train()
+    images = torch.randn(1, 3, image_size, image_size, device="meta")
+    masks = torch.zeros(1, 1, image_size, image_size, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(images)
+    forward = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        out = net(images)
+        logits = out.logits if out.logits is not None else out.mask_logits
+        loss = structure_loss(logits[:, :1], masks) + out.aux_loss + 0 * out.class_logits.sum() \
+            if out.logits is None else structure_loss(logits, masks) + out.aux_loss
+        loss.backward()
+    train = counter.get_total_flops()
     return StepFlops(model, image_size, method, activation_checkpointing, float(forward), float(train))
 
 
@@ -148,6 +152,13 @@ def run_size(n_train: int, batch_size: int, grad_accum: int, epochs: int, max_tr
     return batches, epochs * math.ceil(batches / grad_accum)
 
 
+def eval_batches(config, n_val: int, n_test: int) -> int:
+    """The forward batches a run of ``config`` scores: the validation split every epoch (at most
+    ``max_eval_batches``), then the ``n_test`` test images once."""
+    per_epoch = math.ceil(min(n_val, (config.max_eval_batches or n_val) * config.batch_size) / config.batch_size)
+    return per_epoch * config.epochs + math.ceil(n_test / config.batch_size)
+
+
 def run_estimate(config, n_train: int, n_val: int, n_test: int = 0, flops_per_s: float = T4_FP16_FLOPS,
                  flops: StepFlops | None = None) -> RunEstimate:
     """Estimated seconds of one run of ``config`` (a resolved ``TrainConfig``): every training batch costs the
@@ -160,9 +171,7 @@ def run_estimate(config, n_train: int, n_val: int, n_test: int = 0, flops_per_s:
     host_train, host_forward = host_seconds(config.model, config.method, config.activation_checkpointing)
     device_train = config.batch_size * flops.train / flops_per_s
     train_s = batches * config.epochs * max(device_train, host_train)
-    eval_batches = math.ceil(min(n_val, (config.max_eval_batches or n_val) * config.batch_size) / config.batch_size)
-    eval_batches = eval_batches * config.epochs + math.ceil(n_test / config.batch_size)
-    eval_s = eval_batches * max(config.batch_size * flops.forward / flops_per_s, host_forward)
+    eval_s = eval_batches(config, n_val, n_test) * max(config.batch_size * flops.forward / flops_per_s, host_forward)
     return RunEstimate(min(n_train, batches * config.batch_size), batches, config.epochs, steps, train_s, eval_s,
                        host_bound_share=max(0.0, 1 - device_train / host_train))
 

@@ -4,7 +4,8 @@ A run directory (:class:`~convlora_lite.training.rundir.RunDir`) holds its confi
 seed, ...) and its metrics (``test``: split -> metric -> value, fractions in [0, 1]). :func:`collect_runs`
 reads many of them into one long DataFrame, :func:`results_table` pivots it into the paper's
 layout: one row per method (in the paper's order), one column per (dataset, test split, metric),
-each cell the mean +- standard deviation over seeds, multiplied by 100 for display.
+each cell the mean +- standard deviation over seeds, multiplied by 100 for display; :func:`run_hours` reads what
+each run recorded of its wall time and device, the table's device-hours column (``convlora table``, ``results.md``).
 """
 from __future__ import annotations
 
@@ -42,13 +43,31 @@ def collect_runs(paths) -> pd.DataFrame:
 
 
 def write_results(output_dir, run_dirs) -> Path:
-    """Write a sweep's ``results.csv`` (:func:`collect_runs`) and ``results.md`` (:func:`results_table`)
-    into ``output_dir``; returns the path of ``results.md``."""
+    """Write a sweep's ``results.csv`` (:func:`collect_runs`) and ``results.md`` (:func:`results_table`, with the
+    device-hours of :func:`run_hours`) into ``output_dir``; returns the path of ``results.md``."""
     runs = collect_runs(list(run_dirs))
+    markdown = table_markdown(results_table(runs), run_hours(runs.run_dir))
     root = Path(output_dir)
     atomic_write(root / "results.csv", lambda tmp: runs.to_csv(tmp, index=False))
-    atomic_write(root / "results.md", lambda tmp: tmp.write_text(table_markdown(results_table(runs))))
+    atomic_write(root / "results.md", lambda tmp: tmp.write_text(markdown))
     return root / "results.md"
+
+
+def run_hours(run_dirs) -> pd.DataFrame:
+    """One row per run directory: ``run_dir``, ``method``, ``device`` (the name the run recorded: ``"NVIDIA H200"``,
+    ``"cpu"``; ``"not recorded"`` before runs recorded it) and ``hours``: the device-hours the run recorded, its
+    epochs' wall time (``time_s`` of ``history.csv``: training and validation; a resumed run's epochs from every
+    segment, an epoch cut short by the interruption not) plus the test pass (``metrics.json``'s ``test_s``), times
+    its processes; NaN for a run whose history records no time. Start-up and downloads are not counted."""
+    rows = []
+    for path in dict.fromkeys(map(str, run_dirs)):
+        run = RunDir(path)
+        metrics = run.read_metrics()
+        history = run.read_history() if run.history.exists() else pd.DataFrame()
+        seconds = history["time_s"].sum() + metrics.get("test_s", 0.0) if "time_s" in history else np.nan
+        rows.append(dict(run_dir=path, method=run.method, device=metrics.get("device", "not recorded"),
+                         hours=seconds * metrics.get("processes", 1) / 3600))
+    return pd.DataFrame(rows, columns=["run_dir", "method", "device", "hours"])
 
 
 def results_table(runs: pd.DataFrame, precision: int = 1) -> pd.DataFrame:
@@ -75,10 +94,27 @@ def results_table(runs: pd.DataFrame, precision: int = 1) -> pd.DataFrame:
     return table
 
 
-def table_markdown(table: pd.DataFrame) -> str:
-    """The table as GitHub markdown, one header row ``dataset/split metric``."""
-    headers = ["method"] + [f"{d}/{s} {m}" for d, s, m in table.columns]
+def table_markdown(table: pd.DataFrame, hours: pd.DataFrame | None = None) -> str:
+    """The table as GitHub markdown, one header row ``dataset/split metric``; with ``hours`` (:func:`run_hours`), a
+    last column of each method's device-hours (its runs' sum) and a line under the table naming the devices."""
+    headers = ["method"] + [f"{d}/{s} {m}" for d, s, m in table.columns] + ([] if hours is None else ["device-hours"])
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for method, row in table.iterrows():
-        lines.append("| " + " | ".join([method, *row.tolist()]) + " |")
+        mine = None if hours is None else hours.hours[hours.method == method].dropna()
+        cells = [] if mine is None else [f"{mine.sum():.2f}" if len(mine) else "–"]
+        lines.append("| " + " | ".join([method, *row.tolist(), *cells]) + " |")
+    if hours is not None:
+        lines += ["", hours_note(hours)]
     return "\n".join(lines) + "\n"
+
+
+def hours_note(hours: pd.DataFrame) -> str:
+    """What the device-hours column holds, and on which devices (:func:`run_hours`)."""
+    timed = hours.dropna(subset=["hours"])
+    devices = ", ".join(f"{device} ({n} run{'s' if n > 1 else ''}, {timed.hours[timed.device == device].sum():.2f} h)"
+                        for device, n in timed.device.value_counts(sort=False).items())
+    missing = len(hours) - len(timed)
+    untimed = f"; {missing} run(s) recorded no time, not counted" if missing else ""
+    return (f"device-hours: each method's runs' recorded wall time, summed (training and validation epochs, the test "
+            f"pass, x processes; start-up and downloads not counted), on the device each run recorded: "
+            f"{devices or 'none'}{untimed}.")

@@ -36,6 +36,14 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def device_name(device: str) -> str:
+    """What ``device`` is, as a run records it (``metrics.json``'s ``device``): the GPU's name on CUDA
+    (``"NVIDIA H200"``), else the device itself (``"cpu"``, ``"mps"``)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return device
+
+
 def inference_precision(precision: str, device: str) -> str:
     """The precision a finished run's model is scored in on ``device``: the run's own (``"auto"``
     resolved for ``device``), so that ``convlora eval`` reproduces the scores of its ``metrics.json``;

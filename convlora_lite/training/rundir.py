@@ -4,14 +4,16 @@
 
     <run dir>/
       config.json               the resolved TrainConfig: everything needed to rerun
-      history.csv               one row per epoch: epoch, train_loss, aux_loss, lr, val_<metric>..., time_s
-      metrics.json              best epoch, its val metrics, and the test splits' metrics (best weights)
+      history.csv               one row per epoch: epoch, train_loss, aux_loss, lr, val_loss, val_<metric>..., time_s
+      metrics.json              best epoch, its val metrics, and the test splits' metrics (best weights); the
+                                test pass's seconds (test_s), the device's name and the processes
       split.json                own data only (--data-dir): the spec and which images are in which split
       checkpoint/
         best.safetensors        trainable tensors only (adapter + trained decoder) at the best epoch
         last.safetensors        trainable tensors only after the last completed epoch
         resume.pt               optimizer, scheduler, scaler, RNG states, epoch, best so far, history
       figures/loss_curve.png
+      tensorboard/              TensorBoard event files: the history's scalars per epoch, the test scores
 
 A sweep keeps its runs at ``{output_dir}/{dataset}/{method}/seed{seed}`` (:meth:`RunDir.of`);
 :meth:`RunDir.find` finds the runs below any folder, and a run's dataset, method and seed are read
@@ -82,6 +84,7 @@ class RunDir:
     figures = property(lambda self: self.path / "figures")
     loss_curve = property(lambda self: self.figures / "loss_curve.png")
     split = property(lambda self: self.path / "split.json")
+    tensorboard = property(lambda self: self.path / "tensorboard")
 
     @property
     def dataset(self) -> str:

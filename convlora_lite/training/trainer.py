@@ -37,7 +37,7 @@ from convlora_lite.io import jsonable
 from convlora_lite.locking import exclusive
 from convlora_lite.models.prompts import batch_names, train_prompts
 from convlora_lite.peft.state import load_trainable, trainable_state
-from convlora_lite.progress import progress_bar
+from convlora_lite.progress import format_duration, progress_bar
 from convlora_lite.training import devices
 from convlora_lite.training.compile import compile_model
 from convlora_lite.training.config import TrainConfig
@@ -48,6 +48,7 @@ from convlora_lite.training.optim import build_optimizer, clip_gradients, linear
 from convlora_lite.training.resume import previous_state, rng_state, set_rng_state
 from convlora_lite.training.run_data import config_spec, run_datasets
 from convlora_lite.training.rundir import RunDir
+from convlora_lite.training.tracking import RunTracker
 
 #: the duration estimate is printed after this many timed batches (the first one is not timed).
 ESTIMATE_AFTER_BATCHES = 5
@@ -55,14 +56,6 @@ ESTIMATE_AFTER_BATCHES = 5
 #: epochs after the first skip the decoding (a ``cpu`` run's analog fits: 80 MiB for its 64 training and
 #: 16 validation images at 256 px; see ``benchmarks/README.md``, "Data decoding").
 DATA_CACHE_BYTES = 512 * 2**20
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _scalars(metrics: dict) -> dict:
@@ -278,15 +271,15 @@ class Trainer:
     def _log_estimate(self, epoch: int, per_batch_s: float, num_batches: int) -> None:
         """One line, after the first batches: the estimated duration of the training left."""
         left = per_batch_s * num_batches * (self.config.epochs - epoch)
-        self.log(f"Estimated training time: {_duration(left)} ({per_batch_s:.3g} s per batch of the first "
+        self.log(f"Estimated training time: {format_duration(left)} ({per_batch_s:.3g} s per batch of the first "
                  f"{min(num_batches, ESTIMATE_AFTER_BATCHES + 1)}; validation and testing come on top).")
 
     def _score(self, split: str) -> dict:
-        """The task's metrics of the current weights on ``split`` (main process)."""
+        """The task's metrics of the current weights on ``split`` (main process), with the task loss on val."""
         return evaluate_model(self.accelerator.unwrap_model(self.model), self.datasets[split], self.spec,
                               batch_size=self.config.batch_size, device=self.accelerator.device,
                               max_batches=self.config.max_eval_batches, autocast=self.autocast,
-                              desc=f"eval {split}")
+                              desc=f"eval {split}", loss_fn=self.loss_fn if split == "val" else None)
 
     def _better(self, value: float, best: Optional[float]) -> bool:
         return best is None or (value > best if self.spec.select_mode == "max" else value < best)
@@ -347,17 +340,20 @@ class Trainer:
     def _finish(self, history: list[dict], best: dict, stopped: bool) -> None:
         """Score the test splits with the best weights (at most ``max_eval_batches`` batches each, as
         validation; :func:`~convlora_lite.training.evaluation.evaluate` scores a whole split); write
-        metrics.json and the figure. A prompted run also scores the zero-shot promptable SAM with the
-        same prompts (``zero_shot``, beside ``test``)."""
+        metrics.json (with the test pass's seconds, the device's name and the processes) and the figure. A
+        prompted run also scores the zero-shot promptable SAM with the same prompts (``zero_shot``, beside ``test``)."""
         model = self.accelerator.unwrap_model(self.model)
         load_trainable(model, self.run.load_tensors(self.run.best), str(self.run.best))
         tests = [s for s in self.datasets if s not in ("train", "val")]
+        started = time.perf_counter()
         test = {split: jsonable(self._score(split)) for split in tests}
         metrics = {
             "dataset": self.config.dataset, "method": self.config.method, "model": self.config.model,
             "seed": self.config.seed, "select_metric": self.spec.select_metric, "select_mode": self.spec.select_mode,
             "best_epoch": best["epoch"], "epochs_run": len(history), "stopped_early": stopped,
             "val": best["val"], "test": test, "max_eval_batches": self.config.max_eval_batches, "completed": True,
+            "test_s": round(time.perf_counter() - started, 3), "device": devices.device_name(self.device),
+            "processes": self.accelerator.num_processes,
         }
         if self.config.prompt != "none":
             zero_shot = {split: jsonable(zero_shot_baseline(
@@ -379,17 +375,18 @@ def fit(config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
     """Train ``config``; returns the run directory. The composition root: the spec (default
     :func:`~convlora_lite.training.run_data.config_spec`), the data (default
     :func:`~convlora_lite.training.run_data.run_datasets`: installed, or an own-data split recorded in the
-    run), the model (:func:`~convlora_lite.training.model.build_model`, seeded) and a :class:`Trainer`
-    that runs the loop with them. A finished run is returned at once, before any data or weights are
-    touched.
-
-    One process at a time trains a run directory (:func:`~convlora_lite.locking.exclusive`): a
-    second one waits, then finds the run finished (or resumes where the first stopped)."""
+    run), the model (:func:`~convlora_lite.training.model.build_model`, seeded), the run's TensorBoard files
+    and trackers (:class:`~convlora_lite.training.tracking.RunTracker`, before ``on_epoch_end`` and
+    ``on_finish``) and a :class:`Trainer` that runs the loop with them. A finished run is returned at once,
+    before any data or weights are touched. One process at a time trains a run directory
+    (:func:`~convlora_lite.locking.exclusive`): a second one waits, then finds the run finished (or resumes)."""
     from accelerate.utils import set_seed
 
     with exclusive(config.output_dir or "run", log=tqdm.write):
         spec = spec if spec is not None else config_spec(config)
-        trainer = Trainer(config, spec, on_epoch_end=on_epoch_end, on_finish=on_finish)
+        tracker = RunTracker(RunDir(config.output_dir or "run"), config)
+        trainer = Trainer(config, spec, on_epoch_end=tracker.epoch_hook(on_epoch_end),
+                          on_finish=tracker.finish_hook(on_finish))
         if trainer.completed:
             return trainer.run.path
         if datasets is None:

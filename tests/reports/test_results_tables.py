@@ -52,3 +52,32 @@ def test_no_runs_is_a_clear_error(tmp_path):
         collect_runs([tmp_path])
     with pytest.raises(DataError, match="does not exist"):
         collect_runs([tmp_path / "missing"])
+
+
+def _recorded(path, **fields):
+    """Add what a trainer records beside the scores (``test_s``, ``device``, ``processes``) to a hand-written run."""
+    run = RunDir(path)
+    run.write_metrics({**run.read_metrics(), **fields})
+
+
+def test_the_table_adds_each_methods_recorded_device_hours(tmp_path, fake_run, capsys):
+    scores = {"test": {"iou": 0.8, "dice": 0.85}}
+
+    def epochs(*seconds):
+        return [dict(epoch=i + 1, train_loss=0.5, time_s=s) for i, s in enumerate(seconds)]
+
+    _recorded(fake_run(tmp_path / "l0", "synth_leaf", "lora", 0, scores, epochs(600.0, 900.0)),
+              test_s=300.0, device="NVIDIA H200", processes=1)
+    _recorded(fake_run(tmp_path / "l1", "synth_leaf", "lora", 1, scores, epochs(1800.0)),
+              test_s=0.0, device="NVIDIA H200", processes=2)
+    _recorded(fake_run(tmp_path / "c0", "synth_leaf", "conv_lora", 0, scores, epochs(3600.0, 3600.0)),
+              test_s=720.0, device="cpu", processes=1)
+    fake_run(tmp_path / "c1", "synth_leaf", "conv_lora", 1, scores, [dict(epoch=1, train_loss=0.5)])  # no time
+    assert main(["table", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| device-hours |")
+    cells = {line.split(" | ")[0].strip("| "): line.split("|")[-2].strip() for line in lines[2:4]}
+    # lora: 600 + 900 + 300 s, and 1,800 s on 2 processes: 5,400 s; conv_lora: 7,920 s, its untimed run not counted
+    assert cells == {"lora": "1.50", "conv_lora": "2.20"}
+    assert lines[-1].startswith("device-hours: ") and lines[-1].endswith(
+        "cpu (1 run, 2.20 h), NVIDIA H200 (2 runs, 1.50 h); 1 run(s) recorded no time, not counted.")

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
 from convlora_lite.plots.figures import save_loss_curve
+from convlora_lite.reports.results_tables import run_hours
 from convlora_lite.training import RunDir, TrainConfig, Trainer, build_model, devices, evaluate, fit, load_run
 from convlora_lite.training.optim import linear_decay, param_groups
 
@@ -149,13 +150,19 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, method):
     with pytest.raises(Interrupt):
         fit(cut, spec=BINARY, datasets=datasets(flip=True), on_epoch_end=_interrupt_after(1))
     assert len(history(tmp_path / "cut")) == 1 and not (tmp_path / "cut" / "metrics.json").exists()
+    first_segment = pd.read_csv(tmp_path / "cut" / "history.csv").time_s.tolist()
     resumed = fit(TrainConfig(**{**cut.to_dict(), "resume": True}), spec=BINARY, datasets=datasets(flip=True))
     pd.testing.assert_frame_equal(history(whole), history(resumed))
     for file in ("last.safetensors", "best.safetensors"):
         a, b = load_file(whole / "checkpoint" / file), load_file(resumed / "checkpoint" / file)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (whole, resumed))
-    assert ma == mb
+    test_s = mb.pop("test_s")
+    assert ma.pop("test_s") >= 0 and test_s >= 0 and ma == mb  # all but the test pass's wall time
+    # the run's recorded time (convlora table's device-hours): both segments' epochs, the first one's kept as timed
+    times = pd.read_csv(resumed / "history.csv").time_s
+    assert len(times) == 3 and times[0] == first_segment[0] and (mb["device"], mb["processes"]) == ("cpu", 1)
+    assert run_hours([resumed]).hours[0] == pytest.approx((times.sum() + test_s) / 3600)
 
 
 def test_resume_of_a_completed_run_is_a_no_op(tmp_path, capsys):
@@ -424,8 +431,9 @@ class FakeSegmenter(torch.nn.Module):
         logits = self.conv(images)
         return SimpleNamespace(logits=logits, multimask_logits=None, aux_loss=logits.new_zeros(()))
 
-    def predict(self, images):
-        return self(images).logits.sigmoid()[:, 0]
+    @staticmethod
+    def probabilities(out):
+        return out.logits.sigmoid()[:, 0]
 
 
 def test_the_trainer_runs_the_loop_with_the_parts_it_is_handed(tmp_path):
