@@ -3,7 +3,8 @@ JSON values.
 
 Every file the project writes for a user to read back (a run's files, a prediction's masks, an
 export, a pretraining state) goes through :func:`atomic_write`: a crash leaves the old file or the
-new one, never a partial file to be mistaken for a good one.
+new one, never a partial file to be mistaken for a good one. A folder written as one thing (a Hub
+export, a downloaded Hub repository) goes through :func:`atomic_folder`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,6 +32,30 @@ def atomic_write(path, write: Callable[[Path], object]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_folder(path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on an empty temporary folder next to ``path``, then move it onto ``path``; the
+    temporary folder is removed if ``write`` fails, so no half-written folder is ever at ``path``. An existing
+    ``path`` is replaced: moved aside, the new folder moved in (put back if that fails), then deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (path.with_name(f".{path.name}.{what}{os.getpid()}") for what in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if path.exists():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists():
+                os.replace(old, path)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def jsonable(value):

@@ -52,3 +52,11 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert all("chrom" in line or line == "fi" for line in ci[:-1]), ci
     assert "make test" in readme and "make run" in readme
     assert "test:" in (ROOT / "Makefile").read_text()
+
+
+def test_the_onnx_extra_is_in_dev_and_named_where_it_is_missing():
+    from convlora_lite.inference.onnx_model import INSTALL
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(extras["onnx"]) <= set(extras["dev"])
+    assert "'convlora_lite[onnx]'" in INSTALL and all(f" {r.split('>')[0]}" in INSTALL for r in extras["onnx"])

@@ -14,7 +14,7 @@ import sys
 from convlora_lite.errors import UserError
 
 #: sub-command modules, in the order ``--help`` lists them.
-_COMMANDS = ("params", "train", "eval", "predict", "export", "data", "bench", "table", "reproduce")
+_COMMANDS = ("params", "train", "eval", "predict", "export", "hub", "data", "bench", "table", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

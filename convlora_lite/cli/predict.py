@@ -13,7 +13,9 @@ def register(subparsers) -> None:
                     "Writes OUT/masks/<stem>.png at each image's own size (binary 0/255; multi-class an index "
                     "PNG with a palette) and OUT/predictions.csv (foreground fraction; scores with --masks). "
                     "Unreadable inputs are skipped and listed (exit 1).")
-    parser.add_argument("--run-dir", required=True, help="a run directory, or an export .safetensors file")
+    parser.add_argument("--run-dir", required=True, help="a run directory, an export .safetensors file, a Hub "
+                                                         "folder (convlora export --format hub, convlora hub pull) "
+                                                         "or an ONNX file (--format onnx; run by onnxruntime)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("--output-dir", required=True, help="where the masks and predictions.csv go")
     parser.add_argument("--probabilities", action="store_true",

@@ -5,7 +5,10 @@ metadata, the resolved config, the dataset spec (task, classes, metrics) and the
 *by reference*: the model name, the checkpoint as configured, its file name and sha256 (the base
 weights are not copied; a random base is rebuilt from the run's seed). :func:`load_source` accepts
 such a file or a run directory, so ``convlora predict`` and :class:`~convlora_lite.inference.Segmenter`
-take either.
+take either. :func:`export_hub` (``convlora export --format hub``) writes a folder in the Hugging Face
+Hub's model layout: that file as ``model.safetensors``, the resolved config (without the machine's paths:
+:func:`public_config`) and a model card
+(``README.md``, :mod:`~convlora_lite.inference.model_card`); :func:`load_source` takes such a folder too.
 
 :func:`merged_sam_state` folds a LoRA run's low-rank updates into the ``qkv`` weights
 (``W + (alpha / r) B A``) and its trained decoder into SAM's own decoder, giving a state dict in
@@ -25,12 +28,14 @@ from pathlib import Path
 import torch
 
 from convlora_lite.errors import CheckpointError, ConfigError
-from convlora_lite.io import atomic_write
+from convlora_lite.io import atomic_folder, atomic_write
 from convlora_lite.training.config import TrainConfig
 
 FORMAT = "convlora_lite.export/1"
 #: methods whose trained model is SAM's own architecture once merged.
 MERGEABLE = ("lora", "decoder_only")
+#: a Hub folder's export file and model card.
+HUB_WEIGHTS, HUB_CARD = "model.safetensors", "README.md"
 
 
 def sha256_of(path) -> str:
@@ -66,9 +71,20 @@ def spec_summary(spec) -> dict:
             "select_mode": spec.select_mode, "metrics": list(spec.metrics), "test_splits": list(spec.test_splits)}
 
 
-def export_run(run_dir, output) -> Path:
-    """Write the export of the finished run ``run_dir`` to ``output`` (``.safetensors``); returns it.
-    Used in notebook 11."""
+def public_config(config: dict) -> dict:
+    """A run's config dict without the paths of the machine it ran on (what a Hub folder publishes): no
+    ``output_dir``, the default ``data_root``, and only the names of ``data_dir`` and of a checkpoint file
+    (``auto`` and random weights are kept as they are)."""
+    checkpoint = config.get("checkpoint")
+    local = checkpoint not in (None, "auto")
+    return {**config, "output_dir": None, "data_root": TrainConfig.data_root,
+            "data_dir": Path(config["data_dir"]).name if config.get("data_dir") else None,
+            "checkpoint": Path(checkpoint).name if local else checkpoint}
+
+
+def export_run(run_dir, output, public: bool = False) -> Path:
+    """Write the export of the finished run ``run_dir`` to ``output`` (``.safetensors``); returns it. ``public``:
+    the config without local paths (:func:`public_config`). Used in notebook 11."""
     from safetensors.torch import save_file
 
     from convlora_lite.training.run_data import run_spec
@@ -80,10 +96,54 @@ def export_run(run_dir, output) -> Path:
         raise ConfigError(f"--output {output}: an export is a .safetensors file; name it e.g. model.safetensors.")
     config = TrainConfig.of_run(run.path)
     tensors = run.load_tensors(run.best)
-    metadata = {"format": FORMAT, "config": json.dumps(config.to_dict()),
+    config_dict = public_config(config.to_dict()) if public else config.to_dict()
+    metadata = {"format": FORMAT, "config": json.dumps(config_dict),
                 "spec": json.dumps(spec_summary(run_spec(run_dir))), "base": json.dumps(base_reference(config))}
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     atomic_write(output, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
+    return output
+
+
+def is_hub_folder(folder) -> bool:
+    """Whether ``folder`` holds a Hub folder's export file."""
+    return (Path(folder) / HUB_WEIGHTS).is_file()
+
+
+def check_hub_output(output) -> Path:
+    """``output`` as a Path, when a Hub folder may be written there: nothing, an empty folder or an earlier Hub
+    folder (replaced whole); ConfigError otherwise."""
+    output = Path(output)
+    if output.exists() and not (output.is_dir() and (is_hub_folder(output) or not any(output.iterdir()))):
+        raise ConfigError(f"--output {output} exists and is not a Hub folder (no {HUB_WEIGHTS}); a Hub folder is "
+                          "written whole, replacing what is there: choose a new folder name, or remove it first.")
+    return output
+
+
+def export_hub(run_dir, output) -> Path:
+    """Write the Hub folder of the finished run ``run_dir`` to ``output`` (see the module docstring): built in a
+    temporary sibling, then moved into place (an earlier Hub folder there is replaced); returns ``output``."""
+    from convlora_lite.inference.model_card import model_card
+    from convlora_lite.training.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if Path(output).suffix == ".safetensors":
+        raise ConfigError(f"--output {output}: --format hub writes a folder; name it e.g. my_model (or use "
+                          "--format safetensors for one file).")
+    output = check_hub_output(output)
+    if not run.is_complete():
+        raise CheckpointError(f"{run.path} is not a finished run directory (no {run.metrics.name} with test "
+                              "scores, which the model card reports): pass the folder a finished `convlora train` "
+                              "wrote, or finish the run first (the same command with --resume).")
+
+    def write(folder: Path) -> None:
+        tensors, config, spec, base = read_export(export_run(run.path, folder / HUB_WEIGHTS, public=True))
+        hub = RunDir(folder)  # the config under a run directory's name for it (also the Hub's download counter)
+        hub.write_config(config)
+        card = model_card(config, spec, base, run.read_metrics(), n_parameters=sum(t.numel() for t in tensors.values()),
+                          weights_file=HUB_WEIGHTS, config_file=hub.config.name)
+        atomic_write(folder / HUB_CARD, lambda tmp: tmp.write_text(card))
+
+    atomic_folder(output, write)
     return output
 
 
@@ -143,7 +203,7 @@ def load_export(path, checkpoint=None):
 
 
 def load_source(source, checkpoint=None):
-    """``(model, config, spec)`` of a run directory or an export file (``checkpoint``: see
+    """``(model, config, spec)`` of a run directory, an export file or a Hub folder (``checkpoint``: see
     :func:`load_export`; exports only)."""
     from convlora_lite.training.model import load_run
     from convlora_lite.training.run_data import run_spec
@@ -152,12 +212,16 @@ def load_source(source, checkpoint=None):
     source = Path(source)
     if source.is_file():
         return load_export(source, checkpoint)
+    if is_hub_folder(source):
+        return load_export(source / HUB_WEIGHTS, checkpoint)
     if not source.is_dir():
-        raise CheckpointError(f"{source} does not exist; pass a run directory or an export .safetensors file.")
+        raise CheckpointError(f"{source} does not exist; pass a run directory, an export .safetensors file or a "
+                              "Hub folder.")
     run = RunDir(source)
     if not run.config.exists():
         raise CheckpointError(f"{source} is not a run directory (no config.json); pass the folder `convlora train` "
-                              "wrote, or an export .safetensors file.")
+                              "wrote, an export .safetensors file, or a Hub folder (`convlora export --format hub`, "
+                              "`convlora hub pull`).")
     if not run.has_weights():
         raise CheckpointError(f"{source} has no weights ({run.best} is missing): the run has not finished an epoch. "
                               "Train it (or --resume it) first.")

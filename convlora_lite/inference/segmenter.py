@@ -23,6 +23,9 @@ from convlora_lite.data.transforms import normalize_image, to_rgb
 from convlora_lite.errors import DataError
 from convlora_lite.training import devices
 
+#: a binary model's foreground: probability above this.
+THRESHOLD = 0.5
+
 
 def as_pil(image) -> Image.Image:
     """A PIL image from a PIL image, a path, or an array (H, W), (H, W, 3|4) as uint8, or floats in [0, 1]."""
@@ -53,7 +56,8 @@ class Segmenter:
     """A model of a finished run with its config and spec, ready to segment images.
 
     Args:
-        model: a :class:`~convlora_lite.models.segmenter.PromptFreeSAM` with the run's weights.
+        model: a :class:`~convlora_lite.models.segmenter.PromptFreeSAM` with the run's weights, or an
+            :class:`~convlora_lite.inference.onnx_model.OnnxModel` (an ONNX export run by onnxruntime).
         config: the run's :class:`~convlora_lite.training.config.TrainConfig`.
         spec: the run's dataset spec (task, class names, metrics).
         device: ``"auto"`` (a GPU when there is one), ``"cuda"``, ``"mps"`` or ``"cpu"``.
@@ -73,11 +77,14 @@ class Segmenter:
 
     @classmethod
     def from_run(cls, source, *, device: str = "auto", batch_size: int = 4, checkpoint=None) -> "Segmenter":
-        """The segmenter of a finished run directory, or of a ``convlora export`` ``.safetensors`` file
-        (``checkpoint``: the SAM base weights' path here, for an export made elsewhere; checked by sha256)."""
+        """The segmenter of a finished run directory, of a ``convlora export`` ``.safetensors`` file, or of a Hub
+        folder (``convlora export --format hub``, ``convlora hub pull``); ``checkpoint``: the SAM base weights'
+        path here, for an export made elsewhere (checked by sha256). A ``.onnx`` file (``convlora export --format
+        onnx``) is run by onnxruntime (:class:`~convlora_lite.inference.onnx_model.OnnxModel`)."""
         from convlora_lite.inference.export import load_source
+        from convlora_lite.inference.onnx_model import is_onnx, load_onnx
 
-        model, config, spec = load_source(source, checkpoint)
+        model, config, spec = (load_onnx if is_onnx(source) else load_source)(source, checkpoint)
         return cls(model, config, spec, device=device, batch_size=batch_size)
 
     @property
@@ -123,9 +130,10 @@ class Segmenter:
         return self.probabilities_batch([image])[0]
 
     def mask_of(self, probabilities: np.ndarray) -> np.ndarray:
-        """uint8 (H, W): binary 0/1 (probability > 0.5), multi-class the class id of the highest score."""
+        """uint8 (H, W): binary 0/1 (probability > :data:`THRESHOLD`), multi-class the class id of the highest
+        score."""
         if self.is_binary:
-            return (probabilities > 0.5).astype(np.uint8)
+            return (probabilities > THRESHOLD).astype(np.uint8)
         return probabilities.argmax(0).astype(np.uint8)
 
     def segment_batch(self, images: Sequence) -> list[np.ndarray]:

@@ -189,9 +189,8 @@ class MoEConv(nn.Module):
         # upsample along H (the channels ride along as columns), then along W: (M, r*S, S')
         up = torch.bmm(up_rows, h.reshape(m, height, width * r)).view(m, rows, width, r)
         up = torch.bmm(up.permute(0, 3, 1, 2).reshape(m, r * rows, width), up_cols.transpose(1, 2))
-        # one grouped 3x3 convolution, each sample with its own expert's kernel: (1, M*r, S, S')
-        hidden = F.gelu(F.conv2d(up.view(1, m * r, rows, cols), self.weight[index].view(m * r, r, 3, 3),
-                                 self.bias[index].view(m * r), padding=1, groups=m))
+        # each sample's own expert's 3x3 convolution: (1, M*r, S, S'); (M, r, S, S') in an ONNX export
+        hidden = F.gelu(self._expert_convolution(up, index, rows, cols))
         # (the zero rows and columns beyond a smaller expert's s_e * H are the convolution's zero padding)
         # resize back along W, then along H: (M, H, W, r)
         out = torch.bmm(hidden.view(m, r * rows, cols), down_cols.transpose(1, 2)).view(m, r, rows, width)
@@ -202,6 +201,19 @@ class MoEConv(nn.Module):
                 out = out * routing.gate_values[:, :, None, None, None].to(out.dtype)
             out = out.sum(dim=1)
         return out, routing
+
+    def _expert_convolution(self, up: torch.Tensor, index: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """``up`` (M, r*S, S'), each sample's r upsampled maps of S x S' (S = ``rows``, S' = ``cols``), convolved
+        sample by sample by its own expert's 3x3 kernel and bias (``index`` (M,) long): (1, M*r, S, S'). One grouped
+        convolution, one group per sample; in an ONNX export (whose ``Conv`` takes a fixed number of groups,
+        while M follows the batch) every expert's convolution of every sample, E times the work on r channels,
+        then each sample's own: (M, r, S, S') (``convlora_lite.inference.onnx_export``)."""
+        m, r = up.shape[0], self.weight.shape[1]
+        if torch.onnx.is_in_onnx_export():
+            every = F.conv2d(up.view(m, r, rows, cols), self.weight.flatten(0, 1), self.bias.flatten(), padding=1)
+            return every.unflatten(1, (self.num_experts, r))[torch.arange(m, device=up.device), index]
+        return F.conv2d(up.view(1, m * r, rows, cols), self.weight[index].view(m * r, r, 3, 3),
+                        self.bias[index].view(m * r), padding=1, groups=m)
 
     def _resize_operators(self, size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The resize matrices of every expert along one axis of length ``size``, cached per size, device and

@@ -12,6 +12,9 @@ It follows the structure of AutoGluon's ``ConvLoRALinear`` / ``MoEGate`` / ``Spa
 * a Python loop runs each expert that received samples;
 * the outputs are combined as ``log(index_add(exp(out) [* gate]))``.
 
+One departure, shared with the fast layer: in evaluation its top-k orders equal logits by expert
+(``moe_gate.top_experts``), where ``torch.topk`` leaves their order unspecified.
+
 The parameters are those of :class:`~convlora_lite.peft.conv_lora.ConvLoRALinear` (same names),
 so the two load each other's state dicts. Select it with
 ``apply_peft(model, "conv_lora", implementation="official")``.
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch.distributions.normal import Normal
 
 from convlora_lite.peft.conv_lora import ConvLoRALinear, MoEConv
-from convlora_lite.peft.moe_gate import NOISE_EPSILON, Routing
+from convlora_lite.peft.moe_gate import NOISE_EPSILON, Routing, top_experts
 
 
 class SparseDispatcher:
@@ -74,7 +77,8 @@ class OfficialMoEConv(MoEConv):
         expert_outputs = [expert(expert_inputs[i]) for i, expert in enumerate(self.experts)
                           if len(expert_inputs[i]) > 0]
         delta = dispatcher.combine(expert_outputs, multiply_by_gates=self.gated)
-        gate_values, expert_index = gates.topk(self.gate.top_k, dim=1)
+        expert_index = top_experts(gates, self.gate.top_k)
+        gate_values = gates.gather(1, expert_index)
         return delta.permute(0, 2, 3, 1), Routing(expert_index, gate_values, aux_loss.reshape(()))
 
     def _official_gate(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +92,9 @@ class OfficialMoEConv(MoEConv):
             logits = noisy_logits
         else:
             logits = clean_logits
-        top_logits, top_indices = logits.topk(min(k + 1, num_experts), dim=1)
+        n = min(k + 1, num_experts)  # evaluation: equal logits in the experts' order, as the fast gate
+        top_indices = logits.topk(n, dim=1).indices if self.training else top_experts(logits, n)
+        top_logits = logits.gather(1, top_indices)
         top_k_gates = F.softmax(top_logits[:, :k], dim=1)
         # top_k_gates.float(): under CPU autocast the softmax stays bf16 (CUDA autocast runs it in fp32)
         gates = torch.zeros_like(logits, requires_grad=True).float().scatter(1, top_indices[:, :k], top_k_gates.float())

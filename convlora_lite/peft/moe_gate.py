@@ -88,6 +88,23 @@ def _make_segment_ids(counts: tuple, device: torch.device) -> torch.Tensor:
 _cached_segment_ids = lru_cache(maxsize=64)(_make_segment_ids)
 
 
+def top_experts(logits: torch.Tensor, n: int) -> torch.Tensor:
+    """(N, n) long: the experts of the n best of each row of (N, E) logits, best first, equal logits in the order
+    of their experts. ``torch.topk`` leaves the order of equal values unspecified (on the CPU it takes a higher
+    index first, ONNX's ``TopK`` the lower, CUDA its own), and equal logits are common in evaluation, where no
+    noise is drawn: an untrained gate (all 0), one a few Adam steps from zero (entries of +-lr). One order makes a
+    run route alike on every device and in its ONNX export (``convlora export --format onnx``): a stable sort, or,
+    in an export (the exporter has no stable sort), each expert's rank counted (the experts ahead of it: better
+    ones, and equal ones of a lower index; E x E comparisons per sample), distinct, so the graph's top-k is exact.
+    (A training step keeps ``topk``, fewer operators: its noise leaves no ties.)"""
+    if not torch.onnx.is_in_onnx_export():
+        return logits.sort(dim=1, descending=True, stable=True).indices[:, :n]
+    order = torch.arange(logits.shape[1], device=logits.device)
+    rows, cols = logits[:, :, None], logits[:, None, :]  # expert i of a row against expert j
+    ahead = (cols > rows) | ((cols == rows) & (order[None, :] < order[:, None]))  # (N, E, E): j before i
+    return ahead.sum(dim=2).topk(n, dim=1, largest=False).indices
+
+
 def load_balancing_loss(balances: Sequence[BalanceInputs], top_k: int, loss_coef: float) -> torch.Tensor:
     """The sum over gates of Shazeer et al.'s load-balancing loss,
     ``loss_coef * (cv_squared(importance) + cv_squared(load))`` per gate, every gate of the same ``top_k`` and
@@ -134,7 +151,7 @@ class NoisyTopKGate(nn.Module):
         loss_coef: weight of the auxiliary loss (official 0.01).
 
     ``w_gate`` and ``w_noise`` (dim x E) start at zero, so the first routing decisions are made by
-    the noise (training) or by ``topk``'s tie-breaking (evaluation).
+    the noise (training) or, among equal logits, by the experts' order (evaluation: :func:`top_experts`).
     """
 
     def __init__(self, dim: int, num_experts: int, top_k: int = 1, loss_coef: float = 0.01):
@@ -162,8 +179,9 @@ class NoisyTopKGate(nn.Module):
         else:
             logits, noise, noise_std = clean_logits, None, None
         # k + 1 experts: the (k+1)-th logit is the threshold of the smooth load estimate; the values are
-        # recomputed by the loss, so this top-k has no backward.
-        top_index = logits.topk(min(k + 1, num_experts), dim=1).indices
+        # recomputed by the loss, so this top-k has no backward. Evaluation orders equal logits by expert.
+        n = min(k + 1, num_experts)
+        top_index = logits.topk(n, dim=1).indices if self.training else top_experts(logits, n)
         expert_index = top_index[:, :k]
         gate_values = logits.gather(1, expert_index).softmax(dim=1) if k > 1 else None
         return Routing(expert_index, gate_values, balance=BalanceInputs(clean_logits, top_index, noise, noise_std))

@@ -11,7 +11,7 @@ from convlora_lite.models.sam import build_sam
 from convlora_lite.peft import apply_peft, collect_aux_loss
 from convlora_lite.peft.conv_lora import ConvLoRALinear, MoEConv
 from convlora_lite.peft.conv_lora_official import OfficialConvLoRALinear
-from convlora_lite.peft.moe_gate import NoisyTopKGate, load_balancing_loss
+from convlora_lite.peft.moe_gate import NoisyTopKGate, load_balancing_loss, top_experts
 
 
 def _randomise(module: nn.Module, scale: float = 1.0) -> None:
@@ -210,6 +210,23 @@ def test_gated_gate_learns_from_the_task_loss_with_top_2():
     y = layer(torch.randn(6, 4, 4, 8))
     (grad,) = torch.autograd.grad(y.square().sum(), [layer.moe.gate.w_gate])
     assert grad.abs().sum() > 0
+
+
+def test_equal_logits_go_to_the_expert_of_lower_index_in_both_implementations():
+    logits = torch.randint(0, 3, (500, 8)).float()  # many ties
+    expected = np.argsort(-logits.numpy(), axis=1, kind="stable")[:, :3]  # best first, ties in index order
+    assert np.array_equal(top_experts(logits, 3).numpy(), expected)
+    distinct = torch.randn(500, 8)
+    assert torch.equal(top_experts(distinct, 3), distinct.topk(3, dim=1).indices)
+    # an untrained gate (w_gate = 0, every logit equal) sends every window to expert 0, fast and official alike
+    fast, official = _layer_pair()
+    with torch.no_grad():
+        for layer in (fast, official):
+            layer.moe.gate.w_gate.zero_()
+    fast.eval(), official.eval()
+    x = torch.randn(6, 4, 4, fast.base.in_features)
+    torch.testing.assert_close(fast(x), official(x), rtol=1e-4, atol=1e-4)
+    assert fast.last_expert_index.unique().tolist() == official.last_expert_index.unique().tolist() == [0]
 
 
 def test_gate_values_are_the_softmax_of_the_chosen_logits():
