@@ -251,9 +251,12 @@ def run_notebooks(output_dir: Path, preset: str = "cpu", only: list[str] | None 
 
 
 def results_sections(output_dir: Path) -> list[str]:
-    """Markdown lines: for every sweep folder under ``output_dir/runs``, one table per dataset of all
-    its finished runs (methods x test metrics, mean +- std over seeds, x100)."""
+    """Markdown lines: for every sweep folder under ``output_dir/runs``, per dataset the table of its finished runs
+    (methods x test metrics, mean +- std over seeds, x100) without the runs that never left the all-background
+    floor, then what the runs show (:func:`~convlora_lite.reports.readings.index_readings`: those runs named, and
+    Conv-LoRA against LoRA seed by seed with what these seeds can detect)."""
     from convlora_lite.errors import DataError
+    from convlora_lite.reports.readings import index_readings
     from convlora_lite.reports.results_tables import collect_runs, results_table, table_markdown
 
     lines = []
@@ -264,7 +267,9 @@ def results_sections(output_dir: Path) -> list[str]:
             continue
         lines += [f"## Results: {sweep.relative_to(output_dir)}", ""]
         for dataset, rows in runs.groupby("dataset", sort=True):
-            lines += [f"### {dataset}", "", table_markdown(results_table(rows)), ""]
+            kept, readings = index_readings(rows)
+            lines += [f"### {dataset}", ""] + ([table_markdown(results_table(kept))] if len(kept) else [])
+            lines += [f"- {sentence}" for sentence in readings] + [""]
     return lines
 
 

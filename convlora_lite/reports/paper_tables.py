@@ -8,6 +8,7 @@ SAM ViT-H, in %) and its parameter table (#Params in millions, Ratio in % of SAM
 come from run directories (:func:`convlora_lite.reports.results_tables.collect_runs`).
 
 * :func:`paper_results` -> the results rows as a DataFrame;
+* :func:`paper_gains` -> the paper's gain of Conv-LoRA over LoRA on one task and metric;
 * :func:`paper_param_rows` -> the parameter table as a DataFrame;
 * :func:`compare_with_paper` -> our runs of a real dataset next to the paper's rows;
 * :func:`recipe_comparison` -> the official recipe next to what a run config does.
@@ -108,6 +109,20 @@ def paper_results(dataset: str | Sequence[str] | None = None) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table.attrs["citation"] = CITATION
     return table
+
+
+def paper_gains(dataset: str, split: str, metric: str) -> dict[str, float]:
+    """The paper's gain of Conv-LoRA over LoRA on ``dataset``'s ``split`` and ``metric``, in points (x100), per test
+    set as the paper names it: Conv-LoRA - LoRA, or LoRA - Conv-LoRA for a lower-is-better metric (BER), so that a
+    gain is positive where Conv-LoRA is better. A ``synth_<task>`` analog maps to its real task, and its one test
+    split to every test set of that task (``synth_polyp``: Kvasir and CVC-612). Empty where the paper has no cell."""
+    from convlora_lite.training.metrics import METRIC_DIRECTIONS
+
+    task = dataset.removeprefix("synth_")
+    cells = [r for r in PAPER_RESULTS if r.dataset == task and r.metric == metric]
+    chosen = [r for r in cells if r.split == split] or (cells if task != dataset else [])
+    sign = 1 if METRIC_DIRECTIONS.get(metric, "max") == "max" else -1
+    return {r.test_set: sign * (r.conv_lora - r.lora) for r in chosen}
 
 
 def paper_param_rows() -> pd.DataFrame:

@@ -11,6 +11,7 @@ from convlora_lite.reports.paper_tables import (
     PAPER_RESULTS,
     PAPER_TOTAL_PARAMS_M,
     compare_with_paper,
+    paper_gains,
     paper_param_rows,
     paper_results,
     recipe_comparison,
@@ -121,3 +122,11 @@ def test_recipe_comparison_shows_official_and_preset_settings():
     assert table.loc["precision"].tolist() == ["fp16", "fp32"]  # "auto" is fp32 on a CPU
     assert table.loc["max eval batches"].tolist() == ["all", "2"]
     assert table.loc["selection", "official"] == "iou (max)" and table.loc["dataset", "official"] == "leaf"
+
+
+def test_paper_gains_are_conv_lora_over_lora_positive_where_it_is_better():
+    # the paper's table: polyp S_alpha 91.2 -> 92.0 (Kvasir), 90.7 -> 91.3 (CVC-612); SBU BER 2.74 -> 2.54 (lower)
+    assert paper_gains("synth_polyp", "test", "s_alpha") == pytest.approx({"Kvasir": 0.8, "CVC-612": 0.6})
+    assert paper_gains("polyp", "test_cvc", "s_alpha") == pytest.approx({"CVC-612": 0.6})
+    assert paper_gains("synth_sbu", "test", "ber") == pytest.approx({"SBU": 0.2})
+    assert paper_gains("synth_road", "test", "mae") == {} and paper_gains("own_data", "test", "iou") == {}
