@@ -172,15 +172,28 @@ def _synthetic_analog(spec: DatasetSpec) -> DatasetSpec:
     )
 
 
-#: every dataset by name: the seven real ones, then their synthetic analogs.
+def _prior_task(kind: str) -> DatasetSpec:
+    """A controlled binary task of the local-prior experiment (``docs/experiments/local_prior.md``,
+    :mod:`convlora_lite.data.prior_scenes`): ISIC 2017's binary recipe (structure loss, IoU selection,
+    30 epochs, lr 1e-4), which the ``cpu`` preset overrides to 4 epochs at lr 2e-3."""
+    return DatasetSpec(
+        name=f"synth_prior_{kind}", title=f"Local-prior experiment, {kind} task (controlled, synthetic)",
+        domain="controlled", task="binary", layout="csv",
+        splits={"train": "train.csv", "val": "val.csv", "test": "test.csv"}, test_splits=("test",),
+        classes=BINARY_CLASSES, metrics=("iou", "dice"), loss="structure", select_metric="iou", select_mode="max",
+        epochs=30, lr=1e-4, url=None, sha256=None, gdrive_id=None, synthetic=True,
+    )
+
+
+#: every dataset by name: the seven real ones, their synthetic analogs, then the local-prior experiment's tasks.
 DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (*_REAL, *map(_synthetic_analog, _REAL))
+    spec.name: spec for spec in (*_REAL, *map(_synthetic_analog, _REAL), *map(_prior_task, ("texture", "colour")))
 }
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The spec registered under ``name``; ConfigError listing the known names otherwise.
-    Used in notebooks 00, 09 and 10."""
+    Used in notebooks 00, 08, 09 and 10."""
     try:
         return DATASETS[name]
     except KeyError:

@@ -10,21 +10,27 @@ What each analog keeps from its real task (``generate_synthetic`` writes ``synth
 * ``synth_polyp`` (Kvasir / CVC polyps): one or two rounded blobs of varied size whose colour is
   close to the surrounding mucosa, with a mottled interior, dome shading, vessel-like lines and
   specular highlights on and off the polyp, and the dark endoscope vignette.
-* ``synth_isic2017`` (skin lesions): one large, irregular pigmented lesion with a fuzzy border
-  (where exactly the border lies is ambiguous), blotchy pigment, hairs crossing it, dark
-  dermoscope corners in some images.
+* ``synth_isic2017`` (skin lesions): one irregular pigmented lesion of varied size whose contrast
+  with the skin ranges from faint to dark, with a wide fuzzy border (where exactly the border lies
+  is ambiguous), variegated pigment (blotches, blue-grey veil, pale regression areas), hairs
+  crossing it, a ruler's ticks and dark dermoscope corners in some images.
 * ``synth_camo`` (camouflaged objects): an animal-like blob whose texture is drawn from the same
   colours and noise as the background, with only a slight colour / scale shift and faint shading.
 * ``synth_sbu`` (shadows): soft-edged cast shadows (penumbra of varied width, bluish tint) over
   textured ground with objects, plus dark objects that are *not* shadows (distractors).
 * ``synth_leaf`` (leaf disease): a veined leaf on a plain background with several small diseased
   spots (brown centre, yellow halo; only the spot is foreground), so the foreground is small.
-* ``synth_road`` (Massachusetts roads): thin connected road networks (main roads and branches)
-  over patchy aerial-like land cover, partly hidden by tree canopy and still labelled there.
+* ``synth_road`` (Massachusetts roads): thin connected road networks (main roads from border to
+  border and branches, 6-10 px wide at 256 px, light asphalt with darker verges) over soft-edged
+  aerial-like land cover, partly hidden by tree clumps and still labelled there.
 * ``synth_trans10k`` (Trans10K-v2, 11 classes + background): transparent objects that show the
-  refracted background with bright rims, one distinct shape per class (shelf, jar, freezer,
-  window, door, eyeglass, cup, wall, bowl, bottle, box); every 6 consecutive images of a split
-  hold all 11 classes.
+  refracted, blurred and tinted background with a reflection, a specular streak, bright inner rims
+  and dark outlines; one distinct shape per class (shelf, jar, freezer, window, door, eyeglass,
+  cup, wall, bowl, bottle, box), each at a place typical of it (windows high, doors on the floor,
+  tableware low); every 5 consecutive images of a split hold all 11 classes.
+
+The two controlled tasks of the local-prior experiment, ``synth_prior_texture`` and
+``synth_prior_colour`` (:mod:`convlora_lite.data.prior_scenes`, ``docs/data.md``), are written the same way.
 
 The pictures themselves are drawn by :mod:`convlora_lite.data.synthetic_scenes`. Each analog is
 written in its real dataset's on-disk layout, so it loads through the same
@@ -47,11 +53,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from convlora_lite.data.prior_scenes import PRIOR_SCENES
 from convlora_lite.data.registry import DatasetSpec, get_dataset_spec
 from convlora_lite.data.synthetic_scenes import BINARY_SCENES, trans10k_scene
 from convlora_lite.errors import ConfigError
 
 SYNTHETIC_TASKS = ("polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k")
+#: the local-prior experiment's two controlled tasks (:mod:`convlora_lite.data.prior_scenes`), after the analogs.
+PRIOR_TASKS = tuple(PRIOR_SCENES)
+_TASKS = SYNTHETIC_TASKS + PRIOR_TASKS
+_SCENES = {**BINARY_SCENES, **PRIOR_SCENES}
 SPLIT_ORDER = ("train", "val", "test")
 #: note written last into ``spec.dataset_dir(root)`` of an analog; its presence means "complete".
 SYNTHETIC_MARKER = "SYNTHETIC.json"
@@ -69,20 +80,20 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 def _synthetic_spec(name: str) -> DatasetSpec:
     """The registry spec of ``synth_<task>`` (``name`` may omit the ``synth_`` prefix)."""
     task = name.removeprefix("synth_")
-    if task not in SYNTHETIC_TASKS:
+    if task not in _TASKS:
         raise ConfigError(f"no synthetic analog {name!r}; choose one of "
-                          f"{', '.join('synth_' + t for t in SYNTHETIC_TASKS)}")
+                          f"{', '.join('synth_' + t for t in _TASKS)}")
     return get_dataset_spec(f"synth_{task}")
 
 
 def _sample_rng(seed: int, task: str, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, SYNTHETIC_TASKS.index(task), SPLIT_ORDER.index(split), index])
+    return np.random.default_rng([seed, _TASKS.index(task), SPLIT_ORDER.index(split), index])
 
 
 def _write_csv_split(spec, task, directory: Path, split, count, size, seed):
     lines = [",image,label"]
     for i in range(count):
-        image, mask = BINARY_SCENES[task](_sample_rng(seed, task, split, i), size)
+        image, mask = _SCENES[task](_sample_rng(seed, task, split, i), size)
         stem = f"{split}_{i:04d}"
         Image.fromarray(_to_uint8(image)).save(directory / "images" / f"{stem}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(directory / "masks" / f"{stem}.png")
@@ -97,8 +108,8 @@ def _write_trans10k_split(spec, directory: Path, split, count, size, seed):
     objects = spec.num_classes - 1
     for i in range(count):
         rng = _sample_rng(seed, "trans10k", split, i)
-        n_objects = 2 + int(rng.random() < 0.5)
-        classes = [1 + (2 * i + k) % objects for k in range(n_objects)]  # all 11 in 6 images
+        n_objects = 3 + int(rng.random() < 0.5)
+        classes = [1 + (2 * i + k) % objects for k in range(n_objects)]  # all 11 in any 5 in a row
         image, labels = trans10k_scene(rng, size, classes)
         stem = f"{split}_{i:04d}"
         Image.fromarray(_to_uint8(image)).save(split_dir / "images" / f"{stem}.jpg", quality=95)

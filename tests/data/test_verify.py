@@ -158,7 +158,8 @@ def test_cli_synth_all_writes_analogs_that_verify_clean(tmp_path, capsys):
     assert main(["data", "synth", "all", *args, "--seed", "3"]) == 0
     written = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in written] == [
-        f"synth_{n}" for n in ("polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k")]
+        f"synth_{n}" for n in ("polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k", "prior_texture",
+                               "prior_colour")]
     for line in written:
         report = verify_dataset(line.split(":")[0], tmp_path, progress=False)
         assert report.ok, report.problems
