@@ -125,20 +125,28 @@ def _polyp(rng, size):
 
 
 def _isic2017(rng, size):
+    """Dermoscopy: a lesion from faint to dark, with a wide fuzzy border, variegated pigment (blotches,
+    blue-grey veil, pale regression areas), hairs, sometimes ruler ticks and dark corners; mask ``field > 0``."""
     yy, xx = _grid(size)
     skin = np.array([0.86, 0.66, 0.56]) + rng.uniform(-0.08, 0.05, 3)
-    image = _colour_field(skin, _fractal(rng, size), [0.04, 0.04, 0.04])
-    radius = size * rng.uniform(0.2, 0.36)
-    cy, cx = size / 2 + rng.uniform(-0.12, 0.12, 2) * size
-    field = _blob(yy, xx, rng, cy, cx, radius, rng.uniform(0.06, 0.16), harmonics=9,
-                  aspect=rng.uniform(0.75, 1.3), angle=rng.uniform(0, np.pi))
-    pigment = np.array([0.45, 0.28, 0.2]) * rng.uniform(0.6, 1.2)
-    blotches = _fractal(rng, size, (4, 8, 16))
-    lesion = _colour_field(pigment, blotches, [0.1, 0.07, 0.05])
-    lesion = _blend(lesion, [0.45, 0.45, 0.55], 0.4 * _soft(_noise(rng, size, 5) - 1.0, 0.3))
-    image = _blend(image, lesion, _soft(field, rng.uniform(3, 9) * size / 256))
-    hairs = _ridges(_noise(rng, size, 4), 0.02) * _soft(_noise(rng, size, 3) - 0.3, 0.3)
-    image = _blend(image, [0.2, 0.12, 0.08], rng.uniform(0.0, 0.9) * hairs)
+    image = _colour_field(skin, _fractal(rng, size), [0.05, 0.05, 0.05])
+    image = _blend(image, skin * [0.93, 0.85, 0.85], 0.5 * _soft(_noise(rng, size, 6) - 0.5, 0.3))  # redness
+    radius = size * rng.uniform(0.14, 0.34)
+    cy, cx = size / 2 + rng.uniform(-0.15, 0.15, 2) * size
+    field = _blob(yy, xx, rng, cy, cx, radius, rng.uniform(0.08, 0.2), harmonics=9,
+                  aspect=rng.uniform(0.7, 1.4), angle=rng.uniform(0, np.pi))
+    contrast = rng.uniform(0.45, 0.9)  # how far the pigment is from the skin
+    pigment = skin + contrast * (np.array([0.45, 0.28, 0.2]) * rng.uniform(0.6, 1.2) - skin)
+    lesion = _colour_field(pigment, _fractal(rng, size, (4, 8, 16)), contrast * np.array([0.12, 0.09, 0.07]))
+    lesion = _blend(lesion, [0.45, 0.45, 0.55], 0.4 * contrast * _soft(_noise(rng, size, 5) - 1.0, 0.3))
+    lesion = _blend(lesion, skin * 0.95, 0.5 * _soft(_noise(rng, size, 6) - 0.8, 0.3))  # regression
+    border = rng.uniform(6, 16) * size / 256
+    image = _blend(image, lesion, _soft(field + 0.3 * border * _noise(rng, size, 16), border))
+    hairs = _ridges(_noise(rng, size, 4), 0.02) * _soft(_noise(rng, size, 3) + rng.uniform(-0.6, 0.6), 0.3)
+    image = _blend(image, [0.2, 0.12, 0.08], rng.uniform(0.3, 0.9) * hairs)
+    if rng.random() < 0.3:  # a ruler's ticks along one edge
+        ticks = (np.abs((xx % (0.04 * size)) - 0.02 * size) < 0.004 * size) & (yy > 0.9 * size)
+        image = _blend(image, [0.1, 0.1, 0.1], 0.8 * ticks.astype(np.float32))
     if rng.random() < 0.3:
         image *= np.clip(_soft(0.72 * size - np.hypot(yy - size / 2, xx - size / 2), 4), 0.05, 1)[..., None]
     return image, field > 0
@@ -220,17 +228,13 @@ def _edge_point(rng, size, edge):
     return np.array([(0.0, t), (size, t), (t, 0.0), (t, size)][edge])
 
 
-def _road(rng, size):
-    yy, xx = _grid(size)
-    earth = np.array([[0.35, 0.42, 0.25], [0.45, 0.4, 0.3], [0.3, 0.36, 0.28], [0.5, 0.48, 0.42]])
-    land = earth * rng.uniform(0.8, 1.2, (4, 1))
-    zones = np.digitize(_noise(rng, size, 5), [-0.7, 0.0, 0.7])
-    image = land[zones] + 0.05 * _fractal(rng, size, (16, 32, 64))[..., None]
+def _road_network(rng, size) -> list:
+    """Polylines ((y, x) point lists): 2-3 main roads from border to border, 2-5 branches off them."""
     roads = []
     for _ in range(rng.integers(2, 4)):
         start_edge, end_offset = rng.integers(0, 4), rng.integers(1, 4)
         start, end = _edge_point(rng, size, start_edge), _edge_point(rng, size, (start_edge + end_offset) % 4)
-        bends = [start + (end - start) * t + rng.normal(0, 0.06 * size, 2) for t in (0.33, 0.66)]
+        bends = [start + (end - start) * t + rng.normal(0, 0.04 * size, 2) for t in (0.33, 0.66)]
         roads.append([tuple(start), *map(tuple, bends), tuple(end)])
     for _ in range(rng.integers(2, 6)):
         base = roads[rng.integers(0, len(roads))]
@@ -238,24 +242,45 @@ def _road(rng, size):
         start = np.array(base[k]) + (np.array(base[k + 1]) - np.array(base[k])) * rng.uniform(0.2, 0.8)
         end = start + rng.normal(0, 0.3 * size, 2)
         roads.append([tuple(start), tuple((start + end) / 2 + rng.normal(0, 0.03 * size, 2)), tuple(end)])
-    distance = np.minimum.reduce([_polyline_distance(yy, xx, road) for road in roads])
-    half_width = size * rng.uniform(0.006, 0.012)
-    asphalt = _colour_field(rng.uniform(0.45, 0.65) * np.ones(3), _noise(rng, size, 64), 0.03)
+    return roads
+
+
+def _road(rng, size):
+    """Aerial view: soft-edged land cover, light asphalt roads 6-10 px wide at 256 px with darker verges,
+    tree clumps hiding parts of them (still labelled road); mask: within half a width of a centre line."""
+    yy, xx = _grid(size)
+    earth = np.array([[0.35, 0.42, 0.25], [0.45, 0.4, 0.3], [0.3, 0.36, 0.28], [0.5, 0.48, 0.42]])
+    land = earth * rng.uniform(0.8, 1.2, (4, 1))
+    zones = 2 * (_noise(rng, size, 4) > 0) + (_noise(rng, size, 5) > 0.3)
+    image = ndimage.gaussian_filter(land[zones], (2.0, 2.0, 0))
+    image = image + 0.05 * _fractal(rng, size, (16, 32, 64))[..., None]
+    distance = np.minimum.reduce([_polyline_distance(yy, xx, road) for road in _road_network(rng, size)])
+    half_width = size * rng.uniform(0.012, 0.02)
+    image = _blend(image, land.mean(0) * 0.7, 0.6 * _soft(half_width + 0.008 * size - distance, 0.7))
+    asphalt = _colour_field(rng.uniform(0.55, 0.75) * np.ones(3), _noise(rng, size, 64), 0.03)
     image = _blend(image, asphalt, _soft(half_width - distance, 0.7))
-    canopy = _soft(_fractal(rng, size, (16, 32)) - rng.uniform(1.0, 1.6), 0.15)
+    canopy = _soft(_fractal(rng, size, (16, 32)) - rng.uniform(1.3, 1.9), 0.15)
     image = _blend(image, np.array([0.12, 0.25, 0.1]) + 0.05 * _noise(rng, size, 64)[..., None], canopy)
     return image, distance < half_width
 
 
 # ----------------------------------------------------------------------------- Trans10K analog
-def _rect(yy, xx, top, left, height, width):
+def _rect(yy, xx, top, left, height, width):  # bool (H, W) of an axis-aligned rectangle
     return (yy >= top) & (yy < top + height) & (xx >= left) & (xx < left + width)
 
 
+#: class (1..11) -> (low, high) of its centre's (y, x) / side: windows high, doors on the floor, tableware low.
+_TRANS_PLACES = {1: ((0.35, 0.55), (0.3, 0.7)), 2: ((0.55, 0.75), (0.2, 0.8)), 3: ((0.45, 0.6), (0.3, 0.7)),
+                 4: ((0.22, 0.4), (0.25, 0.75)), 5: ((0.5, 0.5), (0.2, 0.8)), 6: ((0.5, 0.75), (0.2, 0.8)),
+                 7: ((0.55, 0.8), (0.2, 0.8)), 8: ((0.5, 0.5), (0.5, 0.5)), 9: ((0.6, 0.8), (0.2, 0.8)),
+                 10: ((0.5, 0.75), (0.15, 0.85)), 11: ((0.55, 0.75), (0.2, 0.8))}
+
+
 def _trans_shape(cls: int, rng, yy, xx, size):
-    """(object mask, opaque-detail mask inside it) of class ``cls`` (1..11) at a random place."""
+    """(object mask, opaque-detail mask inside it) of class ``cls`` (1..11), at a place typical of
+    its class (:data:`_TRANS_PLACES`); masks bool (size, size)."""
     s = size
-    cy, cx = rng.uniform(0.3, 0.7, 2) * s
+    cy, cx = (rng.uniform(*_TRANS_PLACES[cls][0]) * s, rng.uniform(*_TRANS_PLACES[cls][1]) * s)
     if cls == 1:  # shelf: horizontal glass planks between two posts
         w, h = rng.uniform(0.4, 0.6) * s, rng.uniform(0.3, 0.45) * s
         top, left = cy - h / 2, cx - w / 2
@@ -326,28 +351,46 @@ def _trans_shape(cls: int, rng, yy, xx, size):
     return front | top, edges
 
 
+def _glass(rng, image, shape, size):
+    """(glass (H, W, 3), outline (H, W) bool) of the object ``shape`` over ``image``: the background displaced,
+    blurred and tinted (refraction), a reflection brightening to the top left, a specular streak, a bright rim."""
+    yy, xx, offset = *_grid(size), rng.integers(3, 9, 2) * rng.choice([-1, 1], 2)
+    refracted = ndimage.gaussian_filter(np.roll(image, tuple(offset), axis=(0, 1)), (2.5, 2.5, 0))
+    tint = rng.uniform([0.55, 0.7, 0.7], [0.7, 0.85, 0.9])
+    ys, xs = np.nonzero(shape)
+    top, left, span = ys.min(), xs.min(), max(np.ptp(ys), np.ptp(xs), 1)
+    reflection = np.clip(1.0 - ((yy - top) + (xx - left)) / (1.5 * span), 0, 1)
+    glass = refracted * tint + rng.uniform(0.15, 0.3) * reflection[..., None]
+    slope, phase = rng.uniform(0.6, 1.6), rng.uniform(0.15, 0.45) * span
+    streak = _ridges((xx - left) + slope * (yy - top) - phase, 0.04 * span)
+    glass = _blend(glass, [1.0, 1.0, 1.0], 0.5 * streak * shape)
+    width = max(1, size // 64)
+    inner = shape & ~ndimage.binary_erosion(shape, iterations=width)
+    outer = ndimage.binary_dilation(shape, iterations=width) & ~shape
+    glass = _blend(glass, [0.97, 0.98, 1.0], 0.75 * inner.astype(np.float32))
+    return glass, outer
+
+
 def trans10k_scene(rng, size, classes):
+    """(image (S, S, 3) float in [0, 1], labels (S, S) uint8) of a room with the glass objects of
+    ``classes`` (ids 1..11; 0 is background), large wall-like ones painted first."""
     yy, xx = _grid(size)
     wall_colour, floor_colour = rng.uniform(0.5, 0.9, 3), rng.uniform(0.3, 0.6, 3)
     horizon = rng.uniform(0.55, 0.8) * size
     room = np.broadcast_to(wall_colour, (size, size, 3))
     image = _blend(room, floor_colour, _soft(yy - horizon, 1.0))
     image += 0.05 * _fractal(rng, size)[..., None]
-    for _ in range(rng.integers(3, 7)):  # posters and furniture that the glass refracts
+    for _ in range(rng.integers(2, 5)):  # posters and furniture that the glass refracts
         top, left = rng.uniform(0, size, 2)
         image = _blend(image, rng.uniform(0, 1, 3),
                        _rect(yy, xx, top, left, *(rng.uniform(0.05, 0.3, 2) * size)).astype(np.float32))
     labels = np.zeros((size, size), np.uint8)
     for cls in sorted(classes, key=lambda c: c not in (3, 4, 5, 8)):  # large, wall-like first
         shape, detail = _trans_shape(int(cls), rng, yy, xx, size)
-        offset = rng.integers(3, 9, 2) * rng.choice([-1, 1], 2)
-        refracted = np.roll(image, tuple(offset), axis=(0, 1))
-        refracted = refracted * rng.uniform(0.85, 1.0) + rng.uniform(0.02, 0.1)
-        rim = shape & ~ndimage.binary_erosion(shape, iterations=max(1, size // 128))
-        glass = _blend(refracted, [1.0, 1.0, 1.0], 0.6 * rim.astype(np.float32))
+        glass, outline = _glass(rng, image, shape, size)
         detail_colour = rng.uniform(0.0, 0.35, 3) + (0.6 if cls == 4 else 0.0)  # white window frames
         glass = _blend(glass, detail_colour, detail.astype(np.float32))
-        image = np.where(shape[..., None], glass, image)
+        image = np.where(shape[..., None], glass, _blend(image, [0.1, 0.1, 0.12], 0.6 * outline))
         labels[shape] = cls
     return image, labels
 
