@@ -5,10 +5,12 @@ from pathlib import Path
 
 from convlora_lite.analysis.predictions import predict_runs
 from convlora_lite.data.registry import get_dataset_spec
+from convlora_lite.models.configs import get_config
 from convlora_lite.notebook.display import show
 from convlora_lite.plots.comparisons import compare_curves
 from convlora_lite.plots.figures import error_map, plot_history, prediction_grid, preview_figure
 from convlora_lite.reports import readings
+from convlora_lite.reports.domain_readings import prediction_readings
 from convlora_lite.reports.paper_tables import paper_results
 from convlora_lite.reports.results_tables import collect_runs, results_table
 from convlora_lite.training.config import TrainConfig
@@ -58,24 +60,20 @@ class Task:
         """The split sizes, a preview of images and masks, and what the masks hold (train split).
         Used in notebooks 03, 04, 05, 06 and 07."""
         from convlora_lite.plots.class_statistics import class_statistics, plot_class_statistics
-        from convlora_lite.plots.figures import label_map_figure
 
         print(self.spec.title, "| images per split:", {s: len(self.dataset(s)) for s in self.spec.all_splits})
         show(preview_figure(self.name, self.root))
         statistics = class_statistics(self.dataset("train"), self.spec.classes, max_items=max_items)
         show(statistics.round(2), plot_class_statistics(statistics, title=f"{self.name}: what the masks hold "
                                                                                 "(train split)"))
-        if self.spec.task == "multiclass":
-            train = self.dataset("train")
-            items = [train[i] for i in range(min(4, len(train)))]
-            show(label_map_figure([i["image"] for i in items], [i["mask"] for i in items], self.spec.classes,
-                                      title=f"{self.name}: label maps (train)"))
 
-    def show_zero_shot(self, max_items: int | None = None) -> None:
-        """Zero-shot promptable SAM (one box, one point) on the first test split, next to the filled box.
-        Multi-class tasks say why they have none. Used in notebooks 03, 04, 05, 06 and 07."""
-        from convlora_lite.analysis.zero_shot import zero_shot_scores
+    def show_zero_shot(self, max_items: int | None = None, n: int = 4) -> None:
+        """Zero-shot promptable SAM (one box, one point per object) on the first test split, next to the filled
+        boxes (on at most ``max_items`` test images), and its masks on the first ``n``. Multi-class tasks say why
+        they have none. Used in notebooks 00, 03, 04, 05, 06 and 07."""
+        from convlora_lite.analysis.zero_shot import zero_shot_examples, zero_shot_scores
         from convlora_lite.models.sam import build_sam
+        from convlora_lite.plots.comparisons import zero_shot_figure
 
         if self.spec.task != "binary":
             print(f"{self.name} is multi-class: promptable SAM gives class-agnostic masks, so there is no zero-shot "
@@ -86,8 +84,10 @@ class Task:
         with self.session.autocast():
             self.zero_shot = zero_shot_scores(sam, self.dataset(split), self.spec, max_items=max_items,
                                               device=self.session.device)
+            examples = zero_shot_examples(sam, self.dataset(split), n=n, device=self.session.device)
         print(f"Zero-shot {self.session.model} on {self.name}/{split}, prompts from the test masks (x100):")
-        show(self.zero_shot.round(1))
+        show(self.zero_shot.round(1), zero_shot_figure(examples, title=f"Zero-shot {self.session.model} on "
+                                                       f"{self.name}/{split}, prompted from the ground truth"))
 
     def show_recipe(self) -> None:
         """The official recipe of this task next to what this preset runs. Used in notebooks 03, 04, 05, 06 and 07."""
@@ -144,12 +144,16 @@ class Task:
         """Per test split: images, ground truth and each method's prediction; the last method's errors.
         Used in notebooks 03, 04, 05, 06 and 07."""
         last = self.session.methods[-1]
+        seed, patch = self.runs[last][0].read_config_dict()["seed"], get_config(self.config().model).patch_size
         for split in self.spec.test_splits:
             images, masks, predictions = predict_runs({m: runs[0].path for m, runs in self.runs.items()}, split, n=n)
+            data = self.dataset(split)
+            names = [data[i]["name"] for i in range(len(images))]
             show(prediction_grid(images, masks, predictions, classes=self.spec.classes,
                                      title=f"{self.name}: {split} images"),
-                     error_map(images, masks, predictions[last], classes=self.spec.classes,
-                               title=f"{last} on {split}: where it is wrong"))
+                     error_map(images, masks, predictions[last], classes=self.spec.classes, names=names,
+                               title=f"{last} (seed {seed}) on {split}: where it is wrong"))
+            print("\n".join(prediction_readings(masks, predictions, last, self.spec.classes, patch)))
 
     def show_paper(self) -> None:
         """Offline: the paper's row for context. At paper scale: each method next to the paper.

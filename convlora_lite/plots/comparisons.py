@@ -1,5 +1,6 @@
 """Figures that compare methods: metric bars, overlaid validation curves, parameters against score,
-where two methods' predictions disagree. Inputs as in :mod:`convlora_lite.plots.figures`."""
+where two methods' predictions disagree, zero-shot SAM's prompts against the filled boxes. Inputs as in
+:mod:`convlora_lite.plots.figures`."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -7,19 +8,28 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from convlora_lite.plots.figures import (
     BASELINE_NAME,
     BASELINE_STYLE,
+    MASK_COLOUR,
+    PREDICTION_COLOUR,
     THRESHOLD,
     _items,
     _legend,
     _new_figure,
     baseline_line,
     binarize,
+    blend,
     display_image,
+    finish,
+    outline,
 )
+
+#: how the prompts are drawn on :func:`zero_shot_figure`.
+PROMPT_COLOUR = (1.0, 0.9, 0.0)
 
 
 def _seeds(counts: pd.Series) -> str:
@@ -67,20 +77,30 @@ def compare_curves(runs_by_method: Mapping[str, Sequence], metric: str, *, title
     (run directories), with the range over seeds shaded when there are several.
 
     ``baseline``: the trivial baseline's ``metric`` on the validation split (a fraction, as in
-    ``history.csv``; :func:`~convlora_lite.reports.readings.trivial_baseline`), drawn as a dashed line."""
+    ``history.csv``; :func:`~convlora_lite.reports.readings.trivial_baseline`), drawn as a dashed line when
+    it lies within one span of the curves' range of them; farther away it would flatten the curves into a
+    band, so it is written at the axis' edge instead (its value, and that it lies below or above)."""
     from convlora_lite.training.metrics import METRIC_DIRECTIONS
     from convlora_lite.training.rundir import RunDir
 
     figure = Figure(figsize=(6.5, 3.8))
     ax = figure.subplots()
+    low, high = np.inf, -np.inf
     for method, runs in runs_by_method.items():
         curves = pd.concat([RunDir(r).read_history().set_index("epoch")[f"val_{metric}"] for r in runs], axis=1)
-        mean = curves.mean(axis=1)
-        ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"{method} ({curves.shape[1]} seed(s))")
-        if curves.shape[1] > 1:
+        mean, count = curves.mean(axis=1), curves.shape[1]
+        ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"{method} ({count} seed{'s' * (count > 1)})")
+        if count > 1:
             ax.fill_between(mean.index, curves.min(axis=1), curves.max(axis=1), alpha=0.2)
+        low, high = min(low, float(curves.min().min())), max(high, float(curves.max().max()))
     if baseline is not None:
-        baseline_line(ax, baseline)
+        span = max(high - low, 1e-6)
+        if low - span <= baseline <= high + span:
+            baseline_line(ax, baseline)
+        else:
+            below = baseline < low
+            ax.text(0.01, 0.02 if below else 0.98, f"{BASELINE_NAME}: {baseline:.3g} ({'below' if below else 'above'}"
+                    " this axis, not drawn)", transform=ax.transAxes, fontsize=8, va="bottom" if below else "top")
     lower = " (lower is better)" if METRIC_DIRECTIONS.get(metric) == "min" else ""
     ax.set(xlabel="epoch", ylabel=f"validation {metric}{lower}", title=title or f"Validation {metric} per method")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -119,6 +139,35 @@ def disagreement_map(images, predictions_a, predictions_b, names: tuple[str, str
         ax.imshow(shown, interpolation="nearest")
         ax.set_title(f"{100 * (a != b).mean():.1f} % differ", fontsize=9)
     _legend(figure, colours)
-    figure.suptitle(title or f"Where {names[0]} and {names[1]} disagree (threshold {threshold:g})")
-    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    finish(figure, title or f"Where {names[0]} and {names[1]} disagree (threshold {threshold:g})", 0.1)
+    return figure
+
+
+def zero_shot_figure(examples, *, threshold: float = THRESHOLD, title: str = "Zero-shot SAM, prompted from the "
+                     "ground truth") -> Figure:
+    """One row per image of :func:`~convlora_lite.analysis.zero_shot.zero_shot_examples`: the image with its
+    ground truth (green, outlined); SAM's mask for one box per object and for one point per object (orange-red
+    above ``threshold``, outlined, with the prompts in yellow); the filled boxes, the mask that needs no model.
+    Used in notebooks 00 and 03-06."""
+    figure, axes = _new_figure(len(examples), 4, size=2.6)
+    for row, (item, answer) in enumerate(examples):
+        shown, truth = display_image(item["image"]), item["mask"].numpy() > 0.5
+        count = len(answer.boxes)
+        panels = (("image, ground truth", truth, MASK_COLOUR),
+                  (f"{count} box prompt{'s' * (count > 1)}", binarize(answer.box, threshold), PREDICTION_COLOUR),
+                  (f"{count} point prompt{'s' * (count > 1)}", binarize(answer.point, threshold), PREDICTION_COLOUR),
+                  ("filled boxes (no model)", answer.filled.numpy() > 0.5, PREDICTION_COLOUR))
+        for col, (name, region, colour) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(blend(shown, region, colour), interpolation="nearest")
+            outline(ax, region)
+            ax.set_title(f"{item.get('name', '')}: {name}" if col == 0 else name, fontsize=8)
+        for x0, y0, x1, y1 in answer.boxes:
+            axes[row, 1].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                             edgecolor=PROMPT_COLOUR, linewidth=1.2))
+        axes[row, 2].scatter(answer.points[:, 0] - 0.5, answer.points[:, 1] - 0.5, marker="*", s=70,
+                             color=PROMPT_COLOUR, edgecolors="black", linewidths=0.5)
+    _legend(figure, {"ground truth": MASK_COLOUR, "SAM's mask / the filled boxes": PREDICTION_COLOUR,
+                     "prompt (box or point)": PROMPT_COLOUR})
+    finish(figure, title, 0.05)
     return figure

@@ -1,4 +1,4 @@
-"""Figures for the notebooks: overlays, comparison grids, error maps, training curves, label maps.
+"""Figures for the notebooks: overlays, comparison grids, error maps, training curves, data previews.
 
 Every ``*_figure``-like function returns a titled, labelled :class:`matplotlib.figure.Figure`
 (it does not show or save it). Inputs are what the datasets and :mod:`convlora_lite.analysis.predictions`
@@ -168,6 +168,13 @@ def _legend(figure: Figure, colours: Mapping[str, tuple], ncol: int | None = Non
     figure.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), fontsize=8, frameon=False)
 
 
+def finish(figure: Figure, title: str, bottom: float = 0.0) -> None:
+    """Give ``figure`` its ``title`` and lay it out, the title kept clear of the panels' own titles (0.4 inch
+    above them) and the share ``bottom`` of the height kept free below (for a legend)."""
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, bottom, 1, 1 - 0.4 / figure.get_figheight()))
+
+
 def baseline_line(ax, value: float, note: str = "") -> None:
     """The trivial baseline (predicting background everywhere) as a labelled dashed horizontal line at
     ``value`` (in the units of ``ax``'s y axis); ``note`` follows the name in the label."""
@@ -229,8 +236,7 @@ def overlay(image, mask, pred, *, classes: Sequence[str] | None = None, threshol
     else:
         outline(axes[0, 1], binarize(mask, threshold))
         outline(axes[0, 2], binarize(pred, threshold))
-    figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.08 if _is_multiclass(classes) else 0, 1, 1))
+    finish(figure, title, 0.08 if _is_multiclass(classes) else 0)
     return figure
 
 
@@ -261,16 +267,16 @@ def prediction_grid(images, masks, predictions_by_method: Mapping[str, Sequence]
         axes[0, col].set_title(name)
     if _is_multiclass(classes):
         _legend(figure, class_colours(classes), ncol=6)
-    figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.06 if _is_multiclass(classes) else 0, 1, 1))
+    finish(figure, title, 0.06 if _is_multiclass(classes) else 0)
     return figure
 
 
 def error_map(images, masks, predictions, *, classes: Sequence[str] | None = None, threshold: float = THRESHOLD,
-              title: str = "Where the prediction is wrong") -> Figure:
+              title: str = "Where the prediction is wrong", names: Sequence[str] | None = None) -> Figure:
     """One panel per sample coloured by :func:`error_colours`: binary tasks show true positives,
     false positives and false negatives; multi-class tasks correctly labelled objects and wrongly
-    labelled pixels. Used in notebooks 00 and 09."""
+    labelled pixels. ``names``: the panels' titles (the images' file names; default "image k").
+    Used in notebooks 00 and 09."""
     images, masks, predictions = _items(images, 3), _items(masks, 2), _items(predictions, 2)
     if not len(images) == len(masks) == len(predictions):
         raise DataError(f"{len(images)} images, {len(masks)} masks, {len(predictions)} predictions: give one each.")
@@ -278,10 +284,9 @@ def error_map(images, masks, predictions, *, classes: Sequence[str] | None = Non
     figure, axes = _new_figure(1, len(images), size=2.8)
     for i, (ax, image, mask, pred) in enumerate(zip(axes[0], images, masks, predictions)):
         ax.imshow(error_colours(mask, pred, image, threshold=threshold, multiclass=multiclass), interpolation="nearest")
-        ax.set_title(f"sample {i + 1}")
+        ax.set_title(names[i] if names is not None else f"image {i + 1}", fontsize=9)
     _legend(figure, LABEL_ERROR_COLOURS if multiclass else ERROR_COLOURS)
-    figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    finish(figure, title, 0.1)
     return figure
 
 
@@ -309,7 +314,7 @@ def plot_history(run_dir, spec=None) -> Figure:
     epochs = history["epoch"]
     for column, label in (("train_loss", "training loss (task)"), ("val_loss", "validation loss (task)"),
                           ("aux_loss", "auxiliary loss (MoE balance)")):
-        if column in history:
+        if column in history and history[column].abs().sum() > 0:  # a method without a balance loss logs zeros
             loss_ax.plot(epochs, history[column], marker="o", label=label)
     loss_ax.set(xlabel="epoch", ylabel="loss", title="Losses")
     loss_ax.legend(fontsize=8)
@@ -326,24 +331,8 @@ def plot_history(run_dir, spec=None) -> Figure:
     metric_ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     for ax in (loss_ax, metric_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.suptitle(f"Training curves: {config['method']} on {config['dataset']} ({config['model']})")
-    figure.tight_layout()
-    return figure
-
-
-def label_map_figure(images, label_maps, classes: Sequence[str], *,
-                     title: str = "Class label maps") -> Figure:
-    """Images (top row) and their class label maps (bottom row) in :data:`CLASS_PALETTE`, with a legend."""
-    images, label_maps = _items(images, 3), _items(label_maps, 2)
-    figure, axes = _new_figure(2, len(images))
-    for col, (image, labels) in enumerate(zip(images, label_maps)):
-        axes[0, col].imshow(display_image(image))
-        axes[1, col].imshow(colorize_labels(labels), interpolation="nearest")
-    axes[0, 0].set_ylabel("image")
-    axes[1, 0].set_ylabel("label map")
-    _legend(figure, class_colours(classes), ncol=6)
-    figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    finish(figure, f"Training curves: {config['method']} on {config['dataset']} ({config['model']}, seed "
+                   f"{config['seed']})")
     return figure
 
 
@@ -351,29 +340,29 @@ def preview_figure(name: str, root, n: int = 4, split: str = "train"):
     """A matplotlib Figure: the first ``n`` images of ``split`` (top row) and their masks (bottom).
 
     ``name`` is any registered dataset (``"synth_polyp"``, or a real one once downloaded);
-    images and masks are shown as stored, before the training transform.
-    Used in notebook 00."""
+    images and masks are shown as stored, before the training transform; multi-class masks in
+    :data:`CLASS_PALETTE`, as every multi-class figure. Used in notebook 00."""
     from convlora_lite.data.datasets import build_dataset
     from convlora_lite.data.registry import get_dataset_spec
 
     spec = get_dataset_spec(name)
     dataset = build_dataset(spec, split, root, image_size=256, train=False)
     n = min(n, len(dataset))
-    figure = Figure(figsize=(2.2 * n, 4.6))
+    figure = Figure(figsize=(2.2 * n, 4.6 if spec.task == "binary" else 5.2))
     axes = figure.subplots(2, n, squeeze=False)
     for column in range(n):
         image, labels = dataset.load_pair(column)
         axes[0, column].imshow(image)
         if spec.task == "binary":
             axes[1, column].imshow(labels, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        else:
-            axes[1, column].imshow(np.where(labels == 255, np.nan, labels), cmap="tab20",
-                                   vmin=0, vmax=19, interpolation="nearest")
+        else:  # the palette of every multi-class figure (ignored pixels white)
+            axes[1, column].imshow(colorize_labels(labels), interpolation="nearest")
         axes[0, column].set_title(dataset.pairs[column][0].stem, fontsize=8)
         for row in range(2):
             axes[row, column].axis("off")
     axes[0, 0].text(-0.08, 0.5, "image", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
     axes[1, 0].text(-0.08, 0.5, "mask", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
-    figure.suptitle(f"{spec.title} ({split})")
-    figure.tight_layout()
+    if spec.task != "binary":
+        _legend(figure, class_colours(spec.classes), ncol=6)
+    finish(figure, f"{spec.title} ({split})", 0.0 if spec.task == "binary" else 0.12)
     return figure

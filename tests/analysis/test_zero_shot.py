@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convlora_lite.analysis.zero_shot import zero_shot_scores
+from convlora_lite.analysis.zero_shot import objects, zero_shot_examples, zero_shot_predict, zero_shot_scores
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.sam import build_sam
 
@@ -23,7 +23,8 @@ def test_scores_each_prompt_and_the_filled_box_by_hand():
              dict(image=torch.randn(3, 64, 64), mask=torch.zeros(64, 64))]
     table = zero_shot_scores(sam, items, SPEC)
     assert list(table.index) == ["one box", "one point", "filled box (no model)"]
-    assert list(table.columns) == ["iou", "dice"] + ["images"]
+    assert list(table.columns) == ["iou", "dice"] + ["images", "objects"]
+    assert (table["objects"] == 1).all()  # one disc: one object, one prompt
     assert (table["images"] == 1).all()  # the empty mask gives no prompt
     assert table.at["filled box (no model)", "iou"] == pytest.approx(100 * mask.sum().item() / 21 ** 2, abs=1e-4)
     # The model rows, recomputed without the library's prompt or metric code: the prompts by hand (the disc covers
@@ -57,3 +58,36 @@ def test_multiclass_and_empty_splits_are_refused():
         zero_shot_scores(sam, [], SimpleNamespace(name="t", task="multiclass"))
     with pytest.raises(ConfigError, match="has foreground"):
         zero_shot_scores(sam, [dict(image=torch.randn(3, 64, 64), mask=torch.zeros(64, 64))], SPEC)
+
+
+def test_a_mask_with_two_objects_gets_one_prompt_each_and_the_union_of_their_masks():
+    sam = build_sam("test_tiny", checkpoint=None).eval()
+    mask = torch.zeros(64, 64)
+    mask[5:15, 8:20] = 1  # object 1: rows 5-14, columns 8-19
+    mask[40:50, 30:34] = 1  # object 2: rows 40-49, columns 30-33
+    mask[50, 34] = 1  # touches object 2 only diagonally: the same object (8-connected)
+    assert len(objects(mask.numpy() > 0.5)) == 2
+    image = torch.randn(3, 64, 64)
+    answer = zero_shot_predict(sam, image, mask)
+    np.testing.assert_array_equal(answer.boxes, [[8, 5, 20, 15], [30, 40, 35, 51]])
+    filled = np.zeros((64, 64))
+    filled[5:15, 8:20] = filled[40:51, 30:35] = 1
+    np.testing.assert_array_equal(answer.filled.numpy(), filled)
+    # Each object's box decoded on its own with SAM's prompt encoder and mask decoder; the image's answer is the
+    # pixelwise maximum of the two probabilities (the union of the two masks at any threshold).
+    with torch.no_grad():
+        embedding = sam.image_encoder(image[None])
+        single = []
+        for box in answer.boxes:
+            sparse, dense = sam.prompt_encoder(points=None, boxes=torch.from_numpy(box[None]), masks=None)
+            low, _ = sam.mask_decoder(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                      sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                      multimask_output=False)
+            single.append(torch.sigmoid(F.interpolate(low, size=(64, 64), mode="bilinear", align_corners=False))[0, 0])
+    torch.testing.assert_close(answer.box, torch.maximum(*single), atol=1e-5, rtol=0)
+    assert answer.points.shape == (2, 2) and answer.point.shape == (64, 64)
+    items = [dict(image=image, mask=torch.zeros(64, 64), name="empty"), dict(image=image, mask=mask, name="two")]
+    table = zero_shot_scores(sam, items, SPEC)
+    assert (table["objects"] == 2).all() and (table["images"] == 1).all()
+    (item, example), = zero_shot_examples(sam, items, n=3)  # the image without foreground is skipped
+    assert item["name"] == "two" and len(example.boxes) == 2

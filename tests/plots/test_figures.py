@@ -18,7 +18,6 @@ from convlora_lite.plots.figures import (
     display_image,
     error_colours,
     error_map,
-    label_map_figure,
     overlay,
     plot_history,
     prediction_grid,
@@ -140,7 +139,9 @@ def test_prediction_grid_multiclass_colours_and_legend():
 def test_error_map_figure():
     mask = np.array([[1, 0], [0, 0]])
     figure = error_map([_pixels(2, 2), _pixels(2, 2, 1)], [mask, mask], [np.array([[0.9, 0.9], [0, 0]])] * 2)
-    assert [ax.get_title() for ax in figure.axes] == ["sample 1", "sample 2"]
+    assert [ax.get_title() for ax in figure.axes] == ["image 1", "image 2"]
+    named = error_map([_pixels(2, 2)] * 2, [mask, mask], [mask, mask], names=["case_017", "case_018"])
+    assert [ax.get_title() for ax in named.axes] == ["case_017", "case_018"]
     assert _legend_labels(figure) == list(ERROR_COLOURS)
     np.testing.assert_allclose(figure.axes[0].images[0].get_array()[0, 1], ERROR_COLOURS["false positive"])
     single = error_map(_pixels(2, 2), mask, mask, classes=CLASSES)  # one sample, multi-class
@@ -199,8 +200,6 @@ def test_class_iou_bars_and_label_maps():
     np.testing.assert_allclose(heights, [i * 5 for i in range(11)] + [0])
     assert ax.get_title() == "per category" and ax.get_ylabel() == "IoU (%)"
     assert ax.get_lines()[0].get_label() == "mIoU 25.0"
-    figure = label_map_figure([_pixels(2, 2)], [np.array([[0, 3], [3, 255]])], CLASSES, title="labels")
-    assert len(figure.axes) == 2 and _legend_labels(figure) == list(CLASSES)
 
 
 def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
@@ -217,7 +216,7 @@ def test_compare_curves_overlays_the_mean_of_each_method(tmp_path):
     figure = compare_curves(paths, "iou")
     lora, conv = figure.axes[0].get_lines()
     assert list(lora.get_ydata()) == pytest.approx([0.1, 0.3]) and list(conv.get_ydata()) == pytest.approx([0.1, 0.3])
-    assert lora.get_label() == "lora (2 seed(s))"
+    assert lora.get_label() == "lora (2 seeds)" and conv.get_label() == "conv_lora (1 seed)"
     scatter = params_vs_score({"lora": 4_000_000, "conv_lora": 4_020_096}, {"lora": 70.0, "conv_lora": 69.0},
                               metric="iou")
     assert scatter.axes[0].get_xscale() == "linear" and len(scatter.axes[0].collections) == 2
@@ -302,6 +301,9 @@ def test_class_iou_bars_draw_the_all_background_miou():
     assert miou.get_label() == "mIoU 70.0"
     np.testing.assert_allclose(line.get_ydata(), [100 * (12 / 16 + 0) / 2] * 2)  # IoU 0.75 and 0; b has none
     assert line.get_label() == f"{BASELINE_NAME} mIoU 37.5" and line.get_linestyle() == "--"
+    # The floor within half a point of the mIoU: one line carrying both labels, not two on top of each other.
+    (line,) = class_iou_bars({"background": 0.75, "a": 0.0}, baseline=floor).axes[0].get_lines()
+    assert line.get_label() == f"{BASELINE_NAME} mIoU (= this mIoU 37.5) 37.5"
 
 
 def test_compare_curves_draws_the_baseline_in_history_units(tmp_path):
@@ -318,6 +320,26 @@ def test_compare_curves_draws_the_baseline_in_history_units(tmp_path):
     assert line.get_label() == f"{BASELINE_NAME} 0.5" and line.get_linestyle() == "--"
     np.testing.assert_allclose(line.get_ydata(), [0.5, 0.5])  # a fraction, as the curve (0.4, 0.2)
     assert line.get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
+    # A floor farther from the curves than their own range (0.3 to 0.4) would squash them: written, not drawn.
+    narrow = RunDir(tmp_path / "narrow")
+    narrow.write_history([{"epoch": 1, "val_ber": 0.4}, {"epoch": 2, "val_ber": 0.3}])
+    ax = compare_curves({"lora": [narrow.path]}, "ber", baseline=0.0).axes[0]
+    assert len(ax.get_lines()) == 1 and ax.get_ylim()[0] > 0.2
+    (note,) = ax.texts
+    assert note.get_text() == f"{BASELINE_NAME}: 0 (below this axis, not drawn)"
+
+
+def test_figure_titles_clear_the_panel_titles():
+    """The suptitle's bottom lies at least 0.3 inch above every panel title's top, measured on the rendered figure
+    (a plain tight layout leaves them touching, about 0.05 inch apart)."""
+    mask = np.zeros((8, 8))
+    mask[2:5, 2:5] = 1
+    figure = error_map([_pixels(8, 8)] * 3, [mask] * 3, [mask] * 3, title="Conv-LoRA: where it is wrong")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    title_bottom = figure._suptitle.get_window_extent(renderer).y0
+    assert all(ax.title.get_window_extent(renderer).y1 + 0.3 * figure.dpi < title_bottom for ax in figure.axes)
 
 
 def _results(values: dict):

@@ -1,0 +1,209 @@
+"""Readings of the domain notebooks (00, 03-07) about their figures and baselines, computed, never typed:
+
+* :func:`encoder_reading`: the encoder adapters (LoRA, Conv-LoRA) against decoder-only, which trains the mask
+  decoder alone: does adapting the image encoder help at all?
+* :func:`oracle_reading`: the fine-tuned, prompt-free models against zero-shot SAM given oracle prompts (drawn
+  from the test masks) and against the filled boxes (the localisation alone);
+* :func:`error_reading`: where the wrong pixels of an error map are (misses or false positives, at the border
+  or away from it), with the false-positive rate that the balanced error rate counts;
+* :func:`against_baselines`: the first two for a domain notebook's task, as one printed paragraph;
+* :func:`grid_reading`: how much of each method's mask outline runs along the token grid (blocky masks),
+  against the ground truth's.
+
+Differences are taken between the rounded numbers the sentence prints, so that they add up on the page.
+The protocol of the zero-shot baseline is in ``docs/recipe.md`` ("Zero-shot SAM").
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from convlora_lite.data.registry import IGNORE_INDEX
+from convlora_lite.training.metrics import METRIC_DIRECTIONS
+
+#: the methods that adapt the image encoder, compared with decoder-only by :func:`encoder_reading`.
+ADAPTERS = ("lora", "conv_lora")
+BASELINE = "decoder_only"
+#: a mean (x100) less than this much better than predicting background everywhere has not left that floor.
+FLOOR_MARGIN = 0.5
+
+
+def _gain(metric: str, value: float, reference: float) -> float:
+    """How much better ``value`` is than ``reference`` on ``metric`` (rounded to 0.1 first; positive = better)."""
+    diff = round(value, 1) - round(reference, 1)
+    return diff if METRIC_DIRECTIONS.get(metric, "max") == "max" else -diff
+
+
+def encoder_reading(runs: pd.DataFrame, baselines: Mapping[str, Mapping[str, float]] | None = None) -> list[str]:
+    """Per (dataset, split, metric) of :func:`~convlora_lite.reports.results_tables.collect_runs` output that
+    holds decoder-only and at least one of :data:`ADAPTERS`: each adapter's mean (x100) against decoder-only's,
+    the gain, and whether it exceeds the larger seed std of the two (one seed: no conclusion). ``baselines``:
+    ``{split: {metric: fraction}}`` of predicting background everywhere
+    (:func:`~convlora_lite.reports.readings.trivial_baseline`); a method within :data:`FLOOR_MARGIN` of it (or
+    below) is said to be at that floor, and its difference is not read as a gain. Empty when decoder-only was
+    not trained."""
+    if BASELINE not in set(runs["method"]):
+        return []
+    lines = []
+    for (dataset, split, metric), rows in runs.groupby(["dataset", "split", "metric"], sort=False):
+        stats = rows.groupby("method")["value"].agg(["mean", "std", "count"]).mul([100, 100, 1])
+        adapters = [m for m in ADAPTERS if m in stats.index]
+        if BASELINE not in stats.index or not adapters:
+            continue
+        base = stats.loc[BASELINE]
+        lower = ", lower is better" if METRIC_DIRECTIONS.get(metric) == "min" else ""
+        floor = (baselines or {}).get(split, {}).get(metric)
+        stuck = {m for m in [BASELINE, *adapters]
+                 if floor is not None and _gain(metric, stats.at[m, "mean"], 100 * floor) <= FLOOR_MARGIN}
+        at_floor = (f" (at the floor: predicting background everywhere scores {100 * floor:.1f})"
+                    if floor is not None else "")
+        parts = []
+        for method in adapters:
+            if stuck & {method, BASELINE}:
+                parts.append(f"{method} {stats.at[method, 'mean']:.1f}{at_floor if method in stuck else ''}")
+                continue
+            gain, seeds = _gain(metric, stats.at[method, "mean"], base["mean"]), int(min(stats.at[method, "count"],
+                                                                                       base["count"]))
+            spread = float(np.nanmax([stats.at[method, "std"], base["std"]])) if seeds > 1 else float("nan")
+            verdict = ("one seed: no conclusion" if seeds < 2 else
+                       f"{'larger than' if abs(gain) > spread else 'within'} the spread, std up to {spread:.1f}")
+            parts.append(f"{method} {stats.at[method, 'mean']:.1f} ({'better' if gain >= 0 else 'worse'} by "
+                         f"{abs(gain):.1f}; {verdict})")
+        base_text = f"{base['mean']:.1f}{at_floor if BASELINE in stuck else ''}"
+        note = (" A method at the all-background floor learned nothing on this metric: no gain is read from it."
+                if stuck else "")
+        lines.append(f"{dataset}/{split} {metric}{lower}: decoder-only (the mask decoder alone) "
+                     f"{base_text}; with an encoder adapter: {'; '.join(parts)}.{note}")
+    return lines
+
+
+def oracle_reading(zero_shot: pd.DataFrame, runs: pd.DataFrame, split: str) -> list[str]:
+    """What the gap between the fine-tuned models and zero-shot SAM means, on the first metric of
+    :func:`~convlora_lite.analysis.zero_shot.zero_shot_scores`' table: its prompts come from the test mask (an
+    oracle that says where each object is), the filled boxes score that localisation alone, and the best
+    fine-tuned method (mean over seeds) had no prompt. Empty when no run scored ``split``. Used in notebook 00."""
+    metric = zero_shot.columns[0]
+    box, filled = zero_shot.at["one box", metric], zero_shot.at["filled box (no model)", metric]
+    objects = zero_shot["objects"].iloc[0] if "objects" in zero_shot else 1.0
+    means = runs[(runs["split"] == split) & (runs["metric"] == metric)].groupby("method")["value"].mean() * 100
+    if not len(means):
+        return []
+    best = max(means.index, key=lambda m: _gain(metric, means[m], 0.0))
+    tuned = f"{best} ({means[best]:.1f})"
+    lines = [f"The zero-shot prompts are an oracle: drawn from each test mask ({objects:.1f} object(s) per image, one "
+             f"box or point each), they tell SAM where the objects are; the filled boxes alone, no model, score "
+             f"{filled:.1f} {metric}. The fine-tuned models get no prompt and must find the objects themselves."]
+    if _gain(metric, means[best], filled) <= 0:
+        above_box = (f" It does beat SAM given the oracle boxes ({box:.1f}): here the boxes alone make a better mask "
+                     "than SAM makes of them." if _gain(metric, means[best], box) > 0 else "")
+        lines.append(f"The best fine-tuned model, {tuned}, stays at or below the filled boxes ({filled:.1f}): knowing "
+                     "only where the objects are scores as much, so what the fine-tuned model lacks is mostly "
+                     f"localisation, which the oracle prompts give away.{above_box}")
+    elif _gain(metric, means[best], box) > 0:
+        lines.append(f"Without any prompt, the best fine-tuned model, {tuned}, beats SAM given the oracle boxes "
+                     f"({box:.1f}, by {_gain(metric, means[best], box):.1f}) and the filled boxes: it learned where "
+                     "the objects are and their shape.")
+    else:
+        lines.append(f"The best fine-tuned model, {tuned}, lies between the filled boxes ({filled:.1f}) and SAM given "
+                     f"the oracle boxes ({box:.1f}): it finds more than the boxes' area alone, but SAM told where "
+                     "to look still does better.")
+    return lines
+
+
+def against_baselines(task) -> str:
+    """What a domain notebook prints after a task's results: :func:`encoder_reading` and, when the task measured
+    zero-shot SAM, :func:`oracle_reading` of its first test split. ``task``: a
+    :class:`~convlora_lite.notebook.task.Task` (its ``run_paths``, ``zero_shot``, ``spec`` and ``baseline``).
+    Used in notebooks 03, 04, 05, 06 and 07."""
+    from convlora_lite.reports.results_tables import collect_runs
+
+    runs = collect_runs(task.run_paths)
+    lines = encoder_reading(runs, {split: task.baseline(split) for split in task.spec.test_splits})
+    if task.zero_shot is not None:
+        lines += oracle_reading(task.zero_shot, runs, task.spec.test_splits[0])
+    if not lines:
+        return "No baseline to read here: decoder-only was not trained and zero-shot SAM was not measured."
+    return "Against the baselines (computed from the run directories):\n- " + "\n- ".join(lines)
+
+
+def _border_distance(mask: np.ndarray) -> np.ndarray:
+    """Per pixel, its distance (px) to the nearest pixel on the other side of ``mask``'s border."""
+    if mask.all() or not mask.any():
+        return np.full(mask.shape, np.inf)
+    return np.where(mask, ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(~mask))
+
+
+def error_reading(masks: torch.Tensor, predictions: torch.Tensor, *, multiclass: bool = False, border: int = 3,
+                  threshold: float = 0.5) -> str:
+    """Where the wrong pixels of ``predictions`` ``(N, S, S)`` against ``masks`` ``(N, S, S)`` are, summed over
+    the N images of an error map. Binary (probabilities, foreground above ``threshold``): the shares of misses
+    and false positives, the share of wrong pixels within ``border`` px of the true border, and the false
+    positives as a share of the background (the rate the balanced error rate counts) and of the foreground's
+    area. Multi-class (class ids; 255 ignored): the share of object pixels given their class, and how the wrong
+    pixels split into objects labelled background, background labelled as an object and wrong object classes."""
+    masks, predictions = masks.numpy(), predictions.float().numpy()
+    if multiclass:
+        valid = masks != IGNORE_INDEX
+        wrong = valid & (predictions != masks)
+        objects = valid & (masks > 0)
+        kinds = (objects & wrong & (predictions == 0), valid & (masks == 0) & wrong,
+                 objects & wrong & (predictions > 0))
+        counts = [int(k.sum()) for k in kinds]
+        share = [100 * c / max(sum(counts), 1) for c in counts]
+        return (f"In these {len(masks)} images, {100 * (objects & ~wrong).sum() / max(objects.sum(), 1):.0f} % of the "
+                f"object pixels get their class. Of the wrong pixels, {share[0]:.0f} % are objects labelled "
+                f"background, {share[1]:.0f} % background labelled as an object, {share[2]:.0f} % objects given "
+                "another class.")
+    truth, found = masks > 0.5, predictions > threshold
+    fp, fn = found & ~truth, truth & ~found
+    near = np.stack([_border_distance(m) <= border for m in truth])
+    wrong = int(fp.sum() + fn.sum())
+    if not wrong:
+        return f"In these {len(masks)} images every pixel is right."
+    return (f"In these {len(masks)} images, {100 * fn.sum() / wrong:.0f} % of the wrong pixels are misses (blue) and "
+            f"{100 * fp.sum() / wrong:.0f} % false positives (red); {100 * ((fp | fn) & near).sum() / wrong:.0f} % lie "
+            f"within {border} px of the true border, the rest farther away (parts or objects missed or added "
+            f"whole). The false positives cover {100 * fp.sum() / max((~truth).sum(), 1):.1f} % of the background "
+            f"(the rate a balanced error rate counts) and {fp.sum() / max(truth.sum(), 1):.2f} times the "
+            "foreground's area.")
+
+
+def outline_on_grid(prediction: np.ndarray, patch: int, tolerance: int = 1) -> tuple[int, int]:
+    """``(near the grid, all)``: the changes between horizontally or vertically adjacent pixels of a bool
+    ``(S, S)`` mask (its outline), and how many of them lie within ``tolerance`` px of the ``patch``-px token
+    grid (the decoder's upsampling blurs a token's edge by about a pixel). A mask made of whole tokens has all
+    of its outline there; an outline that ignores the grid about ``(2 * tolerance + 1) / patch`` of it."""
+    across_x = prediction[:, 1:] != prediction[:, :-1]  # between column x and x + 1, i.e. at position x + 1
+    across_y = prediction[1:, :] != prediction[:-1, :]
+    position = np.arange(1, prediction.shape[1])
+    near = np.minimum(position % patch, patch - position % patch) <= tolerance
+    return int(across_x[:, near].sum() + across_y[near, :].sum()), int(across_x.sum() + across_y.sum())
+
+
+def grid_reading(masks: torch.Tensor, predictions_by_method: Mapping[str, torch.Tensor], patch: int,
+                 threshold: float = 0.5) -> str:
+    """Per method (binary predictions ``(N, S, S)``, foreground above ``threshold``) and for the ground truth
+    ``masks`` ``(N, S, S)`` (the reference of a smooth outline): the share of the mask outlines within 1 px of
+    the ``patch``-px token grid, over the N images together (:func:`outline_on_grid`). A blocky mask, drawn in
+    whole tokens, scores far above the ground truth."""
+    shares = []
+    for method, maps in {"ground truth": masks.float(), **predictions_by_method}.items():
+        on, total = np.sum([outline_on_grid(p, patch) for p in maps.float().numpy() > threshold], axis=0)
+        shares.append(f"{method} {100 * on / total:.0f} %" if total else f"{method}: no outline")
+    return (f"Share of each mask outline within 1 px of the {patch}-px token grid (a mask drawn in whole tokens: "
+            f"100 %): {', '.join(shares)}.")
+
+
+def prediction_readings(masks: torch.Tensor, predictions_by_method: Mapping[str, torch.Tensor], method: str,
+                        classes: Sequence[str], patch: int) -> list[str]:
+    """What a domain notebook prints under its prediction grid and error map: :func:`error_reading` of
+    ``method`` (the error map's), and for binary tasks :func:`grid_reading` of every method."""
+    multiclass = len(classes) > 2
+    lines = [f"{method}: " + error_reading(masks, predictions_by_method[method], multiclass=multiclass)]
+    if not multiclass:
+        lines.append(grid_reading(masks, predictions_by_method, patch))
+    return lines
