@@ -1,13 +1,17 @@
-"""Progress bars that stay out of stored notebook outputs.
+"""What a person sees of a run in progress: bars that stay out of stored notebook outputs, durations, paths.
 
 In a terminal (``convlora train``) and in a live notebook frontend (JupyterLab, Colab) the loops,
 downloads and checks show ``tqdm.auto`` bars. A headless run (papermill, nbval: ``CONVLORA_HEADLESS=1``, which the main
 job and ``make test`` set) shows no bars, so an executed notebook stores no refresh debris; the
-trainer prints one line per epoch instead.
+trainer prints its few lines instead, and a notebook one line per run (:class:`convlora_lite.notebook.Session`),
+whose paths :func:`hide_folders` writes relative to the notebook's folders (``OUTPUT_DIR/...``).
 """
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
+from typing import Mapping
 
 from tqdm.auto import tqdm
 
@@ -33,3 +37,15 @@ def format_duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def hide_folders(text, folders: Mapping[str, Path]) -> str:
+    """``text`` (a path or a message) with every folder of ``folders`` (label -> folder) written as its label:
+    ``/home/me/runs/sweep_cpu/x`` with ``{"OUTPUT_DIR": "/home/me/runs"}`` gives ``OUTPUT_DIR/sweep_cpu/x``. The
+    deepest folder wins where one holds another, and a folder counts only as a whole path component (``/a/runs``
+    does not rewrite ``/a/runs2``), so a notebook's outputs name no folder of the machine that ran it."""
+    text = str(text)
+    resolved = {label: str(Path(folder).resolve()) for label, folder in folders.items()}
+    for label, prefix in sorted(resolved.items(), key=lambda item: -len(item[1])):
+        text = re.sub(re.escape(prefix) + r"(?![\w-])", lambda _match, label=label: label, text)
+    return text

@@ -180,8 +180,11 @@ def test_the_grid_reading_and_the_takeaways_print_what_hand_written_runs_hold(tm
                                                                                monkeypatch):
     """What notebook 08's reading cell and every notebook's takeaways print (Session.show_grid_reading,
     Task.show_reading, Session.show_takeaways), offline and at paper scale, from run directories written by hand."""
+    import numpy as np
+
     from convlora_lite import notebook
     from convlora_lite.reports.readings import CONV_LORA_OFFLINE_NOTE, budget_reading
+    from convlora_lite.reports.seed_statistics import minimum_detectable_difference
 
     history = [{"epoch": 1, "train_loss": 1.0, "val_iou": 0.4}, {"epoch": 2, "train_loss": 0.9, "val_iou": 0.5}]
     printed = {}
@@ -202,9 +205,45 @@ def test_the_grid_reading_and_the_takeaways_print_what_hand_written_runs_hold(tm
         leader = ("- synth_leaf/test iou: lora 61.0 ahead of conv_lora 60.0 by 1.0, within the spread over seeds "
                   "(std up to 14.1, 2 seeds).")  # conv_lora: (70 + 50) / 2 and std 14.14; lora: 61, std 1.41
         dice = leader.replace("iou", "dice").replace("61.0", "51.0").replace("60.0", "50.0")
-        verdict = "- Conv-LoRA's mean is ahead of LoRA's on 0 of 2 test metrics."
+        verdict = "Conv-LoRA's mean is ahead of LoRA's on 0 of 2 test metrics."
         assert reading[:3] == ["What these runs show (computed from their run directories):", leader, dice], preset
-        assert reading[3] == verdict + (f" {CONV_LORA_OFFLINE_NOTE}" if preset == "smoke" else "")
+        # seed by seed (Conv-LoRA - LoRA): +10 and -12, sd 15.6 (sqrt(2 * 11^2)); the paper's leaf gains 0.8 and 0.7
+        mdd = minimum_detectable_difference(np.sqrt(2 * 11.0 ** 2), 2)
+        assert reading[3].startswith("- synth_leaf/test iou: Conv-LoRA 60.0 vs LoRA 61.0 over the 2 seeds both "
+                                     "trained, difference -1.0 (per seed +10.0, -12.0;")
+        assert reading[4].endswith(f"The paper's gain on leaf: +0.7. A paper-sized gain of 0.7 could not have been "
+                                   f"seen: these seeds detect {mdd:.1f} points or more (80 % power, 5 % two-sided "
+                                   "level).")
+        assert reading[5] == f"- {verdict}" + (f" {CONV_LORA_OFFLINE_NOTE}" if preset == "smoke" else "")
         assert any(line.startswith("- test iou: predicting background everywhere scores") for line in reading)
         model = "micro_sam" if preset == "smoke" else "vit_b"
-        assert takeaways == [f"- {budget_reading(model)}", leader, verdict], preset
+        assert takeaways == [f"- {budget_reading(model)}", leader,
+                             f"- synth_leaf: {verdict} A paper-sized gain could have been seen on no test metric: "
+                             f"these 2 seeds detect iou {mdd:.1f} against the paper's 0.8, dice {mdd:.1f} against the "
+                             "paper's 0.7 (80 % power, 5 % two-sided level)."], preset
+
+
+def test_a_notebook_run_prints_one_line_that_names_no_folder_of_the_machine(tmp_path, capsys):
+    """Issue 25, item 6: a run trained (or read back) from a notebook prints one line, its folders written as the
+    notebook's parameters (OUTPUT_DIR, DATA_ROOT); the trainer's own lines (size, estimate, resume) stay out."""
+    from convlora_lite.notebook import Session
+
+    session = Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", methods="lora",
+                      max_train_batches=1, epochs=1)
+    seed = session.seeds[0]
+    announced = capsys.readouterr()
+    where = f"OUTPUT_DIR/sweep_smoke_e1_b1/synth_leaf/lora/seed{seed}"
+    assert "data in DATA_ROOT, runs in OUTPUT_DIR/sweep_smoke_e1_b1 | checkpoint: auto" in announced.out
+    (run,) = session.train(["synth_leaf"])
+    trained = capsys.readouterr()
+    assert run.is_complete() and trained.out.splitlines() == [f"[1/1] synth_leaf / lora / seed {seed} -> {where}"]
+    session.train(["synth_leaf"])
+    assert capsys.readouterr().out.splitlines() == \
+        [f"[1/1] synth_leaf / lora / seed {seed} -> {where} (finished earlier: read back)"]
+    assert session.fit("synth_leaf", "lora") == run.path
+    fitted = capsys.readouterr()
+    assert fitted.out.splitlines() == [f"synth_leaf / lora / seed {seed}: micro_sam at 256 px, 1 epoch(s) of 1 "
+                                       f"batches, lr 0.001, batch 2 x 1 -> {where} (finished earlier: read back)"]
+    for printed in (announced, trained, fitted):
+        assert str(tmp_path) not in printed.out + printed.err
+    assert session.shown(f"see {session.data_root / 'x'}") == "see DATA_ROOT/x"

@@ -65,7 +65,7 @@ def attention_probabilities(attn: Attention, qkv: torch.Tensor) -> torch.Tensor:
 
 
 def token_coords(height: int, width: int) -> torch.Tensor:
-    """(height * width, 2) float (row, col) of the tokens of a map, row-major. Used in notebook 01."""
+    """(height * width, 2) float (row, col) of the tokens of a map, row-major."""
     rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1).float()
 
@@ -93,15 +93,20 @@ def mean_attention_distance(probs: torch.Tensor, coords: torch.Tensor, valid: to
 
     Returns:
         (heads,) float: sum_j a_ij ||p_i - p_j|| averaged over the valid queries i of all B' maps,
-        times ``patch_size``.
-
-    Used in notebook 01."""
+        times ``patch_size``."""
     distance = torch.cdist(coords.double(), coords.double()).to(probs.dtype)  # (N, N)
     per_query = (probs * distance).sum(-1)  # (B', heads, N)
     if valid is None:
         valid = torch.ones(probs.shape[0], probs.shape[2], dtype=torch.bool, device=probs.device)
     weight = valid[:, None, :].to(probs.dtype)
     return (per_query * weight).sum(dim=(0, 2)) / weight.sum(dim=(0, 2)) * patch_size
+
+
+def uniform_attention_distance(grid: int, patch_size: int) -> float:
+    """The mean attention distance (pixels) of a head that attends uniformly over a whole ``grid x grid`` token
+    map: the reference a global block's distance is read against. Used in notebook 01."""
+    uniform = torch.full((1, 1, grid * grid, grid * grid), 1.0 / grid ** 2)
+    return mean_attention_distance(uniform, token_coords(grid, grid), patch_size=patch_size).item()
 
 
 def _grid_and_patch(encoder: nn.Module, images: torch.Tensor) -> tuple[int, int]:
@@ -167,9 +172,11 @@ def attention_distance_table(encoder: nn.Module, images: torch.Tensor, batch_siz
     return pd.DataFrame(rows)
 
 
-def plot_attention_distance(table: pd.DataFrame, title: str = "Mean attention distance per block", ax=None):
+def plot_attention_distance(table: pd.DataFrame, title: str = "Mean attention distance per block", ax=None,
+                            uniform: float | None = None):
     """Scatter of :func:`attention_distance_table`: one dot per head, coloured by block kind, with
-    the window side drawn as a bound for windowed blocks. Returns the figure. Used in notebook 01."""
+    the window side drawn as a bound for windowed blocks and, given ``uniform`` (pixels,
+    :func:`uniform_attention_distance`), uniform attention as a dashed line. Returns the figure. Used in notebook 01."""
     if ax is None:
         fig = Figure(figsize=(7, 4))
         ax = fig.subplots()
@@ -178,7 +185,9 @@ def plot_attention_distance(table: pd.DataFrame, title: str = "Mean attention di
         ax.scatter(part["block"], part["distance_px"], c=colour, label=f"{kind} blocks (one dot per head)", s=18)
     bound = table.drop_duplicates("block")
     ax.step(bound["block"], bound["window_px"], where="mid", c="gray", ls=":", label="window side / image side")
+    if uniform is not None:
+        ax.axhline(uniform, c="tab:red", ls="--", lw=1, label=f"uniform attention over the image ({uniform:.1f} px)")
     ax.set(title=title, xlabel="block", ylabel="mean attention distance (pixels)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below the axes, off the dots
     ax.figure.tight_layout()
     return ax.figure

@@ -9,7 +9,9 @@ one per image in the global blocks. This module reads those records after a forw
 * :func:`usage_table`: how many windows chose each expert, per layer (sums to the windows);
 * :func:`scale_map`: the chosen scale painted on every token (and pixel) of an image;
 * :func:`scale_by_region`: the mean chosen scale per window position over a batch, and
-  :func:`scale_by_mask`: per layer, the mean scale of windows on the object vs the background;
+  :func:`scale_by_mask`: per layer, the mean scale of windows on the object vs the background, from
+  :func:`window_table`'s one row per window;
+* :func:`gate_gradients`: whether the task loss reaches a trained layer's gate (notebook 02's check);
 * :func:`expert_receptive_field`: the effective receptive field of one expert (gradient of its
   centre output with respect to its input);
 * figures: :func:`plot_usage`, :func:`plot_scale_maps`, :func:`plot_receptive_fields`.
@@ -134,6 +136,21 @@ def scale_by_mask(routings: list[LayerRouting], masks: torch.Tensor, grid: int) 
     tokens are foreground after resizing the mask to the token grid, else "background".
     Returns rows ``block``, ``region``, ``mean_scale``, ``windows``.
     Used in notebook 10."""
+    table = window_table(routings, masks, grid)
+    rows = []
+    for block in dict.fromkeys(table["block"]):
+        for region in ("object", "background"):
+            chosen = table.scale[(table.block == block) & (table.region == region)]
+            rows.append(dict(block=block, region=region, windows=len(chosen),
+                             mean_scale=float(chosen.mean()) if len(chosen) else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def window_table(routings: list[LayerRouting], masks: torch.Tensor, grid: int) -> pd.DataFrame:
+    """One row per window of every image in every windowed layer: ``block``, ``image``, ``row``, ``col``,
+    ``scale`` (the chosen expert's), ``foreground`` (the fraction of its unpadded tokens on the object, ``masks``
+    (B, S, S) in {0, 1} resized to the token grid), ``region`` ("object" above one half, as :func:`scale_by_mask`,
+    else "background") and ``border`` (the window lies on the edge of the window grid). Used in notebook 10."""
     token_fg = F.adaptive_avg_pool2d(masks.float()[:, None], grid)[:, 0]  # (B, grid, grid)
     rows = []
     for r in routings:
@@ -142,13 +159,42 @@ def scale_by_mask(routings: list[LayerRouting], masks: torch.Tensor, grid: int) 
         n = r.choice.shape[1]
         padded = F.pad(token_fg, (0, n * r.window - grid, 0, n * r.window - grid), value=float("nan"))
         windows = padded.view(-1, n, r.window, n, r.window).permute(0, 1, 3, 2, 4).reshape(-1, n, n, r.window ** 2)
-        fg = torch.nanmean(windows, dim=-1) > 0.5
-        scales = r.scale_grid()
-        for region, select in (("object", fg), ("background", ~fg)):
-            chosen = scales[select]
-            rows.append(dict(block=r.block, region=region, windows=int(select.sum()),
-                             mean_scale=float(chosen.mean()) if chosen.numel() else float("nan")))
+        foreground, scales = torch.nanmean(windows, dim=-1), r.scale_grid()
+        for image, row, col in np.ndindex(*scales.shape):
+            fg = float(foreground[image, row, col])
+            rows.append(dict(block=r.block, image=image, row=row, col=col, scale=float(scales[image, row, col]),
+                             foreground=fg, region="object" if fg > 0.5 else "background",
+                             border=row in (0, n - 1) or col in (0, n - 1)))
     return pd.DataFrame(rows)
+
+
+def gate_gradients(model: nn.Module, images: torch.Tensor, block: int | None = None):
+    """Who trains the gate of a trained model's first Conv-LoRA layer (or the one of ``block``), as notebook 02
+    checks on a fresh one: the layer's input on ``images`` (B, 3, S, S) is captured, then in training mode a task
+    loss (the mean square of the layer's output) and the layer's load-balancing loss are back-propagated one at a
+    time. Returns ``(W_gate.grad from the task loss or None, W_gate.grad from the balance loss)``; the model is left
+    in evaluation mode with no gradients. Used in notebook 10."""
+    layers = {index: layer for index, layer, _ in conv_lora_layers(model)}
+    layer = layers[block if block is not None else min(layers)]
+    captured = {}
+    handle = layer.register_forward_hook(lambda _module, inputs, _output: captured.update(x=inputs[0].detach()))
+    with torch.no_grad():
+        getattr(model, "image_encoder", model)(images.to(next(layer.parameters()).device))
+    handle.remove()
+    layer.train()
+    try:
+        with torch.enable_grad():
+            layer.zero_grad()
+            layer(captured["x"]).pow(2).mean().backward()
+            from_task = layer.moe.gate.w_gate.grad
+            layer.zero_grad()
+            layer(captured["x"])
+            layer.aux_loss.backward()
+            from_balance = layer.moe.gate.w_gate.grad.clone()
+    finally:
+        layer.zero_grad()
+        model.eval()
+    return from_task, from_balance
 
 
 def expert_receptive_field(expert: ConvExpert, size: int = 15, samples: int = 8, seed: int = 0) -> torch.Tensor:
@@ -207,22 +253,27 @@ def scale_colours(scales) -> tuple:
 
 def plot_scale_maps(image: np.ndarray, routings: list[LayerRouting], index: int, grid: int,
                     title: str = "Chosen expert scale per window, by layer"):
-    """One panel per Conv-LoRA layer: ``image`` (S, S, 3) in [0, 1] overlaid with the scale each
-    window of image ``index`` chose (global blocks: one choice for the whole image). Used in notebook 09."""
-    size = image.shape[0]
+    """One panel per Conv-LoRA layer after ``image`` (S, S, 3) in [0, 1]: the token grid of image ``index`` coloured
+    by the scale each window chose (opaque, one colour per scale) with the scale written in every window (global
+    blocks: one choice for the whole image), so it reads without the colour bar. Used in notebook 09."""
     cmap, norm, ticks = scale_colours([s for r in routings for s in r.scales])
-    fig = Figure(figsize=(2.2 * (len(routings) + 1), 2.6))
-    axes = fig.subplots(1, len(routings) + 1, squeeze=False)
-    axes = axes[0]
-    axes[0].imshow(image)
+    fig = Figure(figsize=(2.3 * (len(routings) + 1), 2.9))
+    axes = fig.subplots(1, len(routings) + 1, squeeze=False)[0]
+    axes[0].imshow(image, extent=(0, grid, grid, 0))
     axes[0].set_title("image", fontsize=9)
     for ax, r in zip(axes[1:], routings):
-        ax.imshow(image)
-        shown = ax.imshow(scale_map(r, grid, size)[index].numpy(), cmap=cmap, norm=norm, alpha=0.55,
-                          interpolation="nearest")
+        shown = ax.imshow(scale_map(r, grid)[index].numpy(), cmap=cmap, norm=norm, interpolation="nearest",
+                          extent=(0, grid, grid, 0))
+        side = r.window or grid
+        for row, col in np.ndindex(*r.choice.shape[1:]):
+            top, left = row * side, col * side
+            centre = ((left + min(left + side, grid)) / 2, (top + min(top + side, grid)) / 2)
+            scale = r.scales[int(r.choice[index, row, col])]
+            ax.text(*centre, f"×{scale:g}", ha="center", va="center", fontsize=8,
+                    color="w" if norm(scale) < cmap.N / 2 else "k")
         ax.set_title(f"block {r.block} ({r.kind})", fontsize=9)
     for ax in axes:
-        ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
+        ax.set(xlabel="token x", ylabel="token y")
         ax.label_outer()
     fig.colorbar(shown, ax=axes.tolist(), label="expert scale", shrink=0.8, ticks=ticks)
     fig.suptitle(title)
@@ -259,11 +310,16 @@ def plot_scale_by_region(region: dict[int, torch.Tensor], scales: tuple,
 
 
 def plot_scale_by_mask(table: pd.DataFrame, title: str = "Mean chosen scale: object vs background windows"):
-    """Grouped bars of :func:`scale_by_mask`: per windowed layer, object and background windows. Used in notebook 10."""
+    """Grouped bars of :func:`scale_by_mask`: per windowed layer, object and background windows, each bar labelled
+    with its number of windows n. Used in notebook 10."""
     wide = table.pivot(index="block", columns="region", values="mean_scale")
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
     wide.plot.bar(ax=ax, rot=0, color={"object": "tab:orange", "background": "tab:gray"})
+    counts = table.pivot(index="block", columns="region", values="windows")[wide.columns]
+    for bars, region in zip(ax.containers, wide.columns):
+        ax.bar_label(bars, labels=[f"n={n}" for n in counts[region]], fontsize=7)
+    ax.margins(y=0.15)
     ax.set(title=title, xlabel="block (windowed layers)", ylabel="mean expert scale")
     fig.tight_layout()
     return fig

@@ -296,7 +296,7 @@ def plot_probe_accuracies(results: dict[str, ProbeResult], paper: dict[str, floa
     """Bars of test accuracy per encoder (``name -> ProbeResult``), chance as a dashed line, and
     the paper's numbers (``name -> accuracy``) as hatched bars when given. Returns the figure. Used in notebook 01."""
     names = list(results)
-    fig = Figure(figsize=(1.6 + 1.3 * (len(names) + len(paper or {})), 3.6))
+    fig = Figure(figsize=(3.6 + 1.3 * (len(names) + len(paper or {})), 3.6))
     ax = fig.subplots()
     bars = ax.bar(names, [100 * results[n].test_accuracy for n in names], color="tab:blue",
                   label="measured here (test)")
@@ -307,6 +307,6 @@ def plot_probe_accuracies(results: dict[str, ProbeResult], paper: dict[str, floa
         ax.bar_label(ref, fmt="%.1f")
     ax.axhline(100 * max(r.chance for r in results.values()), color="k", ls="--", lw=1, label="chance (majority class)")
     ax.set(title=title, ylabel="top-1 accuracy (%)", ylim=(0, 105), xlabel="encoder")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: it covers no bar
     fig.tight_layout()
     return fig

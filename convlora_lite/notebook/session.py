@@ -11,6 +11,7 @@ from convlora_lite.notebook.display import COLAB_DRIVE, KAGGLE_WORKING, on_colab
 from convlora_lite.notebook.task import Task
 from convlora_lite.plots.figures import save_loss_curve
 from convlora_lite.plots.widgets import use_inline_figures
+from convlora_lite.progress import hide_folders
 from convlora_lite.reports import readings
 from convlora_lite.reports.results_tables import collect_runs, write_results
 from convlora_lite.training import devices
@@ -39,6 +40,9 @@ class Session:
             paper scale that task has the preset's seeds like the others.
         announce: print which mode this is (the offline caveat, or the paper-scale settings).
 
+    What it prints names the notebook's folders by their parameters (``OUTPUT_DIR/sweep_cpu/...``, ``DATA_ROOT``;
+    :meth:`shown`), never the machine's paths, and each run it trains or reads back in one line.
+
     Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
 
     def __init__(self, preset: str, data_root, checkpoint="auto", output_dir="runs/notebooks",
@@ -59,6 +63,15 @@ class Session:
         use_inline_figures()
         if announce:
             print(self.describe())
+
+    def shown(self, text) -> str:
+        """``text`` (a path or a message) as a notebook prints it: the output and data folders written as
+        ``OUTPUT_DIR`` and ``DATA_ROOT`` (:func:`~convlora_lite.progress.hide_folders`). Used in notebooks 09 and 11."""
+        return hide_folders(text, {"OUTPUT_DIR": self.output_dir, "DATA_ROOT": self.data_root})
+
+    def _say(self, message: str) -> None:
+        """Print one of the sweep's lines (one per run) with :meth:`shown` paths."""
+        print(self.shown(message))
 
     @property
     def model(self) -> str:
@@ -116,7 +129,8 @@ class Session:
         budget = ", ".join(f"{k}={v}" for k, v in self.budget.items()) or "the preset's"
         extra = self.comparison_seeds > len(self.seeds)
         compared = f" ({self.comparison_seeds} for the compared task)" if extra else ""
-        return (f"{mode}\ndata: {self.data_root} | outputs: {self.output_dir} | checkpoint: {self.checkpoint}\n"
+        folders = f"data in DATA_ROOT, runs in {self.shown(self.sweep)}"
+        return (f"{mode}\n{folders} | checkpoint: {self.shown(self.checkpoint)}\n"
                 f"methods: {self.methods} | seeds: {self.seeds}{compared} | budget: {budget}")
 
     def dataset_name(self, task: str) -> str:
@@ -152,34 +166,36 @@ class Session:
               ) -> list[RunDir]:
         """Train (or read back) every run of ``datasets`` x ``methods`` x ``seeds`` seeds (default: the
         session's; the preset's seed and the next integers) in the sweep folder, and write its results
-        table there; returns the runs in that order. Used in notebooks 08, 09 and 10."""
+        table there; returns the runs in that order. Prints one line per run (which run, where, whether it was
+        read back); the runs' own lines (size, estimate) stay out of the notebook. Used in notebooks 08, 09 and 10."""
         for dataset in datasets:
             self.prepare(dataset)
         runs = run_sweep(self.preset, datasets, list(methods or self.methods), seeds or len(self.seeds),
                          self.output_dir, self.data_root, self.checkpoint, budget=self.budget,
-                         on_finish=save_loss_curve)
+                         on_finish=save_loss_curve, log=self._say, run_log=_quiet)
         write_results(self.sweep, runs)
         return runs
 
     def fit(self, dataset: str, method: str, seed: int | None = None, **overrides) -> Path:
         """Train (or read back) one run of ``method`` on ``dataset`` in the sweep folder, with the session's
         preset, checkpoint and budget and ``overrides`` (e.g. ``data_dir`` for your own data); prints its size
-        in one line and returns its directory. Used in notebooks 00 and 11."""
+        and its directory in one line and returns the directory. Used in notebooks 00 and 11."""
         seed = self.seeds[0] if seed is None else seed
         if not overrides.get("data_dir"):
             overrides["data_root"] = str(self.prepare(dataset))
         config = TrainConfig.resolve(dataset, method, self.preset, seed=seed, resume=True,
                                      checkpoint=self.checkpoint, **{**self.budget, **overrides},
                                      output_dir=str(RunDir.of(self.sweep, dataset, method, seed).path))
-        print(f"{config.model} at {config.image_size} px, {config.epochs} epoch(s) of at most "
-              f"{config.max_train_batches or 'all'} batches, lr {config.lr}, batch {config.batch_size} x "
-              f"{config.grad_accum}")
-        return fit(config, on_finish=save_loss_curve)
+        done = " (finished earlier: read back)" if RunDir(config.output_dir).is_complete() else ""
+        self._say(f"{config.dataset} / {config.method} / seed {config.seed}: {config.model} at {config.image_size} px, "
+                  f"{config.epochs} epoch(s) of {config.max_train_batches or 'all'} batches, lr {config.lr}, batch "
+                  f"{config.batch_size} x {config.grad_accum} -> {config.output_dir}{done}")
+        return fit(config, on_finish=save_loss_curve, log=_quiet)
 
     def task(self, task: str, compared: bool = False) -> "Task":
         """The steps of one paper task (``polyp``, ``camo``, ...) in a domain notebook; ``compared``: the
         task whose methods the notebook compares, trained with :attr:`comparison_seeds` seeds.
-        Used in notebooks 03, 04, 05, 06 and 07."""
+        Used in notebooks 00, 03, 04, 05, 06 and 07."""
         self.tasks.append(Task(self, self.dataset_name(task), compared))
         return self.tasks[-1]
 
@@ -194,8 +210,17 @@ class Session:
             self.tasks.append(task)
             task.show_reading()
 
-    def show_takeaways(self) -> None:
-        """The notebook's closing numbers, computed (:func:`~convlora_lite.reports.readings.takeaways`).
-        Used in notebooks 00, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
-        lines = readings.takeaways(self.model, [collect_runs(task.run_paths) for task in self.tasks if task.runs])
+    def show_takeaways(self, own: Sequence[str] = (), budget: bool = True) -> None:
+        """The notebook's closing numbers, computed: its ``own`` lines first (sentences a library reading computed
+        in the notebook, e.g. :mod:`~convlora_lite.reports.figure_readings`), then
+        :func:`~convlora_lite.reports.readings.takeaways` (the trainable budget unless ``budget`` is False, then
+        each task trained here). Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
+        tasks = [task for task in self.tasks if task.runs]
+        lines = readings.takeaways(self.model, [collect_runs(task.run_paths) for task in tasks],
+                                   [{split: task.baseline(split) for split in task.spec.test_splits} for task in tasks])
+        lines = [*own, *(lines if budget else lines[1:])]
         print("Takeaways (computed from this run):\n- " + "\n- ".join(lines))
+
+
+def _quiet(_message: str) -> None:
+    """A run's own lines in a notebook: dropped (the sweep's line says which run; a live frontend shows its bar)."""

@@ -78,7 +78,7 @@ def shard_of(configs: list, shard) -> list:
 
 def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int | None = 1,
               output_dir=DEFAULT_SWEEP_DIR, log=print, shard=None, on_finish: Optional[Callable] = None,
-              **overrides) -> Optional[list[RunDir]]:
+              run_log: Optional[Callable[[str], None]] = None, **overrides) -> Optional[list[RunDir]]:
     """Train every (dataset, method, seed) under ``preset`` into ``output_dir``; returns the grid's
     runs, or ``None`` while other shards' runs are still missing.
 
@@ -86,8 +86,9 @@ def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int |
     (e.g. ``model="vit_b"``, ``epochs=2``); ``output_dir``, ``seed`` and ``resume`` are set here.
     ``seeds=None`` trains the preset's number of seeds (3 on ``paper``, else 1). ``shard=(k, n)``
     (or ``"k/n"``) trains only worker ``k``'s part of the grid (see the module docstring).
-    ``on_finish`` is passed to every :func:`~convlora_lite.training.trainer.fit`. Every config of the
-    grid is resolved (and its method options checked) before the first run starts.
+    ``on_finish`` is passed to every :func:`~convlora_lite.training.trainer.fit`, ``run_log`` as its ``log``
+    (the run's own lines; ``log`` gets the sweep's, one per run, saying whether it trains or is read back). Every
+    config of the grid is resolved (and its method options checked) before the first run starts.
     """
     from convlora_lite.training.trainer import fit
 
@@ -96,8 +97,10 @@ def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int |
     parsed = parse_shard(shard)
     where = f"shard {parsed[0]}/{parsed[1]}: " if parsed else ""
     for i, config in enumerate(mine, 1):
-        log(f"{where}[{i}/{len(mine)}] {config.dataset} / {config.method} / seed {config.seed} -> {config.output_dir}")
-        fit(config, on_finish=on_finish)
+        done = " (finished earlier: read back)" if RunDir(config.output_dir).is_complete() else ""
+        log(f"{where}[{i}/{len(mine)}] {config.dataset} / {config.method} / seed {config.seed} -> "
+            f"{config.output_dir}{done}")
+        fit(config, on_finish=on_finish, log=run_log)
     runs = [RunDir(c.output_dir) for c in configs]
     missing = [run for run in runs if not run.is_complete()]
     if missing:
@@ -123,10 +126,13 @@ def sweep_dir(output_dir, preset: str, budget: dict | None = None) -> Path:
 
 
 def run_sweep(preset: str, datasets, methods, seeds: int, output_dir, data_root, checkpoint="auto", log=print,
-              budget: dict | None = None, on_finish: Optional[Callable] = None) -> list[RunDir]:
+              budget: dict | None = None, on_finish: Optional[Callable] = None,
+              run_log: Optional[Callable[[str], None]] = None) -> list[RunDir]:
     """Train (or read back) the grid ``datasets`` x ``methods`` x ``seeds`` seeds of ``preset`` with the
     ``budget`` overrides into its :func:`sweep_dir`, the analogs generated first at the preset's size
-    (:func:`~convlora_lite.training.run_data.ensure_synthetic`); returns the grid's runs."""
+    (:func:`~convlora_lite.training.run_data.ensure_synthetic`); returns the grid's runs. ``log`` and
+    ``run_log``: as :func:`reproduce`'s."""
     root = ensure_synthetic(datasets, preset, data_root)
     return reproduce(preset, list(datasets), list(methods), seeds, output_dir=sweep_dir(output_dir, preset, budget),
-                     log=log, data_root=str(root), checkpoint=checkpoint, on_finish=on_finish, **(budget or {}))
+                     log=log, data_root=str(root), checkpoint=checkpoint, on_finish=on_finish, run_log=run_log,
+                     **(budget or {}))

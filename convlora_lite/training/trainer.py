@@ -74,12 +74,13 @@ class Trainer:
             saved (an exception raised there interrupts the run like a crash would).
         on_finish: called as ``on_finish(run, spec)`` (a :class:`RunDir`) once ``metrics.json`` is
             written, e.g. :func:`convlora_lite.plots.figures.save_loss_curve`.
+        log: where the run's lines go (main process; default ``tqdm.write``, clear of a live bar).
 
     Constructing it reads what the run directory already holds (:attr:`completed`: nothing to do).
     """
 
     def __init__(self, config: TrainConfig, spec, *, on_epoch_end: Optional[Callable[[int, dict], None]] = None,
-                 on_finish: Optional[Callable] = None) -> None:
+                 on_finish: Optional[Callable] = None, log: Optional[Callable[[str], None]] = None) -> None:
         config.validate()
         self.config = config
         self.spec = spec
@@ -90,6 +91,7 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         self.run = RunDir(config.output_dir or "run")
         self.on_epoch_end, self.on_finish = on_epoch_end, on_finish
+        self._write = log or tqdm.write
         self._estimated = False
         self.state = previous_state(config, self.run, self.log)
 
@@ -124,7 +126,7 @@ class Trainer:
 
     def log(self, message: str) -> None:
         if self.is_main:
-            tqdm.write(message)
+            self._write(message)
 
     def _save_epoch(self, history: list[dict], best: dict, improved: bool, patience_left, stopped: bool,
                     rng_states: list) -> None:
@@ -370,8 +372,8 @@ class Trainer:
 # public entry points
 
 
-def fit(config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
-        on_epoch_end: Optional[Callable[[int, dict], None]] = None, on_finish: Optional[Callable] = None) -> Path:
+def fit(config: TrainConfig, *, spec=None, datasets: Optional[dict] = None, on_epoch_end: Optional[Callable] = None,
+        on_finish: Optional[Callable] = None, log: Optional[Callable[[str], None]] = None) -> Path:
     """Train ``config``; returns the run directory. The composition root: the spec (default
     :func:`~convlora_lite.training.run_data.config_spec`), the data (default
     :func:`~convlora_lite.training.run_data.run_datasets`: installed, or an own-data split recorded in the
@@ -379,14 +381,15 @@ def fit(config: TrainConfig, *, spec=None, datasets: Optional[dict] = None,
     and trackers (:class:`~convlora_lite.training.tracking.RunTracker`, before ``on_epoch_end`` and
     ``on_finish``) and a :class:`Trainer` that runs the loop with them. A finished run is returned at once,
     before any data or weights are touched. One process at a time trains a run directory
-    (:func:`~convlora_lite.locking.exclusive`): a second one waits, then finds the run finished (or resumes)."""
+    (:func:`~convlora_lite.locking.exclusive`): a second one waits, then finds the run finished (or resumes). ``log``:
+    as :class:`Trainer`'s."""
     from accelerate.utils import set_seed
 
-    with exclusive(config.output_dir or "run", log=tqdm.write):
+    with exclusive(config.output_dir or "run", log=log or tqdm.write):
         spec = spec if spec is not None else config_spec(config)
         tracker = RunTracker(RunDir(config.output_dir or "run"), config)
         trainer = Trainer(config, spec, on_epoch_end=tracker.epoch_hook(on_epoch_end),
-                          on_finish=tracker.finish_hook(on_finish))
+                          on_finish=tracker.finish_hook(on_finish), log=log)
         if trainer.completed:
             return trainer.run.path
         if datasets is None:

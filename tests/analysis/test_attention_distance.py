@@ -74,3 +74,15 @@ def test_table_windowed_blocks_are_bounded_by_their_window_and_peft_layers_are_m
     again = attention_distance_table(adapted.image_encoder, images, batch_size=2)
     assert torch.allclose(torch.tensor(again["distance_px"].to_numpy()), torch.tensor(table["distance_px"].to_numpy()),
                           atol=1e-5)
+
+
+def test_the_attention_figure_draws_uniform_attention_as_a_reference():
+    import pandas as pd
+
+    from convlora_lite.analysis.attention_distance import plot_attention_distance
+
+    table = pd.DataFrame([dict(block=0, head=0, kind="windowed", distance_px=10.0, window_px=96),
+                          dict(block=1, head=0, kind="global", distance_px=130.0, window_px=256)])
+    ax = plot_attention_distance(table, uniform=133.2).axes[0]
+    (line,) = [line for line in ax.get_lines() if "uniform" in line.get_label()]
+    assert list(line.get_ydata()) == [133.2, 133.2] and "133.2 px" in line.get_label()

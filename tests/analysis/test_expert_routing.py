@@ -89,3 +89,34 @@ def test_scale_colours_give_each_scale_its_own_colour():
     cmap, norm, ticks = scale_colours([1.0, 2.0, 3.0, 2.0])
     assert ticks == [1.0, 2.0, 3.0] and cmap.N == 3
     assert [int(norm(s)) for s in ticks] == [0, 1, 2]
+
+
+def test_the_window_table_labels_each_window_and_the_scale_maps_write_every_choice():
+    from convlora_lite.analysis.expert_routing import LayerRouting, plot_scale_by_mask, plot_scale_maps, window_table
+
+    # a 5 x 5 token grid in 2 x 2 windows of 3 tokens (padded to 6); the object covers the top-left 3 x 3 tokens
+    choice = torch.tensor([[[0, 1], [1, 0]]])
+    routings = [LayerRouting(0, 3, choice, (1.0, 4.0)), LayerRouting(1, 0, torch.tensor([[[1]]]), (1.0, 4.0))]
+    masks = torch.zeros(1, 5, 5)
+    masks[0, :3, :3] = 1
+    table = window_table(routings, masks, grid=5)
+    assert table.to_dict("list") == dict(block=[0] * 4, image=[0] * 4, row=[0, 0, 1, 1], col=[0, 1, 0, 1],
+                                         scale=[1.0, 4.0, 4.0, 1.0], foreground=[1.0, 0.0, 0.0, 0.0],
+                                         region=["object", "background", "background", "background"],
+                                         border=[True] * 4)
+    assert scale_by_mask(routings, masks, 5).to_dict("list") == dict(
+        block=[0, 0], region=["object", "background"], windows=[1, 3], mean_scale=[1.0, 3.0])
+    figure = plot_scale_maps(torch.rand(20, 20, 3).numpy(), routings, 0, grid=5)
+    written = [[t.get_text() for t in ax.texts] for ax in figure.axes[1:3]]
+    assert written == [["×1", "×4", "×4", "×1"], ["×4"]]  # every window's scale, and the global block's one
+    bars = plot_scale_by_mask(scale_by_mask(routings, masks, 5)).axes[0]
+    assert sorted(t.get_text() for t in bars.texts) == ["n=1", "n=3"]
+
+
+def test_gate_gradients_of_a_model_find_no_task_path_to_the_gate():
+    from convlora_lite.analysis.expert_routing import gate_gradients
+
+    model = _model_with_random_gates()
+    from_task, from_balance = gate_gradients(model, torch.randn(2, 3, 64, 64))
+    assert from_task is None and from_balance.abs().max() > 0
+    assert not model.training and all(p.grad is None for p in model.parameters())

@@ -446,3 +446,11 @@ def test_the_trainer_runs_the_loop_with_the_parts_it_is_handed(tmp_path):
     assert finished == [(run, "discs")] and list(history(run)["epoch"]) == [1, 2]
     assert set(load_file(run / "checkpoint" / "best.safetensors")) == {"conv.weight", "conv.bias"}
     assert Trainer(TrainConfig(**{**cfg.to_dict(), "resume": True}), BINARY).completed
+
+
+def test_a_run_given_a_log_writes_its_lines_there_and_nothing_to_stdout(tmp_path, capsys):
+    lines, cfg = [], config(tmp_path, epochs=1, max_train_batches=1)
+    fit(cfg, spec=BINARY, datasets=datasets(), log=lines.append)
+    assert capsys.readouterr().out == ""
+    assert [line.split(":")[0] for line in lines] == [f"discs / decoder_only / seed {cfg.seed}",
+                                                      "Estimated training time"]
