@@ -82,15 +82,20 @@ def attention_reading(table: pd.DataFrame, uniform_px: float, name: str) -> str:
     window_px = table.groupby("block")["window_px"].first()
     uniform = round(uniform_px, 1)
     parts = []
-    for (block, _), distance in per_block.xs("global", level="kind", drop_level=False).items():
-        share = round(100 * distance / uniform)
-        kind = "as spread as uniform attention" if share >= 95 else "more local than uniform attention"
-        parts.append(f"global block {block} attends at {distance:.1f} px, {share} % of the {uniform:.1f} px of "
-                     f"uniform attention ({kind})")
-    windowed = per_block.xs("windowed", level="kind")
-    local = int(windowed.idxmin())
-    parts.append(f"the most local block is windowed block {local} ({windowed[local]:.1f} px inside a "
-                 f"{window_px[local]} px window)")
+    kinds = set(per_block.index.get_level_values("kind"))
+    if "global" in kinds:
+        for (block, _), distance in per_block.xs("global", level="kind", drop_level=False).items():
+            share = round(100 * distance / uniform)
+            kind = "as spread as uniform attention" if share >= 95 else "more local than uniform attention"
+            parts.append(f"global block {block} attends at {distance:.1f} px, {share} % of the {uniform:.1f} px of "
+                         f"uniform attention ({kind})")
+    if "windowed" in kinds:
+        windowed = per_block.xs("windowed", level="kind")
+        local = int(windowed.idxmin())
+        parts.append(f"the most local block is windowed block {local} ({windowed[local]:.1f} px inside a "
+                     f"{window_px[local]} px window)")
+    else:
+        parts.append("no block of this encoder is windowed")
     return f"{name}: " + "; ".join(parts) + "."
 
 

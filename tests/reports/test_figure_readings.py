@@ -49,6 +49,11 @@ def test_the_attention_reading_compares_global_blocks_with_uniform_attention():
         "enc: global block 1 attends at 105.0 px, 105 % of the 100.0 px of uniform attention (as spread as uniform "
         "attention); global block 3 attends at 55.0 px, 55 % of the 100.0 px of uniform attention (more local than "
         "uniform attention); the most local block is windowed block 2 (6.0 px inside a 96 px window).")
+    global_only = table[table["kind"] == "global"]  # e.g. an MAE ViT: no windowed block
+    assert fr.attention_reading(global_only, 100.0, "mae") == (
+        "mae: global block 1 attends at 105.0 px, 105 % of the 100.0 px of uniform attention (as spread as uniform "
+        "attention); global block 3 attends at 55.0 px, 55 % of the 100.0 px of uniform attention (more local than "
+        "uniform attention); no block of this encoder is windowed.")
 
 
 def test_the_gate_gradient_reading_says_who_trains_the_gate():
