@@ -57,8 +57,10 @@ def probe_reading(results: dict, n_test: int, sam: str, mae: str, floor: str | N
                      "hold no usable class information here.")
     gap = round(accuracy[mae] - accuracy[sam], 1)
     ordered = "reproduces" if gap > 0 else "does not reproduce"
-    lines.append(f"This probe {ordered} the paper's ordering (MAE above SAM): {mae} {accuracy[mae]:.1f} % against "
-                 f"{sam} {accuracy[sam]:.1f} %, {gap:+.1f} points ({abs(gap) * n_test / 100:.0f} test images).")
+    compared = (f"{mae} and {sam} tie at {accuracy[mae]:.1f} %" if gap == 0 else
+                f"{mae} {accuracy[mae]:.1f} % against {sam} {accuracy[sam]:.1f} %, {gap:+.1f} points "
+                f"({abs(gap) * n_test / 100:.0f} test images)")
+    lines.append(f"This probe {ordered} the paper's ordering (MAE above SAM): {compared}.")
     if floor is not None and floor in accuracy:
         beaten = [name for name in (sam, mae) if accuracy[name] > accuracy[floor] + widest]
         under = [name for name in (sam, mae) if accuracy[name] <= accuracy[floor]]

@@ -32,6 +32,8 @@ def test_the_probe_reading_states_noise_chance_the_ordering_and_the_random_floor
     assert lines[1] == "This probe reproduces the paper's ordering (MAE above SAM): MAE 70.0 % against SAM 30.0 %, " \
                        "+40.0 points (4 test images)."
     assert lines[2] == "Random weights (random) score 10.0 %: MAE beats it by more than the interval."
+    tie = fr.probe_reading({"SAM": probe(0.30, chance=0.1), "MAE": probe(0.30, chance=0.1)}, 10, "SAM", "MAE")
+    assert tie[1] == "This probe does not reproduce the paper's ordering (MAE above SAM): MAE and SAM tie at 30.0 %."
     close = {"SAM": probe(0.30, chance=0.1), "MAE": probe(0.40, chance=0.1), "random": probe(0.20, chance=0.1)}
     assert fr.probe_reading(close, 10, "SAM", "MAE", "random")[2] == "Random weights (random) score 20.0 %: no " \
         "pretraining beats it by more than the interval, so this small probe cannot rank them."
