@@ -100,7 +100,7 @@ def oracle_reading(zero_shot: pd.DataFrame, runs: pd.DataFrame, split: str) -> l
     if _gain(metric, means[best], filled) <= 0:
         above_box = (f" It does beat SAM given the oracle boxes ({box:.1f}): here the boxes alone make a better mask "
                      "than SAM makes of them." if _gain(metric, means[best], box) > 0 else "")
-        lines.append(f"The best fine-tuned model, {tuned}, stays at or below the filled boxes ({filled:.1f}): knowing "
+        lines.append(f"The best fine-tuned model, {tuned}, does not beat the filled boxes ({filled:.1f}): knowing "
                      "only where the objects are scores as much, so what the fine-tuned model lacks is mostly "
                      f"localisation, which the oracle prompts give away.{above_box}")
     elif _gain(metric, means[best], box) > 0:

@@ -75,11 +75,11 @@ def test_oracle_reading_places_the_fine_tuned_model_against_the_oracle_and_the_f
     between = oracle_reading(_zero_shot(90.0, 75.0), runs, "test")[1]
     assert between.startswith("The best fine-tuned model, lora (84.0), lies between the filled boxes (75.0) and SAM")
     below = oracle_reading(_zero_shot(90.0, 84.0), runs, "test")[1]  # a tie with the filled boxes: not above them
-    assert below.startswith("The best fine-tuned model, lora (84.0), stays at or below the filled boxes (84.0)")
+    assert below.startswith("The best fine-tuned model, lora (84.0), does not beat the filled boxes (84.0)")
     assert "It does beat" not in below
     # Polyp's case: above the oracle box (82.3) but below the filled boxes (84.5): the filled boxes decide.
     polyp = oracle_reading(_zero_shot(82.3, 84.5), runs, "test")[1]
-    assert polyp.startswith("The best fine-tuned model, lora (84.0), stays at or below the filled boxes (84.5)")
+    assert polyp.startswith("The best fine-tuned model, lora (84.0), does not beat the filled boxes (84.5)")
     assert polyp.endswith("It does beat SAM given the oracle boxes (82.3): here the boxes alone make a better mask "
                           "than SAM makes of them.")
     assert oracle_reading(_zero_shot(90.0, 84.0), runs, "val") == []
