@@ -115,14 +115,20 @@ def test_widget_renders_and_responds_in_a_browser(lab):
 
         _wait_until(run_the_cell, 120, "the notebook's cell to take input")
 
-        def caption():
-            labels = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-label")
-            return next((label.text for label in labels if label.text.startswith("index ")), None)
+        def caption():  # None while the output area re-renders (a stale element): asked again
+            try:
+                labels = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-label")
+                return next((label.text for label in labels if label.text.startswith("index ")), None)
+            except StaleElementReferenceException:
+                return None
 
         assert _wait_until(caption, 180, "the widget") == "index 0, method conv_lora, threshold 0.5"
         def picture():
-            shown = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-output img")
-            return shown[0].get_attribute("src") if shown else None
+            try:
+                shown = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-output img")
+                return shown[0].get_attribute("src") if shown else None
+            except StaleElementReferenceException:
+                return None
 
         before = _wait_until(picture, 60, "the widget's figure as a picture")
         assert before.startswith("data:image/png;base64,") or before.startswith("blob:"), before[:40]
