@@ -23,6 +23,7 @@ import torch
 from scipy import ndimage
 
 from convlora_lite.data.registry import IGNORE_INDEX
+from convlora_lite.reports.shown_numbers import shown
 from convlora_lite.training.metrics import METRIC_DIRECTIONS
 
 #: the methods that adapt the image encoder, compared with decoder-only by :func:`encoder_reading`.
@@ -34,7 +35,7 @@ FLOOR_MARGIN = 0.5
 
 def _gain(metric: str, value: float, reference: float) -> float:
     """How much better ``value`` is than ``reference`` on ``metric`` (rounded to 0.1 first; positive = better)."""
-    diff = round(value, 1) - round(reference, 1)
+    diff = shown(value) - shown(reference)
     return diff if METRIC_DIRECTIONS.get(metric, "max") == "max" else -diff
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from convlora_lite.data.registry import get_dataset_spec
 from convlora_lite.reports.seed_statistics import CONFIDENCE, paired_comparison
+from convlora_lite.reports.shown_numbers import shown
 
 #: the permutations of :func:`permutation_p_value` (its p-values are exact to about +-0.005 at p = 0.05).
 PERMUTATIONS = 10_000
@@ -30,7 +31,7 @@ PERMUTATIONS = 10_000
 
 def _pct(value: float) -> float:
     """A fraction as the percentage the readings print (one decimal)."""
-    return round(100 * value, 1)
+    return shown(100 * value)
 
 
 def wilson_half_width(accuracy: float, n: int, z: float = 1.96) -> float:
@@ -161,10 +162,10 @@ def adapter_effect_reading(runs: pd.DataFrame, trainable: dict, metric: str | No
         for a in encoder:
             for b in others:
                 row = paired_comparison(part, a, b).iloc[0]
-                shown = round(round(row.mean_a, 1) - round(row.mean_b, 1), 1)
+                gap = shown(shown(row.mean_a) - shown(row.mean_b))
                 interval = "" if np.isnan(row.low) else (f" ({100 * CONFIDENCE:.0f} % CI {row.low:+.1f} to "
                                                          f"{row.high:+.1f} over {row.n} paired seeds)")
-                pairs.append((row.low > 0, f"{a} {row.mean_a:.1f} - {b} {row.mean_b:.1f} = {shown:+.1f}{interval}"))
+                pairs.append((row.low > 0, f"{a} {row.mean_a:.1f} - {b} {row.mean_b:.1f} = {gap:+.1f}{interval}"))
         clear = sum(ok for ok, _ in pairs)
         verdict = ("adapting the encoder wins every comparison, each interval above 0" if clear == len(pairs) else
                    f"{clear} of {len(pairs)} gaps have an interval above 0")

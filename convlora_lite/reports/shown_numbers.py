@@ -1,6 +1,7 @@
 """How a reading shows and compares scores: x100, rounded to :data:`DIGITS` decimals, and every difference, tie or
 lead taken between the numbers so rounded, so that what a sentence says adds up on the page (96.1 against 96.1 is a
-tie, never "ahead by 0.1"; 82.3 against 84.5 is -2.2). Used by :mod:`.readings` and :mod:`.paired_readings`."""
+tie, never "ahead by 0.1"; 82.3 against 84.5 is -2.2). Used by :mod:`.readings`, :mod:`.paired_readings`,
+:mod:`.figure_readings` and :mod:`.domain_readings`."""
 from __future__ import annotations
 
 from convlora_lite.training.metrics import METRIC_DIRECTIONS
