@@ -16,6 +16,7 @@ stand-in, ``benchmarks/results/gpu_check_cpu_colab_stand_in_*.json``). The numbe
 nothing (random weights, a handful of images).
 """
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def colab_outputs(tmp_path_factory):
         env.setenv("OMP_NUM_THREADS", "1")  # two test workers share two cores
         results = run_notebooks(folder / "out", preset="colab", log=lambda *_: None,
                                 parameters=dict(SHRUNK, CHECKPOINT=str(folder / "mirror/sam/sam_vit_b_01ec64.pth")))
+    for big in ("mirror", "cache"):  # ViT-B and MAE weights twice over (1.4 GB): the tests read only the outputs
+        shutil.rmtree(folder / big, ignore_errors=True)
     yield results, folder / "out"
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_every_notebook_runs_on_the_colab_preset(colab_outputs):

@@ -151,7 +151,8 @@ def test_the_paper_grid_is_priced_on_the_meta_device_in_a_small_process(tmp_path
             "print('peak kB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "Total: 42 runs" in done.stdout and not os.listdir(tmp_path)
-    assert int(re.search(r"peak kB (\d+)", done.stdout).group(1)) < 1.5e6
+    # measured 0.9-1.8 GB (the process's peak varies between runs); a ViT-H built in fp32 needs 2.5 GB for its weights
+    assert int(re.search(r"peak kB (\d+)", done.stdout).group(1)) < 2.5e6
     assert "vit_h step at 1024 px (fp16, batch 1) needed 18.5 GiB on the H200, more than the 15 GiB of a t4" \
         in done.stdout
 
