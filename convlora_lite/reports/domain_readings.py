@@ -1,12 +1,12 @@
 """Readings of the domain notebooks (00, 03-07) about their figures and baselines, computed, never typed:
 
-* :func:`encoder_reading`: the encoder adapters (LoRA, Conv-LoRA) against decoder-only, which trains the mask
-  decoder alone: does adapting the image encoder help at all?
 * :func:`oracle_reading`: the fine-tuned, prompt-free models against zero-shot SAM given oracle prompts (drawn
   from the test masks) and against the filled boxes (the localisation alone);
 * :func:`error_reading`: where the wrong pixels of an error map are (misses or false positives, at the border
   or away from it), with the false-positive rate that the balanced error rate counts;
-* :func:`against_baselines`: the first two for a domain notebook's task, as one printed paragraph;
+* :func:`against_baselines`: for a domain notebook's task, the encoder adapters (LoRA, Conv-LoRA) against decoder-only,
+  which trains the mask decoder alone (:mod:`.adapter_readings`: does adapting the image encoder help at all?), and
+  the oracle reading, as one printed paragraph;
 * :func:`grid_reading`: how much of each method's mask outline runs along the token grid (blocky masks),
   against the ground truth's.
 
@@ -23,63 +23,15 @@ import torch
 from scipy import ndimage
 
 from convlora_lite.data.registry import IGNORE_INDEX
+from convlora_lite.reports.adapter_readings import adapter_effect_reading, adapter_effects
 from convlora_lite.reports.shown_numbers import shown
 from convlora_lite.training.metrics import METRIC_DIRECTIONS
-
-#: the methods that adapt the image encoder, compared with decoder-only by :func:`encoder_reading`.
-ADAPTERS = ("lora", "conv_lora")
-BASELINE = "decoder_only"
-#: a mean (x100) less than this much better than predicting background everywhere has not left that floor.
-FLOOR_MARGIN = 0.5
 
 
 def _gain(metric: str, value: float, reference: float) -> float:
     """How much better ``value`` is than ``reference`` on ``metric`` (rounded to 0.1 first; positive = better)."""
     diff = shown(value) - shown(reference)
     return diff if METRIC_DIRECTIONS.get(metric, "max") == "max" else -diff
-
-
-def encoder_reading(runs: pd.DataFrame, baselines: Mapping[str, Mapping[str, float]] | None = None) -> list[str]:
-    """Per (dataset, split, metric) of :func:`~convlora_lite.reports.results_tables.collect_runs` output that
-    holds decoder-only and at least one of :data:`ADAPTERS`: each adapter's mean (x100) against decoder-only's,
-    the gain, and whether it exceeds the larger seed std of the two (one seed: no conclusion). ``baselines``:
-    ``{split: {metric: fraction}}`` of predicting background everywhere
-    (:func:`~convlora_lite.reports.readings.trivial_baseline`); a method within :data:`FLOOR_MARGIN` of it (or
-    below) is said to be at that floor, and its difference is not read as a gain. Empty when decoder-only was
-    not trained."""
-    if BASELINE not in set(runs["method"]):
-        return []
-    lines = []
-    for (dataset, split, metric), rows in runs.groupby(["dataset", "split", "metric"], sort=False):
-        stats = rows.groupby("method")["value"].agg(["mean", "std", "count"]).mul([100, 100, 1])
-        adapters = [m for m in ADAPTERS if m in stats.index]
-        if BASELINE not in stats.index or not adapters:
-            continue
-        base = stats.loc[BASELINE]
-        lower = ", lower is better" if METRIC_DIRECTIONS.get(metric) == "min" else ""
-        floor = (baselines or {}).get(split, {}).get(metric)
-        stuck = {m for m in [BASELINE, *adapters]
-                 if floor is not None and _gain(metric, stats.at[m, "mean"], 100 * floor) <= FLOOR_MARGIN}
-        at_floor = (f" (at the floor: predicting background everywhere scores {100 * floor:.1f})"
-                    if floor is not None else "")
-        parts = []
-        for method in adapters:
-            if stuck & {method, BASELINE}:
-                parts.append(f"{method} {stats.at[method, 'mean']:.1f}{at_floor if method in stuck else ''}")
-                continue
-            gain, seeds = _gain(metric, stats.at[method, "mean"], base["mean"]), int(min(stats.at[method, "count"],
-                                                                                       base["count"]))
-            spread = float(np.nanmax([stats.at[method, "std"], base["std"]])) if seeds > 1 else float("nan")
-            verdict = ("one seed: no conclusion" if seeds < 2 else
-                       f"{'larger than' if abs(gain) > spread else 'within'} the spread, std up to {spread:.1f}")
-            parts.append(f"{method} {stats.at[method, 'mean']:.1f} ({'better' if gain >= 0 else 'worse'} by "
-                         f"{abs(gain):.1f}; {verdict})")
-        base_text = f"{base['mean']:.1f}{at_floor if BASELINE in stuck else ''}"
-        note = (" A method at the all-background floor learned nothing on this metric: no gain is read from it."
-                if stuck else "")
-        lines.append(f"{dataset}/{split} {metric}{lower}: decoder-only (the mask decoder alone) "
-                     f"{base_text}; with an encoder adapter: {'; '.join(parts)}.{note}")
-    return lines
 
 
 def oracle_reading(zero_shot: pd.DataFrame, runs: pd.DataFrame, split: str) -> list[str]:
@@ -116,14 +68,16 @@ def oracle_reading(zero_shot: pd.DataFrame, runs: pd.DataFrame, split: str) -> l
 
 
 def against_baselines(task) -> str:
-    """What a domain notebook prints after a task's results: :func:`encoder_reading` and, when the task measured
-    zero-shot SAM, :func:`oracle_reading` of its first test split. ``task``: a
+    """What a domain notebook prints after a task's results: the encoder adapters against decoder-only on the task's
+    selection metric (:func:`~convlora_lite.reports.adapter_readings.adapter_effect_reading`) and, when the task
+    measured zero-shot SAM, :func:`oracle_reading` of its first test split. ``task``: a
     :class:`~convlora_lite.notebook.task.Task` (its ``run_paths``, ``zero_shot``, ``spec`` and ``baseline``).
     Used in notebooks 03, 04, 05, 06 and 07."""
     from convlora_lite.reports.results_tables import collect_runs
 
     runs = collect_runs(task.run_paths)
-    lines = encoder_reading(runs, {split: task.baseline(split) for split in task.spec.test_splits})
+    baselines = {split: task.baseline(split) for split in task.spec.test_splits}
+    lines = adapter_effect_reading(adapter_effects(runs, baselines, others=("decoder_only",)))
     if task.zero_shot is not None:
         lines += oracle_reading(task.zero_shot, runs, task.spec.test_splits[0])
     if not lines:

@@ -69,28 +69,6 @@ def test_the_gate_gradient_reading_says_who_trains_the_gate():
     assert reached.startswith("The task loss reaches W_gate (max |gradient| 2.0e-04)")
 
 
-def runs_table(values):
-    return pd.DataFrame([dict(dataset="synth_polyp", method=m, seed=s, split="test", metric="s_alpha", value=v)
-                         for m, vs in values.items() for s, v in enumerate(vs)])
-
-
-def test_the_adapter_reading_gives_paired_differences_with_their_interval_and_the_budgets():
-    runs = runs_table({"lora": [0.80, 0.82, 0.84], "vpt": [0.70, 0.71, 0.69]})
-    # per seed 10, 11, 15: mean 12, sd sqrt(7), t(0.975, 2) = 4.3027 -> half width 4.3027 sqrt(7) / sqrt(3) = 6.57
-    lines = fr.adapter_effect_reading(runs, {"vpt": 631_000, "lora": 632_262}, "s_alpha", ("lora",), ("vpt",))
-    assert lines == [
-        "synth_polyp/test s_alpha, adapting the encoder wins every comparison, each interval above 0: lora 82.0 - "
-        "vpt 70.0 = +12.0 (95 % CI +5.4 to +18.6 over 3 paired seeds).",
-        "VPT trains 631,000 parameters and LoRA 632,262: at nearly the same (+0.2 %) budget, which parameters train "
-        "matters, not how many."]
-    assert fr.adapter_effect_reading(runs, {"vpt": 7, "lora": 7}, "s_alpha", ("lora",), ("vpt",))[1] == \
-        "VPT trains 7 parameters and LoRA 7: at exactly the same budget, which parameters train matters, not how many."
-    close = runs_table({"lora": [0.80, 0.70, 0.90], "vpt": [0.75, 0.76, 0.77]})  # differences 5, -6, 13
-    assert fr.adapter_effect_reading(close, {}, "s_alpha", ("lora",), ("vpt",))[0].startswith(
-        "synth_polyp/test s_alpha, 0 of 1 gaps have an interval above 0: lora 80.0 - vpt 76.0 = +4.0")
-    assert fr.adapter_effect_reading(close, {}, "s_alpha", ("conv_lora",), ("vpt",)) == []  # nothing to compare
-
-
 def test_the_area_and_disagreement_readings_count_pixels():
     masks = torch.zeros(1, 8, 8)
     masks[0, 2:6, 2:6] = 1
