@@ -1,7 +1,8 @@
 """The preregistered local-prior experiment (``docs/experiments/local_prior.md``), in full: trains (or reads back) the
 grid 2 tasks x 3 arms x 10 seeds of the ``cpu`` preset, one run at a time, through
 :mod:`convlora_lite.analysis.local_prior`, then writes every per-seed number to
-``benchmarks/results/local_prior_cpu.csv`` and the report, with the preregistered analysis and verdicts
+``convlora_lite/assets/local_prior_cpu.csv`` (:data:`~convlora_lite.analysis.local_prior.RECORDED`) and the report,
+with the preregistered analysis and verdicts
 (:mod:`convlora_lite.reports.local_prior_analysis`), to ``benchmarks/local_prior_cpu.md``.
 
     CONVLORA_HEADLESS=1 OMP_NUM_THREADS=1 python benchmarks/local_prior_experiment.py --output-dir /tmp/prior/runs \\
@@ -20,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from convlora_lite.analysis.local_prior import ARMS, SEEDS, TASKS, collect, train_grid
+from convlora_lite.analysis.local_prior import ARMS, RECORDED, SEEDS, TASKS, collect, train_grid
 from convlora_lite.data.prior_scenes import BRIGHTNESS_SHIFT, HUE_SHIFT_DEG
 from convlora_lite.progress import format_duration
 from convlora_lite.reports.local_prior_analysis import analyse, verdict_lines
 from convlora_lite.training.rundir import RunDir
 
 HERE = Path(__file__).resolve().parent
-CSV = HERE / "results" / "local_prior_cpu.csv"
+CSV = RECORDED
 REPORT = HERE / "local_prior_cpu.md"
 
 
@@ -78,8 +79,10 @@ def _report(frame, result, command: str, timing: str) -> str:
         "# The local-prior experiment on the CPU (micro SAM, `cpu` preset): results",
         "",
         "The experiment preregistered in [docs/experiments/local_prior.md](../docs/experiments/local_prior.md), "
-        "run as registered: every per-seed number is in [results/local_prior_cpu.csv](results/local_prior_cpu.csv) "
-        "(task, arm, seed, test IoU x100 of the best-validation epoch, best epoch, run directory).",
+        "run as registered: every per-seed number is in "
+        "[convlora_lite/assets/local_prior_cpu.csv](../convlora_lite/assets/local_prior_cpu.csv), shipped with the "
+        "package for notebook 12 (task, arm, seed, test IoU x100 of the best-validation epoch, best epoch, run "
+        "directory).",
         "",
         "## Setup",
         "",
@@ -140,7 +143,6 @@ def main() -> None:
     command = " ".join([*environment, "python", *map(shlex.quote, sys.argv)])
     train_grid(args.output_dir, args.root, log=lambda line: print(line, flush=True))
     frame = collect(args.output_dir)
-    CSV.parent.mkdir(exist_ok=True)
     frame.to_csv(CSV, index=False, float_format="%.4f")
     result = analyse(frame)
     REPORT.write_text(_report(frame, result, command, _timing(args.output_dir, frame)))

@@ -12,7 +12,7 @@ The preregistered analysis of that table (failed runs, paired differences, inter
 :mod:`convlora_lite.reports.local_prior_analysis`.
 
 The recorded full experiment is ``benchmarks/local_prior_cpu.md`` (written by
-``benchmarks/local_prior_experiment.py``).
+``benchmarks/local_prior_experiment.py``); its per-seed table ships with the package (:func:`recorded`).
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ ARMS = {
 SEEDS = tuple(range(42686693, 42686703))
 #: the learnability pilot's seed (LoRA only), outside the experiment's seeds.
 PILOT_SEED = 1
+#: the recorded full experiment's per-seed table (:func:`collect`'s columns), shipped with the package.
+RECORDED = Path(__file__).resolve().parents[1] / "assets" / "local_prior_cpu.csv"
 #: the columns of :func:`collect`'s table.
 COLUMNS = ["task", "arm", "seed", "test_iou", "best_epoch", "run_dir"]
 
@@ -102,3 +104,9 @@ def collect(output_dir, *, tasks=TASKS, arms=tuple(ARMS), seeds=SEEDS) -> pd.Dat
                          best_epoch=int(metrics["best_epoch"]),
                          run_dir=run.path.relative_to(output_dir).as_posix()))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def recorded() -> pd.DataFrame:
+    """The recorded full experiment (``benchmarks/local_prior_cpu.md``): :func:`collect`'s table of its 60 runs,
+    read from :data:`RECORDED`. Used in notebook 12."""
+    return pd.read_csv(RECORDED)

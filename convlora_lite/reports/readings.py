@@ -40,7 +40,7 @@ from convlora_lite.training.rundir import RunDir
 #: said when Conv-LoRA is not ahead of LoRA on every metric of an offline run (micro SAM on an analog), and
 #: only there: it describes the micro SAM, not a ViT-B/H run on real data. Its numbers are those of the
 #: preregistered local-prior experiment (``docs/experiments/local_prior.md``, ``benchmarks/local_prior_cpu.md``);
-#: a test recomputes them from ``benchmarks/results/local_prior_cpu.csv``.
+#: a test recomputes them from :func:`~convlora_lite.analysis.local_prior.recorded`.
 CONV_LORA_OFFLINE_NOTE = (
     "Conv-LoRA does not beat LoRA on every metric here. The project's controlled experiment on this micro SAM "
     "(benchmarks/local_prior_cpu.md, preregistered, 10 seeds) found no local-prior gain either: where only local "

@@ -294,12 +294,10 @@ def test_takeaways_say_when_no_method_beats_predicting_background(tmp_path, fake
 
 def test_offline_note_states_the_recorded_local_prior_experiment():
     """Every number of CONV_LORA_OFFLINE_NOTE is recomputed from the experiment's recorded per-seed results."""
-    from pathlib import Path
-
+    from convlora_lite.analysis.local_prior import recorded
     from convlora_lite.reports.local_prior_analysis import analyse
 
-    csv = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "local_prior_cpu.csv"
-    result = analyse(pd.read_csv(csv))
+    result = analyse(recorded())
     rows = result["differences"].set_index(["task", "difference"])
     d, e = rows.loc[("texture", "d")], rows.loc[("texture", "e")]
     assert result["H1"] == "not detected" and result["H2"] == "not detected"
