@@ -33,7 +33,8 @@ def notebook_uses(root: Path = ROOT) -> dict:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("convlora_lite"):
                 module = importlib.import_module(node.module)
                 for alias in node.names:
-                    imported[alias.asname or alias.name] = getattr(module, alias.name)
+                    imported[alias.asname or alias.name] = (getattr(module, alias.name, None) or  # or a submodule
+                                                            importlib.import_module(f"{node.module}.{alias.name}"))
             if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
                     and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "task"):
                 tasks |= {target.id for target in node.targets if isinstance(target, ast.Name)}

@@ -36,7 +36,7 @@ from run_notebooks import notebook_paths, run_notebooks  # noqa: E402
 HOST_PEAK_LIMIT_GB = 8.0
 #: the budget knobs and probe sizes that bring the colab preset down to CPU size.
 SHRUNK = dict(EPOCHS=1, IMAGE_SIZE=128, MAX_TRAIN_BATCHES=1, PROBE_PER_CLASS=2, ATTENTION_IMAGES=2, N_IMAGES=2,
-              USAGE_IMAGES=2, MAE_CHECKPOINT="auto")
+              USAGE_IMAGES=2, MAE_CHECKPOINT="auto", LIVE_SEEDS=0)
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def record_routing(model: nn.Module, images: torch.Tensor, batch_size: int = 2) 
     ``batch_size`` at a time (SAM's global attention holds a (tokens x tokens) matrix per head and
     image: about 1 GB per ViT-H image at 1024 px), moved to the model's device, in its current mode,
     and return every Conv-LoRA layer's :class:`LayerRouting` over all B images, by block (on the CPU).
-    Used in notebooks 02, 09 and 10."""
+    Used in notebooks 02, 09, 10 and 12."""
     encoder = getattr(model, "image_encoder", model)
     device = next(encoder.parameters()).device
     parts = []
@@ -150,7 +150,7 @@ def window_table(routings: list[LayerRouting], masks: torch.Tensor, grid: int) -
     """One row per window of every image in every windowed layer: ``block``, ``image``, ``row``, ``col``,
     ``scale`` (the chosen expert's), ``foreground`` (the fraction of its unpadded tokens on the object, ``masks``
     (B, S, S) in {0, 1} resized to the token grid), ``region`` ("object" above one half, as :func:`scale_by_mask`,
-    else "background") and ``border`` (the window lies on the edge of the window grid). Used in notebook 10."""
+    else "background") and ``border`` (the window lies on the edge of the window grid). Used in notebooks 10 and 12."""
     token_fg = F.adaptive_avg_pool2d(masks.float()[:, None], grid)[:, 0]  # (B, grid, grid)
     rows = []
     for r in routings:
@@ -173,7 +173,7 @@ def gate_gradients(model: nn.Module, images: torch.Tensor, block: int | None = N
     checks on a fresh one: the layer's input on ``images`` (B, 3, S, S) is captured, then in training mode a task
     loss (the mean square of the layer's output) and the layer's load-balancing loss are back-propagated one at a
     time. Returns ``(W_gate.grad from the task loss or None, W_gate.grad from the balance loss)``; the model is left
-    in evaluation mode with no gradients. Used in notebook 10."""
+    in evaluation mode with no gradients. Used in notebooks 10 and 12."""
     layers = {index: layer for index, layer, _ in conv_lora_layers(model)}
     layer = layers[block if block is not None else min(layers)]
     captured = {}

@@ -43,7 +43,7 @@ class Session:
     What it prints names the notebook's folders by their parameters (``OUTPUT_DIR/sweep_cpu/...``, ``DATA_ROOT``;
     :meth:`shown`), never the machine's paths, and each run it trains or reads back in one line.
 
-    Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
+    Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11 and 12."""
 
     def __init__(self, preset: str, data_root, checkpoint="auto", output_dir="runs/notebooks",
                  methods: str | Sequence[str] = "lora,conv_lora", seeds: int | None = 0, *,
@@ -97,7 +97,7 @@ class Session:
 
     def autocast(self):
         """A context for the notebook's own forward passes: the preset's precision on this device, as
-        its runs are scored (fp16 autocast on a GPU, plain fp32 on the CPU). Used in notebooks 01, 02, 09 and 10."""
+        its runs are scored (fp16 autocast on a GPU, plain fp32 on the CPU). Used in notebooks 01, 02, 09, 10 and 12."""
         precision = devices.inference_precision(preset_value(self.preset, "precision"), self.device)
         return devices.autocast(self.device, precision)
 
@@ -150,7 +150,7 @@ class Session:
         """The datasets and methods of a comparison grid (notebook 08). ``"auto"``: polyp (its ``synth_``
         analog offline) with decoder_only, VPT, LoRA and Conv-LoRA offline and on ``colab`` (a grid that
         fits a session, ``benchmarks/colab_budget.md``); on ``paper`` the seven real datasets and all
-        nine methods. Otherwise comma-separated names (``"all"`` for every method). Used in notebook 08."""
+        nine methods. Otherwise comma-separated names (``"all"`` for every method). Used in notebooks 08 and 12."""
         small = self.preset != "paper"
         if datasets == "auto":
             chosen = [self.dataset_name("polyp")] if small else [n for n, s in DATASETS.items() if not s.synthetic]
@@ -167,7 +167,8 @@ class Session:
         """Train (or read back) every run of ``datasets`` x ``methods`` x ``seeds`` seeds (default: the
         session's; the preset's seed and the next integers) in the sweep folder, and write its results
         table there; returns the runs in that order. Prints one line per run (which run, where, whether it was
-        read back); the runs' own lines (size, estimate) stay out of the notebook. Used in notebooks 08, 09 and 10."""
+        read back); the runs' own lines (size, estimate) stay out of the notebook.
+        Used in notebooks 08, 09, 10 and 12."""
         for dataset in datasets:
             self.prepare(dataset)
         runs = run_sweep(self.preset, datasets, list(methods or self.methods), seeds or len(self.seeds),
@@ -195,7 +196,7 @@ class Session:
     def task(self, task: str, compared: bool = False) -> "Task":
         """The steps of one paper task (``polyp``, ``camo``, ...) in a domain notebook; ``compared``: the
         task whose methods the notebook compares, trained with :attr:`comparison_seeds` seeds.
-        Used in notebooks 00, 03, 04, 05, 06 and 07."""
+        Used in notebooks 00, 03, 04, 05, 06, 07 and 12."""
         self.tasks.append(Task(self, self.dataset_name(task), compared))
         return self.tasks[-1]
 

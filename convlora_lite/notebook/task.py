@@ -49,7 +49,8 @@ class Task:
 
     def baseline(self, split: str) -> dict:
         """The metrics of predicting background everywhere on ``split`` (on the images the runs are scored
-        on: the first ``max_eval_batches`` batches when the preset caps them). Computed once per split."""
+        on: the first ``max_eval_batches`` batches when the preset caps them). Computed once per split.
+        Used in notebook 12."""
         if split not in self._baselines:
             config = self.config()
             cap = None if config.max_eval_batches is None else config.max_eval_batches * config.batch_size
@@ -97,7 +98,7 @@ class Task:
 
     def train(self) -> dict[str, list[RunDir]]:
         """Train (or read back) the session's methods x seeds on this task (x :attr:`Session.comparison_seeds`
-        seeds when it is the compared task). Used in notebooks 03, 04, 05, 06 and 07."""
+        seeds when it is the compared task). Used in notebooks 03, 04, 05, 06, 07 and 12."""
         runs = self.session.train([self.name], seeds=self.session.comparison_seeds if self.compared else None)
         self.runs = {m: [r for r in runs if r.method == m] for m in self.session.methods}
         return self.runs

@@ -58,7 +58,7 @@ def adapter_effects(runs: pd.DataFrame, baselines: Mapping[str, Mapping[str, flo
     ``floor`` (predicting background everywhere, x100; NaN where unknown) and ``at_floor``: the names of the pair's
     methods within :data:`FLOOR_MARGIN` of predicting background everywhere
     (``baselines``: ``{split: {metric: fraction}}`` of :func:`~convlora_lite.reports.readings.trivial_baseline`), a
-    tuple, empty where both left it or no floor is known."""
+    tuple, empty where both left it or no floor is known. Used in notebook 08."""
     rows = []
     for (dataset, split), part in runs.groupby(["dataset", "split"], sort=False):
         chosen = metric or get_dataset_spec(dataset).select_metric
@@ -97,7 +97,7 @@ def _pair_text(row) -> str:
 def adapter_effect_reading(effects: pd.DataFrame) -> list[str]:
     """:func:`adapter_effects` in words, one sentence per (dataset, split, metric): how many of the gains that can be
     read (both methods off the all-background floor, at least 2 seeds) have an interval above 0, then each pair's
-    gain and interval, and the floor where a method sits at it."""
+    gain and interval, and the floor where a method sits at it. Used in notebooks 08 and 12."""
     lines = []
     for (dataset, split, metric), part in effects.groupby(["dataset", "split", "metric"], sort=False):
         readable = part[(part["n"] > 1) & (part["at_floor"].map(len) == 0)]
@@ -118,7 +118,7 @@ def adapter_effect_reading(effects: pd.DataFrame) -> list[str]:
 
 def budget_parity_reading(trainable: Mapping[str, int]) -> list[str]:
     """VPT's and LoRA's trainable parameters (``trainable``: method -> count) side by side, in one sentence: at nearly
-    the same budget, which parameters train is what differs. Empty without both."""
+    the same budget, which parameters train is what differs. Empty without both. Used in notebook 08."""
     if "vpt" not in trainable or "lora" not in trainable:
         return []
     vpt, lora = trainable["vpt"], trainable["lora"]
@@ -130,7 +130,7 @@ def budget_parity_reading(trainable: Mapping[str, int]) -> list[str]:
 def encoder_gain_range(effects: pd.DataFrame, other: str = "decoder_only") -> tuple[int, int, float, float] | None:
     """Over the readable pairs of :func:`adapter_effects` against ``other`` (both off the floor, at least 2 seeds):
     how many there are, how many have an interval above 0, and the smallest and largest gain; ``None`` when there is
-    no such pair."""
+    no such pair. Used in notebook 12."""
     readable = effects[(effects["other"] == other) & (effects["n"] > 1) & (effects["at_floor"].map(len) == 0)]
     if readable.empty:
         return None

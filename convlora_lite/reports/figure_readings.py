@@ -5,7 +5,6 @@ numbers they draw (the notebooks type no number about their results; ``docs/metr
 * :func:`attention_reading` (01): global blocks against uniform attention, the most local windowed block;
 * :func:`gate_gradient_reading`, :func:`layer_reading` and :func:`usage_reading` (02, 10): who trains the gate of
   the official top-1, ``multiply_by_gates=False`` MoE, the rebuilt layer, and the routing counts with their n;
-* :func:`adapter_effect_reading` (08): encoder adapters against prompt tuning and the decoder alone, per seed;
 * :func:`area_reading` and :func:`disagreement_reading` (09): how much each method marks, and where two differ;
 * :func:`region_routing_reading` (10): object against background windows (with n and a permutation test), and
   the centre against the border of the image.
@@ -21,8 +20,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from convlora_lite.data.registry import get_dataset_spec
-from convlora_lite.reports.seed_statistics import CONFIDENCE, paired_comparison
 from convlora_lite.reports.shown_numbers import shown
 
 #: the permutations of :func:`permutation_p_value` (its p-values are exact to about +-0.005 at p = 0.05).
@@ -143,41 +140,6 @@ def usage_reading(usage: pd.DataFrame) -> str:
     return "; ".join(parts) + "."
 
 
-def adapter_effect_reading(runs: pd.DataFrame, trainable: dict, metric: str | None = None,
-                           encoder=("lora", "conv_lora"), others=("vpt", "decoder_only")) -> list[str]:
-    """08's robust finding: per (dataset, split) on ``metric`` (default: each dataset's selection metric), each
-    ``encoder`` adapter against each of ``others`` as the mean of per-seed paired differences with its 95 % interval
-    (:func:`~convlora_lite.reports.seed_statistics.paired_comparison`), then the trainable budgets (``trainable``:
-    method -> count) of VPT and LoRA. ``runs``: a :func:`~convlora_lite.reports.results_tables.collect_runs` table.
-    Used in notebook 08."""
-    present = set(runs["method"])
-    encoder, others = [m for m in encoder if m in present], [m for m in others if m in present]
-    if not encoder or not others:
-        return []
-    lines = []
-    for (dataset, split), part in runs.groupby(["dataset", "split"], sort=False):
-        chosen = metric or get_dataset_spec(dataset).select_metric
-        part = part[part["metric"] == chosen]
-        pairs = []
-        for a in encoder:
-            for b in others:
-                row = paired_comparison(part, a, b).iloc[0]
-                gap = shown(shown(row.mean_a) - shown(row.mean_b))
-                interval = "" if np.isnan(row.low) else (f" ({100 * CONFIDENCE:.0f} % CI {row.low:+.1f} to "
-                                                         f"{row.high:+.1f} over {row.n} paired seeds)")
-                pairs.append((row.low > 0, f"{a} {row.mean_a:.1f} - {b} {row.mean_b:.1f} = {gap:+.1f}{interval}"))
-        clear = sum(ok for ok, _ in pairs)
-        verdict = ("adapting the encoder wins every comparison, each interval above 0" if clear == len(pairs) else
-                   f"{clear} of {len(pairs)} gaps have an interval above 0")
-        lines.append(f"{dataset}/{split} {chosen}, {verdict}: " + "; ".join(text for _, text in pairs) + ".")
-    if "vpt" in trainable and "lora" in trainable:
-        vpt, lora = trainable["vpt"], trainable["lora"]
-        same = "exactly the same" if vpt == lora else f"nearly the same ({100 * (lora - vpt) / vpt:+.1f} %)"
-        lines.append(f"VPT trains {vpt:,} parameters and LoRA {lora:,}: at {same} budget, which parameters train "
-                     "matters, not how many.")
-    return lines
-
-
 def area_reading(masks: torch.Tensor, predictions: dict, threshold: float = 0.5) -> str:
     """How much each method marks (09's grid and error maps): per method, in how many of the N images it predicts
     more foreground than the truth, the mean ratio of predicted to true area, and its mean IoU over the images.
@@ -261,3 +223,46 @@ def region_routing_reading(windows: pd.DataFrame, permutations: int = PERMUTATIO
             parts.append(_versus(part[part.border].scale, centre.scale, ("border", "centre"), permutations))
         lines.append(f"block {block}: " + "; ".join(parts) + ".")
     return lines
+
+
+def gate_story(task_gradient: torch.Tensor | None, windows: pd.DataFrame, level: float = 0.05,
+               permutations: int = PERMUTATIONS) -> str:
+    """02's gate result and 10's routing, linked in one paragraph (12): whether the task loss reaches ``W_gate``
+    (``task_gradient``, as for :func:`gate_gradient_reading`), then, per windowed block of ``windows``
+    (:func:`~convlora_lite.analysis.expert_routing.window_table`), whether object and background windows choose
+    different scales at ``level`` (permutation test), and whether that difference holds among the centre windows,
+    away from the border. Every number is computed here. Used in notebook 12."""
+    reached = task_gradient is not None and bool(task_gradient.abs().max() > 0)
+    lines = [("The task loss reaches W_gate, so the gate can learn which scale lowers it." if reached else
+              "The task loss sends no gradient to W_gate (02): only the load-balancing loss trains the gate, which "
+              "spreads windows over the experts without knowing which scale suits one.")]
+    found = []
+    for block, part in windows.groupby("block"):
+        obj, back = part[part.region == "object"].scale, part[part.region == "background"].scale
+        if not len(obj) or not len(back):
+            continue
+        p = permutation_p_value(obj, back, permutations)
+        centre = part[~part.border]
+        c_obj, c_back = centre[centre.region == "object"].scale, centre[centre.region == "background"].scale
+        p_centre = permutation_p_value(c_obj, c_back, permutations) if len(c_obj) and len(c_back) else None
+        found.append((block, p, p_centre, len(obj), len(back)))
+    if not found:
+        return lines[0] + " No image here has both object and background windows, so routing by region is not read."
+    differ = [f for f in found if f[1] < level]
+    if not differ:
+        smallest = min(found, key=lambda f: f[1])
+        lines.append(f"Consistently, no windowed block routes object windows differently from background ones at the "
+                     f"{level:g} level (smallest p = {smallest[1]:.2f}, block {smallest[0]}, n = {smallest[3]} object "
+                     f"and {smallest[4]} background windows).")
+    else:
+        kept = [f for f in differ if f[2] is not None and f[2] < level]
+        named = ", ".join(f"block {b} (p = {p:.3f}; centre only: " + ("no object window" if pc is None else
+                          f"p = {pc:.2f}") + ")" for b, p, pc, _, _ in differ)
+        lines.append(f"Object and background windows choose different scales in {len(differ)} of {len(found)} blocks "
+                     f"({named}); among the centre windows the difference holds in {len(kept)} of them" +
+                     ("." if kept else ": it follows the image's border, not the object."))
+    if not reached:
+        lines.append("So what routing shows is not what the task asked for: Conv-LoRA's gain, where there is one, "
+                     "comes from its convolution experts acting as a fixed mixture, not from a learned choice of "
+                     "scale.")
+    return " ".join(lines)

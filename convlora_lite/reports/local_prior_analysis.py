@@ -91,7 +91,7 @@ def analyse(frame: pd.DataFrame) -> dict:
     (per task and arm: n, mean and sd of the test IoU over the runs that did not fail), ``differences``
     (:func:`paired_differences`), ``interaction`` (the per-seed series and its summary) and the verdicts
     ``H1`` (supported if d's interval on texture and the interaction's lie above 0, contradicted if d's lies
-    below 0, else not detected) and ``H2`` (:func:`verdict` of e's interval on texture)."""
+    below 0, else not detected) and ``H2`` (:func:`verdict` of e's interval on texture). Used in notebook 12."""
     failed = failed_runs(frame)
     kept = frame.drop(failed.index)
     means = kept.groupby(["task", "arm"], sort=False)["test_iou"].agg(["count", "mean", "std"]).reset_index()
@@ -133,7 +133,7 @@ def verdict_lines(result: dict) -> list[str]:
     """The sentences that state :func:`analyse`'s ``result`` against the decision rule, every number from it:
     the failed runs, H1 with d on texture and colour and the interaction, H2 with e on texture (mean, 95 % t
     interval, n, sd and the minimum detectable difference at :data:`~.seed_statistics.POWER_AND_LEVEL`), and whether
-    a paper-sized gain could have been seen on texture."""
+    a paper-sized gain could have been seen on texture. Used in notebook 12."""
     differences = result["differences"]
 
     def row(task, name):
@@ -151,3 +151,24 @@ def verdict_lines(result: dict) -> list[str]:
     lines.append(f"MDD: the smallest true difference these seeds detect at {POWER_AND_LEVEL}, from the observed sd; "
                  "a true difference outside a 95 % interval is ruled out at that confidence.")
     return lines
+
+
+def reduced_reading(live: pd.DataFrame, full: dict, preset: str) -> str:
+    """A reduced live run of the experiment (``live``: :func:`~convlora_lite.analysis.local_prior.collect`'s table of
+    fewer seeds, texture only, LoRA and Conv-LoRA) next to the recorded full one (``full``: :func:`analyse`'s result),
+    saying that it is reduced and how much wider its interval is. Used in notebook 12."""
+    def texture_d(differences):
+        return differences[(differences["task"] == "texture") & (differences["difference"] == "d")]
+
+    mine, full_row = texture_d(paired_differences(live)), texture_d(full["differences"])
+    reference = f"the recorded experiment's d: {_interval_text(full_row.iloc[0])}"
+    if mine.empty or mine["n"].iloc[0] < 2:
+        n = 0 if mine.empty else int(mine["n"].iloc[0])
+        return (f"REDUCED live run ({preset} preset, texture only, LoRA and Conv-LoRA): {n} paired seed(s), too few "
+                f"for an interval; {reference}.")
+    row = mine.iloc[0]
+    widths = (row["high"] - row["low"]) / (full_row["high"].iloc[0] - full_row["low"].iloc[0])
+    return (f"REDUCED live run ({preset} preset, texture only, LoRA and Conv-LoRA, {row['n']} seeds; the recorded "
+            f"experiment has {full_row['n'].iloc[0]} seeds, both tasks and three arms): d = {_interval_text(row)}; "
+            f"{reference}. Its interval is {widths:.1f} times as wide: a run this small shows the method, the "
+            "recorded one decides.")

@@ -26,7 +26,7 @@ def collect_runs(paths) -> pd.DataFrame:
 
     Only the metrics the dataset reports in the paper's table (``DatasetSpec.metrics``) are kept;
     per-class IoU lists are left out of the long table.
-    Used in notebooks 00 and 08."""
+    Used in notebooks 00, 08 and 12."""
     rows = []
     for run in RunDir.find(paths):
         config, metrics = run.read_config_dict(), run.read_metrics()

@@ -40,7 +40,7 @@ def build_model(config: TrainConfig) -> nn.Module:
 def load_run(run_dir) -> tuple[nn.Module, TrainConfig]:
     """``(model, config)`` of a finished run: the model rebuilt from ``config.json`` (frozen
     weights from ``config.checkpoint``, or from the seed for a random model) with the best
-    trainable weights, in eval mode on the CPU. Used in notebooks 09 and 10."""
+    trainable weights, in eval mode on the CPU. Used in notebooks 09, 10 and 12."""
     from accelerate.utils import set_seed
 
     run = RunDir(run_dir)
