@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from convlora_lite.bench.compute_budget import (
     HOST_S_PER_OPERATOR,
@@ -262,3 +262,18 @@ def cost_markdown(costs: list[RunCost], profile: DeviceProfile, grid_runs: Optio
     lines += ["", "Not counted: data loading, downloads (SAM checkpoints, datasets), model building and start-up."]
     lines += [f"Warning: {note}" for note in memory_notes(costs, profile)]
     return "\n".join(lines) + "\n"
+
+
+def paper_scale_plan(datasets: Sequence[str], methods: Sequence[str] = ("decoder_only", "lora", "conv_lora"),
+                     seeds: int = 3, profiles: Sequence[str] = ("t4", "h200")) -> dict:
+    """The paper-scale grid of ``datasets`` x ``methods`` x ``seeds`` (notebook 12: what would answer its question on
+    real data): ``command`` (``convlora reproduce`` on the ``paper`` preset), ``runs`` and ``hours`` (profile ->
+    estimated GPU-hours by :func:`grid_cost`; the command's ``--dry-run`` prints the detail). Builds shapes only:
+    nothing is downloaded or trained. Used in notebook 12."""
+    from convlora_lite.training.sweep import grid_configs
+
+    configs = grid_configs("paper", list(datasets), list(methods), seeds)
+    hours = {name: sum(cost.seconds for cost in grid_cost(configs, device_profile(name))) / 3600 for name in profiles}
+    command = (f"convlora reproduce --preset paper --datasets {','.join(datasets)} --methods {','.join(methods)} "
+               f"--seeds {seeds} --output-dir runs/paper")
+    return dict(command=command, runs=len(configs), hours=hours)

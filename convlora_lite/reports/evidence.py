@@ -8,7 +8,6 @@ from run directories and the recorded local-prior experiment, never typed (``doc
 * :func:`experiment_evidence`: the local-prior experiment's paired differences in the same columns;
 * :func:`evidence_reading`: both in words, and whether a paper-sized gain could have been seen on each;
 * :func:`seeds_needed`: how many paired seeds a difference needs at a given spread;
-* :func:`paper_scale_plan`: the command that answers the question at paper scale, and its GPU-hours;
 * :func:`answer`: the course's answer in as many words as the evidence allows.
 
 The forest plot of these rows is :func:`convlora_lite.plots.evidence.forest_plot`.
@@ -128,22 +127,6 @@ def seeds_needed(difference: float, sd: float, power: float = POWER, most: int =
         if paired_power(abs(difference), sd, n) >= power:
             return n
     return None
-
-
-def paper_scale_plan(datasets: Sequence[str], methods: Sequence[str] = ("decoder_only", "lora", "conv_lora"),
-                     seeds: int = 3, profiles: Sequence[str] = ("t4", "h200")) -> dict:
-    """The paper-scale grid that answers the question on real data: ``command`` (``convlora reproduce`` on the
-    ``paper`` preset), ``runs`` and ``hours`` (profile -> estimated GPU-hours, from
-    :mod:`convlora_lite.bench.grid_cost`; its dry run prints the detail). Builds shapes only: nothing is downloaded
-    or trained."""
-    from convlora_lite.bench.grid_cost import device_profile, grid_cost
-    from convlora_lite.training.sweep import grid_configs
-
-    configs = grid_configs("paper", list(datasets), list(methods), seeds)
-    hours = {name: sum(cost.seconds for cost in grid_cost(configs, device_profile(name))) / 3600 for name in profiles}
-    command = (f"convlora reproduce --preset paper --datasets {','.join(datasets)} --methods {','.join(methods)} "
-               f"--seeds {seeds} --output-dir runs/paper")
-    return dict(command=command, runs=len(configs), hours=hours)
 
 
 def _conclusion(counts: dict, tasks: int, seen: int, h1: str | None) -> str:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from convlora_lite.bench.grid_cost import paper_scale_plan
 from convlora_lite.reports import evidence
 from convlora_lite.reports.seed_statistics import minimum_detectable_difference
 
@@ -80,7 +81,7 @@ def test_the_detectability_table_and_the_paper_scale_plan():
                                 mdd=4.0, paper_gain=1.0, seen=False)], columns=evidence.COLUMNS)
     table = evidence.detectability_table(course)
     assert table.loc["polyp", "seeds to see it"] == "10" and table.loc["polyp", "paper-sized gain seen?"] == "no"
-    plan = evidence.paper_scale_plan(["polyp"], ["lora"], seeds=2, profiles=("t4",))
+    plan = paper_scale_plan(["polyp"], ["lora"], seeds=2, profiles=("t4",))
     assert plan["runs"] == 2 and plan["hours"]["t4"] > 0
     assert plan["command"] == ("convlora reproduce --preset paper --datasets polyp --methods lora --seeds 2 "
                                "--output-dir runs/paper")
