@@ -203,6 +203,14 @@ def _versus(first: pd.Series, second: pd.Series, names: tuple[str, str], permuta
             f"(n = {len(second)}), " + (f"p = {p:.2f}" if p >= 0.01 else "p < 0.01"))
 
 
+def _by_region(part: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
+    """The chosen scales of one block's windows (:func:`~convlora_lite.analysis.expert_routing.window_table` rows):
+    object, background, and the same two among the centre windows (off the border)."""
+    centre = part[~part.border]
+    return (part[part.region == "object"].scale, part[part.region == "background"].scale,
+            centre[centre.region == "object"].scale, centre[centre.region == "background"].scale)
+
+
 def region_routing_reading(windows: pd.DataFrame, permutations: int = PERMUTATIONS) -> list[str]:
     """10's routing by region, with its n: per windowed block, the mean chosen scale of object and background
     windows with their counts and a permutation p-value, the same among the centre windows only (where the
@@ -211,9 +219,8 @@ def region_routing_reading(windows: pd.DataFrame, permutations: int = PERMUTATIO
     Used in notebook 10."""
     lines = []
     for block, part in windows.groupby("block"):
-        obj, back = part[part.region == "object"].scale, part[part.region == "background"].scale
+        obj, back, centre_obj, centre_back = _by_region(part)
         centre = part[~part.border]
-        centre_obj, centre_back = centre[centre.region == "object"].scale, centre[centre.region == "background"].scale
         parts = [_versus(obj, back, ("object", "background"), permutations) if len(obj) and len(back)
                  else f"no object window (background n = {len(back)})"]
         if len(centre_obj) and len(centre_back):
@@ -238,12 +245,10 @@ def gate_story(task_gradient: torch.Tensor | None, windows: pd.DataFrame, level:
               "spreads windows over the experts without knowing which scale suits one.")]
     found = []
     for block, part in windows.groupby("block"):
-        obj, back = part[part.region == "object"].scale, part[part.region == "background"].scale
+        obj, back, c_obj, c_back = _by_region(part)
         if not len(obj) or not len(back):
             continue
         p = permutation_p_value(obj, back, permutations)
-        centre = part[~part.border]
-        c_obj, c_back = centre[centre.region == "object"].scale, centre[centre.region == "background"].scale
         p_centre = permutation_p_value(c_obj, c_back, permutations) if len(c_obj) and len(c_back) else None
         found.append((block, p, p_centre, len(obj), len(back)))
     if not found:
