@@ -26,6 +26,8 @@ Whether Conv-LoRA's local prior helps the micro SAM offline was tested by a prer
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -34,7 +36,7 @@ from convlora_lite.reports.paired_readings import conv_lora_readings, detectabil
 from convlora_lite.reports.shown_numbers import better, lower_note, shown
 from convlora_lite.training.config import TrainConfig
 from convlora_lite.training.metrics import METRIC_DIRECTIONS, task_metrics
-from convlora_lite.training.run_data import run_spec
+from convlora_lite.training.run_data import own_datasets, run_spec
 from convlora_lite.training.rundir import RunDir
 
 #: said when Conv-LoRA is not ahead of LoRA on every metric of an offline run (micro SAM on an analog), and
@@ -167,9 +169,14 @@ def run_baselines(run_dir) -> dict | None:
     from convlora_lite.data.install import is_installed
 
     config, spec = TrainConfig.of_run(run_dir), run_spec(run_dir)
-    if config.data_dir or not is_installed(spec, config.data_root):
-        return None
     cap = None if config.max_eval_batches is None else config.max_eval_batches * config.batch_size
+    if config.data_dir:
+        if not Path(config.data_dir).exists():
+            return None
+        datasets = own_datasets(spec, config, RunDir(run_dir))
+        return {split: trivial_baseline(datasets[split], spec, max_items=cap) for split in spec.test_splits}
+    if not is_installed(spec, config.data_root):
+        return None
     return {split: trivial_baseline(build_dataset(spec, split, config.data_root, config.image_size, train=False),
                                     spec, max_items=cap) for split in spec.test_splits}
 
