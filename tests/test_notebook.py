@@ -247,3 +247,28 @@ def test_a_notebook_run_prints_one_line_that_names_no_folder_of_the_machine(tmp_
     for printed in (announced, trained, fitted):
         assert str(tmp_path) not in printed.out + printed.err
     assert session.shown(f"see {session.data_root / 'x'}") == "see DATA_ROOT/x"
+
+
+def test_the_results_table_leaves_out_the_runs_the_readings_leave_out(tmp_path, fake_run, capsys, monkeypatch):
+    """Task.show_results: a seed that never left the all-background floor is counted above the table and left out of
+    its means (the readings' rule); when every run is at the floor, the table shows them all and says none is a
+    result."""
+    from convlora_lite import notebook
+
+    monkeypatch.setattr(notebook.task.Task, "baseline", lambda self, split: {"iou": 0.1, "dice": 0.2})
+    monkeypatch.setattr(notebook.task, "show", lambda table: print(table.to_string()))
+    monkeypatch.setattr(notebook.task.Task, "show_reading", lambda self: None)
+    session = notebook.Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", announce=False)
+    task = session.task("leaf")
+    write = lambda method, seed, iou: RunDir(fake_run(tmp_path / method / str(seed), "synth_leaf", method, seed,  # noqa: E731
+                                                      {"test": {"iou": iou, "dice": iou}}))
+    task.runs = {"lora": [write("lora", 1, 0.60), write("lora", 2, 0.05)]}
+    task.show_results()
+    printed = capsys.readouterr().out
+    assert "1 of 2 runs never left the all-background floor (named below): the table leaves them out." in printed
+    assert "60.0" in printed and "± " not in printed  # the one kept seed's mean, no spread of two
+    task.runs = {"lora": [write("lora", 3, 0.05), write("lora", 4, 0.10)]}
+    task.show_results()
+    printed = capsys.readouterr().out
+    assert "2 of 2 runs never left" in printed and "none of it is a result" in printed
+    assert "7.5 ± 3.5" in printed  # both floor runs: (5 + 10) / 2, sample std 3.54

@@ -114,9 +114,18 @@ class Task:
                                 baseline=self.baseline("val")[metric]))
 
     def show_results(self) -> None:
-        """The test metrics of every run, x100, mean (± std over seeds), then what they show.
+        """The test metrics, x100, mean (± std over seeds) of the runs that left the all-background floor (the
+        readings' runs; every run, said so, when none did), then what they show.
         Used in notebooks 03, 04, 05, 06 and 07."""
-        show(results_table(collect_runs(self.run_paths)))
+        runs = collect_runs(self.run_paths)
+        baselines = {split: self.baseline(split) for split in self.spec.test_splits}
+        failed = readings.failed_runs(runs, baselines, readings.selection_metric(runs, self.spec))
+        kept = readings.without_runs(runs, failed)
+        if len(failed):
+            print(f"{len(failed)} of {runs['run_dir'].nunique()} runs never left the all-background floor (named "
+                  "below): " + ("the table leaves them out." if len(kept) else
+                                "so did every run, and the table shows them all: none of it is a result."))
+        show(results_table(kept if len(kept) else runs))
         if self.spec.task == "multiclass":
             self.show_class_iou()
         self.show_reading()
