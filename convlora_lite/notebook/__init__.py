@@ -28,15 +28,15 @@ from convlora_lite.notebook.task import Task
 from convlora_lite.plots.comparisons import disagreement_map, metric_bars, params_vs_score
 from convlora_lite.plots.diagrams import conv_lora_diagram, sam_diagram
 from convlora_lite.plots.figures import display_image, error_map, overlay, plot_history, prediction_grid, preview_figure
-from convlora_lite.plots.widgets import expert_explorer, own_image, prediction_explorer, routing_explorer
+from convlora_lite.plots.widgets import draw_experts, expert_explorer, own_image, prediction_explorer, routing_explorer
 from convlora_lite.reports.paper_tables import paper_results, param_comparison
 from convlora_lite.reports.readings import routing_reading
 from convlora_lite.reports.results_tables import collect_runs, results_table
 from convlora_lite.training.rundir import RunDir
 
 #: what a notebook finds in this namespace besides :class:`Session` (the library's own functions).
-__all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "error_map", "metric_bars", "overlay",
-           "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
+__all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "draw_experts", "error_map", "metric_bars",
+           "overlay", "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
            "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
            "prediction_explorer", "routing_explorer", "expert_explorer", "sam_diagram", "conv_lora_diagram",
            "own_image", "example_image", "paper_param_table", "params_vs_score", "disagreement_map"]

@@ -65,6 +65,27 @@ def draw_expert(moe, window: torch.Tensor, scale: float, channel: int = 0) -> Fi
     return figure
 
 
+@torch.no_grad()
+def draw_experts(moe, window: torch.Tensor, channel: int = 0) -> Figure:
+    """Every expert of ``moe`` on one bottleneck window ``window`` (r, n, n) at once: the input channel, then each
+    expert's output on one shared colour scale, so that the scales can be compared (the static view of
+    :func:`expert_explorer`). Used in notebook 02."""
+    outputs = [(f"x{e.scale:g}", e(window[None].to(e.weight))[0, channel].float().cpu()) for e in moe.experts]
+    limit = max(float(values.abs().max()) for _, values in outputs) or 1.0
+    figure = Figure(figsize=(2.0 * (len(outputs) + 1), 2.6))
+    axes = figure.subplots(1, len(outputs) + 1)
+    axes[0].imshow(window[channel].float().cpu().numpy(), cmap="coolwarm", interpolation="nearest")
+    axes[0].set_title("bottleneck h")
+    for ax, (name, values) in zip(axes[1:], outputs):
+        shown = ax.imshow(values.numpy(), cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_title(f"expert {name}")
+    for ax in axes:
+        ax.set(xticks=[], yticks=[])
+    figure.colorbar(shown, ax=list(axes[1:]), shrink=0.8, label="expert output")
+    figure.suptitle(f"All {len(outputs)} experts on one window (channel {channel}), one colour scale", y=0.98)
+    return figure
+
+
 def use_inline_figures() -> None:
     """Inside IPython, show figures inline (what ``%matplotlib inline`` does: it registers the PNG
     formatter that turns a displayed ``Figure`` into a picture); elsewhere nothing."""

@@ -77,6 +77,15 @@ def test_expert_and_routing_drawings_show_the_layer():
     np.testing.assert_allclose(panels[0], window[0].numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(panels[1], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(panels[2], window[0].numpy() + expected, rtol=1e-5, atol=1e-6)
+    every = widgets.draw_experts(layer.moe, window)  # the input, then the experts in order of scale
+    drawn = [np.asarray(ax.images[0].get_array()) for ax in every.axes[:1 + layer.moe.num_experts]]
+    assert [ax.get_title() for ax in every.axes[1:1 + layer.moe.num_experts]] == \
+        [f"expert x{expert.scale:g}" for expert in layer.moe.experts]
+    np.testing.assert_allclose(drawn[0], window[0].numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(drawn[2], expected, rtol=1e-5, atol=1e-6)
+    limit = float(np.abs(np.stack(drawn[1:])).max())  # one colour scale for every expert: the largest output
+    for ax in every.axes[1:1 + layer.moe.num_experts]:
+        np.testing.assert_allclose(ax.images[0].get_clim(), (-limit, limit), rtol=1e-6)
     images = torch.randn(2, 3, 64, 64)
     routings = record_routing(model, images)
     grid = model.image_size // model.config.patch_size
