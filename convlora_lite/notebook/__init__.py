@@ -36,7 +36,7 @@ from convlora_lite.training.rundir import RunDir
 
 #: what a notebook finds in this namespace besides :class:`Session` (the library's own functions).
 __all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "draw_experts", "error_map", "metric_bars",
-           "overlay", "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run", "predict_runs",
-           "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
+           "overlay", "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run",
+           "predict_runs", "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
            "prediction_explorer", "routing_explorer", "expert_explorer", "sam_diagram", "conv_lora_diagram",
            "own_image", "example_image", "paper_param_table", "params_vs_score", "disagreement_map"]
