@@ -65,7 +65,7 @@ MODEL_CONFIGS: dict[str, SamConfig] = {
 
 
 def get_config(name: str) -> SamConfig:
-    """The :class:`SamConfig` called ``name``; a clear error for an unknown name. Used in notebooks 00, 01 and 02."""
+    """The :class:`SamConfig` called ``name``; a clear error for an unknown name. Used in notebooks 00 and 01."""
     if name not in MODEL_CONFIGS:
         raise ConfigError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_CONFIGS)}.")
     return MODEL_CONFIGS[name]

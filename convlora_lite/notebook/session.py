@@ -140,7 +140,7 @@ class Session:
 
     def prepare(self, dataset: str) -> Path:
         """Make ``dataset`` available (generate an analog, or download once) and return its root.
-        Used in notebooks 00, 02 and 09."""
+        Used in notebooks 00 and 02."""
         root = ensure_synthetic([dataset], self.preset, self.data_root)
         if not get_dataset_spec(dataset).synthetic:
             download_dataset(dataset, root)

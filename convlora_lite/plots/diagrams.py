@@ -34,7 +34,7 @@ def _canvas(width, height, title):
 def sam_diagram(config) -> Figure:
     """SAM as this kit uses it: the ViT image encoder (each block windowed or global, as ``config``
     says), the prompt encoder (frozen; prompt-free: only its no-mask embedding) and the mask decoder.
-    Used in notebooks 00 and 02."""
+    Used in notebook 00."""
     depth, global_blocks = config.depth, set(config.global_attn_indexes)
     grid, window = config.image_size // config.patch_size, config.window_size
     figure, ax = _canvas(12, 4.6, f"{config.name}: {depth} encoder blocks, {len(global_blocks)} of them global "
@@ -64,7 +64,7 @@ def sam_diagram(config) -> Figure:
 def conv_lora_diagram() -> Figure:
     """One Conv-LoRA layer (``docs/method.md``): the frozen qkv projection plus the low-rank path whose
     bottleneck h = A x passes through the top-1 mixture of multi-scale convolution experts.
-    Used in notebooks 00 and 02."""
+    Used in notebook 02."""
     figure, ax = _canvas(12, 4.2, "Conv-LoRA on one qkv projection: y = W0 x + b0 + (alpha / r) B (h + E_i(h)), "
                                   "h = A x")
     _box(ax, 0.2, 1.7, 1.0, 0.8, "x\n(tokens, C)", DATA)

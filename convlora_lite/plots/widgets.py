@@ -201,7 +201,7 @@ def own_image(run_dir, image=None):
     and without ``image``, an upload that segments what is uploaded (in JupyterLab an ipywidgets
     button; on Colab its own upload dialog, ``google.colab.files.upload``, because ipywidgets'
     FileUpload loses files of 1 MB or more there, jupyter-widgets/ipywidgets#3452); headless without
-    ``image``, nothing to show (``None``). Used in notebooks 00 and 09."""
+    ``image``, nothing to show (``None``). Used in notebook 00."""
     import io
     import sys
 

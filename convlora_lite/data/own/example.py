@@ -118,8 +118,7 @@ def _write_coco(target: Path, written: list, spec, segmentation: str = "rle") ->
 
 def example_image(dataset: str, root, path, size: tuple[int, int] = (413, 297)) -> Path:
     """Write the first test image of the registry dataset ``dataset`` (under ``root``) to ``path`` at another
-    size (width, height; not square, not the model's), as a stand-in for a photo of your own. Used in
-    notebooks 00 and 09."""
+    size (width, height; not square, not the model's), as a stand-in for a photo of your own. Used in notebook 00."""
     from convlora_lite.data.datasets import build_dataset
     from convlora_lite.data.registry import get_dataset_spec
 
