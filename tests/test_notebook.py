@@ -197,8 +197,11 @@ def test_the_grid_reading_and_the_takeaways_print_what_hand_written_runs_hold(tm
                 for method, ious in (("lora", (0.60, 0.62)), ("conv_lora", (0.70, 0.50)))
                 for seed, iou in enumerate(ious, 1)]
         session.show_grid_reading(runs)
-        session.show_takeaways()
+        session.show_takeaways(budget=True)
         printed[preset] = capsys.readouterr().out.splitlines()
+        session.show_takeaways()  # the budget line only where a notebook asks for it (00, 02, 08)
+        without = capsys.readouterr().out.splitlines()
+        assert without[0] == "Takeaways (computed from this run):" and without[1:] == printed[preset][-2:], preset
     for preset, lines in printed.items():
         reading, takeaways = lines[:lines.index("Takeaways (computed from this run):")], \
             lines[lines.index("Takeaways (computed from this run):") + 1:]

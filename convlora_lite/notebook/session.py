@@ -211,11 +211,12 @@ class Session:
             self.tasks.append(task)
             task.show_reading()
 
-    def show_takeaways(self, own: Sequence[str] = (), budget: bool = True) -> None:
+    def show_takeaways(self, own: Sequence[str] = (), budget: bool = False) -> None:
         """The notebook's closing numbers, computed: its ``own`` lines first (sentences a library reading computed
         in the notebook, e.g. :mod:`~convlora_lite.reports.figure_readings`), then
-        :func:`~convlora_lite.reports.readings.takeaways` (the trainable budget unless ``budget`` is False, then
-        each task trained here). Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
+        :func:`~convlora_lite.reports.readings.takeaways` (the trainable budget where ``budget`` asks for it: the
+        notebooks that count parameters, not every one; then each task trained here).
+        Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
         tasks = [task for task in self.tasks if task.runs]
         lines = readings.takeaways(self.model, [collect_runs(task.run_paths) for task in tasks],
                                    [{split: task.baseline(split) for split in task.spec.test_splits} for task in tasks])
