@@ -7,7 +7,8 @@ the runs behind ``benchmarks/analogs_cpu.md``.
 
 One CSV row per run: version, dataset, method, seed, wall seconds, best epoch, the validation value of
 the selection metric, the test metrics (binary: every scalar; multi-class: acc, mIoU and each class's
-IoU as ``iou_<class>``). Everything but the dataset, method, seed, paths and ``--epochs`` is the ``cpu`` preset's.
+IoU as ``iou_<class>``). Everything but the dataset, method, seed, paths, ``--epochs`` and ``--query-jitter`` is
+the ``cpu`` preset's.
 """
 import argparse
 import csv
@@ -18,13 +19,11 @@ from convlora_lite.training import TrainConfig, fit
 from convlora_lite.training.rundir import RunDir
 
 
-def run_row(version: str, dataset: str, method: str, seed: int, root: str, output_dir: str,
-            epochs: int | None = None) -> dict:
-    """Train one run (``epochs``: the preset's when ``None``) and return its CSV row (test metrics flattened to
-    scalars)."""
+def run_row(version: str, dataset: str, method: str, seed: int, root: str, output_dir: str, **overrides) -> dict:
+    """Train one run (``overrides``: TrainConfig fields over the preset's, e.g. ``epochs``) and return its CSV
+    row (test metrics flattened to scalars)."""
     config = TrainConfig.resolve(dataset, method, "cpu", data_root=root, seed=seed,
-                                 output_dir=f"{output_dir}/{dataset}_{method}_{seed}",
-                                 **({} if epochs is None else {"epochs": epochs}))
+                                 output_dir=f"{output_dir}/{dataset}_{method}_{seed}", **overrides)
     start = time.perf_counter()
     metrics = RunDir(fit(config)).read_metrics()
     row = {"version": version, "dataset": dataset, "method": method, "seed": seed,
@@ -58,10 +57,14 @@ def main() -> None:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--csv", required=True, help="CSV file the rows are appended to")
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the cpu preset's)")
+    parser.add_argument("--query-jitter", type=float, help="multi-class head: noise on the mask tokens' copies "
+                        "(default: the cpu preset's)")
     args = parser.parse_args()
+    overrides = {key: value for key, value in (("epochs", args.epochs), ("query_jitter", args.query_jitter))
+                 if value is not None}
     for method in args.methods:
         for seed in args.seeds:
-            row = run_row(args.version, args.dataset, method, seed, args.root, args.output_dir, args.epochs)
+            row = run_row(args.version, args.dataset, method, seed, args.root, args.output_dir, **overrides)
             append(Path(args.csv), row)
             print(", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
 

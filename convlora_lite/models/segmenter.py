@@ -8,7 +8,10 @@ two-way transformer) and its IoU head (frozen by ``apply_peft`` and never comput
   three tokens and MLPs are dropped, so they are not counted as parameters;
 * multi-class tasks (``num_classes=K >= 2``, background = class 0): ``num_queries`` mask tokens
   initialised as copies of token 0, sharing hypernetwork MLP 0, and a new class head
-  ``Linear(transformer_dim, K + 1)`` (MaskFormer style; the last class is "no object").
+  ``Linear(transformer_dim, K + 1)`` (MaskFormer style; the last class is "no object"). Identical copies
+  (AutoGluon's head, the official one) predict identical masks until something breaks the tie;
+  ``query_jitter`` adds Gaussian noise of that many times token 0's standard deviation to each copy
+  (the ``cpu`` preset's setting, ``docs/recipe.md``).
 
 The decoder predicts logits on a ``4 g x 4 g`` grid (``g`` = encoder tokens per side, 256 x 256
 for SAM at 1024 px), bilinearly upsampled to the input size.
@@ -58,8 +61,11 @@ class PromptFreeMaskDecoder(nn.Module):
     ...), so SAM decoder weights map onto it one to one.
     """
 
-    def __init__(self, decoder: MaskDecoder, num_queries: int, num_classes: Optional[int]):
-        """Reuse ``decoder``'s modules; ``num_classes=None`` means no class head (binary)."""
+    def __init__(self, decoder: MaskDecoder, num_queries: int, num_classes: Optional[int],
+                 query_jitter: float = 0.0):
+        """Reuse ``decoder``'s modules; ``num_classes=None`` means no class head (binary). With
+        ``num_queries > 1``, each copy of token 0 gets Gaussian noise of ``query_jitter`` times token 0's
+        standard deviation (from torch's global generator: seed it first)."""
         super().__init__()
         dim = decoder.transformer_dim
         token0 = decoder.mask_tokens.weight[:1]
@@ -70,6 +76,9 @@ class PromptFreeMaskDecoder(nn.Module):
         self.mask_tokens = nn.Embedding(num_queries, dim, device=token0.device)
         with torch.no_grad():
             self.mask_tokens.weight.copy_(token0.expand(num_queries, dim))
+            if num_queries > 1 and query_jitter:
+                noise = torch.randn(num_queries, dim).to(token0.device)
+                self.mask_tokens.weight.add_(noise * (query_jitter * token0.float().std()).to(token0.dtype))
         self.output_upscaling = decoder.output_upscaling
         self.output_hypernetworks_mlps = nn.ModuleList([decoder.output_hypernetworks_mlps[0]])
         self.iou_prediction_head = decoder.iou_prediction_head
@@ -106,12 +115,15 @@ class PromptFreeSAM(nn.Module):
         num_classes: 1 for binary segmentation; ``K >= 2`` classes, background included, for
             multi-class.
         num_queries: multi-class only: the number of mask tokens (default ``K``).
+        query_jitter: multi-class only: the noise that breaks the tie between the mask tokens, in units of
+            token 0's standard deviation (default 0: identical copies, the official head).
 
     ``forward(images)`` takes ``(B, 3, S, S)`` ImageNet-normalised float images with ``S`` =
     ``self.image_size`` and returns a :class:`SegOutput`.
     Used in notebooks 00 and 02."""
 
-    def __init__(self, sam: Sam, num_classes: int = 1, num_queries: Optional[int] = None):
+    def __init__(self, sam: Sam, num_classes: int = 1, num_queries: Optional[int] = None,
+                 query_jitter: float = 0.0):
         super().__init__()
         if not hasattr(sam, "config"):
             raise ConfigError("PromptFreeSAM needs a Sam built by convlora_lite.build_sam (it reads sam.config).")
@@ -130,7 +142,7 @@ class PromptFreeSAM(nn.Module):
         self.image_encoder = sam.image_encoder
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = PromptFreeMaskDecoder(
-            sam.mask_decoder, self.num_queries, num_classes if num_classes > 1 else None
+            sam.mask_decoder, self.num_queries, num_classes if num_classes > 1 else None, query_jitter
         )
 
     @property

@@ -34,7 +34,9 @@ class TrainConfig:
     Build one with :meth:`resolve` (dataset recipe + preset + explicit overrides). Fields:
     ``checkpoint`` is what :func:`~convlora_lite.models.sam.build_sam` loads (``"auto"``: official or
     bundled weights; ``None``: random); ``num_classes`` is 1 for binary tasks, else K with the
-    background; ``max_grad_norm=None`` disables clipping; ``early_stopping_patience=None`` disables
+    background; ``query_jitter`` (multi-class only) starts the mask tokens apart, in units of SAM's token 0's
+    standard deviation (0: identical copies, the official head; :mod:`convlora_lite.models.segmenter`);
+    ``max_grad_norm=None`` disables clipping; ``early_stopping_patience=None`` disables
     early stopping; ``max_train_batches``/``max_eval_batches`` cap the batches per epoch/evaluation
     (``None``: all); ``method_options`` are the PEFT method's options (its defaults included);
     ``prompt`` is ``"none"`` (prompt-free, the paper) or, beyond the paper, ``"box"``/``"point"``:
@@ -57,6 +59,7 @@ class TrainConfig:
     data_root: str = "data"
     image_size: int = 256
     num_classes: int = 1
+    query_jitter: float = 0.0
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 1
@@ -89,10 +92,10 @@ class TrainConfig:
         Own data: ``dataset=None`` (or a label) and ``data_dir=PATH`` (made absolute); the spec is
         :func:`convlora_lite.data.own.own_spec` of it.
 
-        Order: the dataset's official recipe (``epochs``, ``lr``), then the preset's overrides,
-        then ``overrides`` (``image_size=None`` means the model's native size; ``checkpoint=None``
-        random weights). ``spec`` is the dataset's
-        :class:`~convlora_lite.data.registry.DatasetSpec` (default: the registry's entry).
+        Order: the dataset's official recipe (``epochs``, ``lr``), then the preset's overrides (with those it sets
+        for this dataset, :meth:`~convlora_lite.training.presets.Preset.overrides_for`), then ``overrides``
+        (``image_size=None`` means the model's native size; ``checkpoint=None`` random weights). ``spec`` is the
+        dataset's :class:`~convlora_lite.data.registry.DatasetSpec` (default: the registry's entry).
         """
         from convlora_lite.peft import get_method
         from convlora_lite.training.run_data import dataset_spec
@@ -116,7 +119,7 @@ class TrainConfig:
         if spec is None:
             spec = dataset_spec(dataset, loss=overrides.get("loss"), select_metric=overrides.get("select_metric"))
         values = dict(num_classes=1 if spec.task == "binary" else len(spec.classes), epochs=spec.epochs, lr=spec.lr)
-        values.update(get_preset(preset).overrides)
+        values.update(get_preset(preset).overrides_for(dataset))
         values.update(overrides, dataset=dataset, method=method, preset=preset)
         values.setdefault("output_dir", str(RunDir.of("runs", dataset, method, values.get("seed", OFFICIAL_SEED)).path))
         values["image_size"] = run_image_size(preset, overrides)
@@ -144,6 +147,8 @@ class TrainConfig:
             raise ConfigError(f"image_size={self.image_size} must be a multiple of {self.model}'s patch size {patch}.")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be positive.")
+        if not isinstance(self.query_jitter, (int, float)) or self.query_jitter < 0:
+            raise ConfigError(f"query_jitter={self.query_jitter!r} must be a number >= 0 (0: the official head).")
         if not isinstance(self.log_with, list) or any(name not in TRACKERS for name in self.log_with):
             raise ConfigError(f"log_with={self.log_with!r}: name trackers among {', '.join(TRACKERS)} (TensorBoard "
                               "files are always written).")

@@ -17,12 +17,12 @@ from convlora_lite.training.rundir import RunDir
 
 def build_segmenter(config: TrainConfig) -> nn.Module:
     """SAM as the run's segmenter, before PEFT: ``PromptFreeSAM(build_sam(model, checkpoint,
-    image_size), num_classes)``, or ``PromptedSAM(..., prompt)`` for ``prompt`` box or point (with
+    image_size), num_classes, query_jitter)``, or ``PromptedSAM(..., prompt)`` for ``prompt`` box or point (with
     no PEFT method applied, the zero-shot promptable SAM)."""
     sam = build_sam(config.model, config.checkpoint, image_size=config.image_size)
     if config.prompt != "none":
         return PromptedSAM(sam, config.prompt)
-    return PromptFreeSAM(sam, num_classes=config.num_classes)
+    return PromptFreeSAM(sam, num_classes=config.num_classes, query_jitter=config.query_jitter)
 
 
 def build_model(config: TrainConfig) -> nn.Module:

@@ -13,7 +13,9 @@ smoke     CI and "does it run at all": the bundled ``micro_sam`` at its native 2
           one epoch of a few batches. Seconds on a CPU. The numbers mean nothing.
 cpu       The offline default, for learning and the notebooks: ``micro_sam`` (256 px)
           on a ``synth_<task>`` analog, 4 epochs of batch 4 at lr 2e-3, sized so that ``make run``
-          fits its time limit on 2 CPU cores (measured: ``benchmarks/cpu_schedule_cpu.md``).
+          fits its time limit on 2 CPU cores (measured: ``benchmarks/cpu_schedule_cpu.md``);
+          the multi-class head's mask tokens start apart and synth_trans10k trains 12 epochs
+          (``benchmarks/analogs_cpu.md``).
 colab     SAM ViT-B at 512 px (position tables resized) on one 16 GB GPU (a free Colab T4),
           sized so a notebook finishes in a session: fp16 (``precision="auto"``: fp16 on a
           GPU, fp32 when a test runs it on the CPU), batch 1 x gradient accumulation 4, the
@@ -49,6 +51,11 @@ OFFICIAL_SEED = 42686693
 #: larger training set every epoch); its estimated time per run on a T4 is in ``benchmarks/colab_budget.md``.
 COLAB_EPOCHS = 8
 COLAB_MAX_TRAIN_BATCHES = 1000
+#: the ``cpu`` preset's multi-class head: noise of one standard deviation of SAM's mask token 0 on each of its
+#: copies (identical copies predict identical masks, and 64 steps do not break the tie), and 12 epochs on the
+#: 11-class synth_trans10k, which learns no class in 4 (``benchmarks/analogs_cpu.md``).
+CPU_QUERY_JITTER = 1.0
+CPU_MULTICLASS_EPOCHS = 12
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,12 @@ class Preset:
     synthetic_sizes: Mapping[str, int] = field(default_factory=dict)
     #: a subfolder of the data root for this preset's analogs (smoke's tiny ones never replace the others).
     data_subfolder: str = ""
+    #: dataset -> the overrides that dataset takes on top of :attr:`overrides` (explicit settings still win).
+    dataset_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def overrides_for(self, dataset: str | None) -> dict:
+        """What this preset sets on a run of ``dataset``: :attr:`overrides`, then the dataset's own."""
+        return {**self.overrides, **self.dataset_overrides.get(dataset, {})}
 
     def dataset(self, task: str) -> str:
         """The dataset a paper task trains on under this preset: its ``synth_`` analog offline, else itself."""
@@ -77,7 +90,8 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset
         model="micro_sam", epochs=1, lr=1e-3, batch_size=2, max_train_batches=3, max_eval_batches=2),
         offline=True, synthetic_sizes=dict(n_train=4, n_val=2, n_test=2, image_size=64), data_subfolder="smoke"),
     Preset("cpu", "offline default: micro_sam on a synth_<task> analog, minutes on a CPU", dict(
-        model="micro_sam", epochs=4, lr=2e-3, batch_size=4), offline=True),
+        model="micro_sam", epochs=4, lr=2e-3, batch_size=4, query_jitter=CPU_QUERY_JITTER), offline=True,
+        dataset_overrides={"synth_trans10k": {"epochs": CPU_MULTICLASS_EPOCHS}}),
     Preset("colab", "SAM ViT-B at 512 px sized for one Colab T4 session (about an hour per notebook)", dict(
         model="vit_b", image_size=512, epochs=COLAB_EPOCHS, max_train_batches=COLAB_MAX_TRAIN_BATCHES, grad_accum=4,
         precision="auto", num_workers=2)),

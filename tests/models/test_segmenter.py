@@ -82,6 +82,24 @@ def test_multiclass_shapes_token_copies_and_equals_sams_decoder():
     assert PromptFreeSAM(build_sam("test_tiny"), num_classes=4).num_queries == 4
 
 
+def test_query_jitter_starts_the_copies_apart_by_token_0_s_spread_and_leaves_binary_alone():
+    """The cpu preset's tie-breaker (benchmarks/analogs_cpu.md): copy q = token 0 + jitter * std(token 0) * z_q, z
+    standard normal from torch's seeded generator (the same seed, the same tokens); a binary model keeps token 0."""
+    sam = build_sam("test_tiny")
+    token0 = sam.mask_decoder.mask_tokens.weight[:1].detach().clone()
+
+    def tokens(seed, jitter=0.5, num_classes=3):
+        torch.manual_seed(seed)
+        return PromptFreeSAM(sam, num_classes=num_classes, num_queries=50 if num_classes > 1 else None,
+                             query_jitter=jitter).mask_decoder.mask_tokens.weight.detach()
+
+    noise = (tokens(7) - token0) / (0.5 * token0.std())  # 50 x 32 draws of z
+    assert abs(noise.mean()) < 0.1 and abs(noise.std() - 1) < 0.05
+    assert torch.equal(tokens(7), tokens(7)) and not torch.equal(tokens(7), tokens(8))
+    assert torch.equal(tokens(7, jitter=0.0), token0.expand(50, -1))
+    assert torch.equal(tokens(7, num_classes=1), token0)
+
+
 def test_semantic_inference_equals_the_direct_formula():
     model = PromptFreeSAM(build_sam("test_tiny"), num_classes=3, num_queries=4).eval()
     with torch.no_grad():

@@ -65,6 +65,15 @@ def test_presets_are_named_overrides_of_train_config_fields():
         assert set(get_preset(name).overrides) <= fields, name
     assert (preset_value("cpu", "epochs"), preset_value("cpu", "lr")) == (4, 2e-3)
     assert preset_value("paper", "seed") == TrainConfig.__dataclass_fields__["seed"].default == OFFICIAL_SEED
+    # the cpu preset's multi-class head and synth_trans10k's longer schedule (benchmarks/analogs_cpu.md); an explicit
+    # setting still wins, and no other preset departs from the official head
+    trans10k = TrainConfig.resolve("synth_trans10k", "lora", "cpu")
+    assert (trans10k.epochs, trans10k.query_jitter, trans10k.lr) == (12, 1.0, 2e-3)
+    assert TrainConfig.resolve("synth_polyp", "lora", "cpu").epochs == 4
+    assert TrainConfig.resolve("synth_trans10k", "lora", "cpu", epochs=2, query_jitter=0.0).epochs == 2
+    assert [TrainConfig.resolve("trans10k", "lora", name).query_jitter for name in ("colab", "paper")] == [0.0, 0.0]
+    with pytest.raises(ConfigError, match="query_jitter=-1"):
+        TrainConfig.resolve("synth_trans10k", "lora", "cpu", query_jitter=-1)
     # a preset that leaves image_size out gets the model's native size, whatever the model
     assert TrainConfig.resolve("synth_polyp", "decoder_only", "cpu", model="test_tiny").image_size == 64
 
