@@ -93,6 +93,10 @@ def notebook_problems(nb: dict, file_name: str) -> list[str]:
     for i, cell in enumerate(cells):
         if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
             problems.append(f"cell {i + 1} has outputs or an execution count")
+    ids = [cell.get("id") for cell in cells]
+    if nb.get("nbformat_minor", 0) >= 5 and (None in ids or len(set(ids)) < len(ids)):
+        problems.append("a cell has no id or shares another's (nbformat 4.5 wants unique ids; a missing one makes "
+                        "nbformat warn on every run)")
     return problems
 
 
@@ -161,6 +165,8 @@ BREAKAGES = {
     "no budget knob": lambda nb: nb["cells"][2].update(source=nb["cells"][2]["source"].replace("EPOCHS = None", "")),
     "title without number": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("# 05 · ", "# ")),
     "invalid nbformat": lambda nb: nb["cells"][3].update(outputs=[]),  # a markdown cell has no outputs
+    "cell without an id": lambda nb: nb["cells"][3].pop("id"),
+    "two cells with one id": lambda nb: nb["cells"][3].update(id=nb["cells"][2]["id"]),
     # as Colab saves widgets: GitHub shows "Invalid Notebook: the 'state' key is missing from 'metadata.widgets'"
     "widget metadata without state": lambda nb: nb["metadata"].update(
         widgets={WIDGET_STATE: {"m1": {"model_name": "IntSliderModel", "state": {"value": 0}}}}),
