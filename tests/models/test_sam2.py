@@ -2,6 +2,7 @@
 format (random weights written by ``sam2`` itself) downloaded from a 127.0.0.1 server, checked, cached, refused
 when they hold another model; the CLI end to end on Hiera-T."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -162,3 +163,11 @@ def test_train_eval_predict_and_export_hiera_tiny_from_the_mirror(server, tmp_pa
         assert main(["train", *common, "--method", "lora", "--model", model, "--checkpoint", str(tmp_path / "tiny.pt"),
                      "--output-dir", str(tmp_path / model)]) == 2
         assert "seems to be for sam2.1_hiera_tiny" in capsys.readouterr().err
+
+
+def test_without_sam2_the_error_says_how_to_install_it(monkeypatch):
+    from convlora_lite.models.sam2 import SAM2_INSTALL
+
+    monkeypatch.setitem(sys.modules, "sam2.build_sam", None)  # import sam2.build_sam now raises ImportError
+    with pytest.raises(ConfigError, match=re.escape(f"Install it with: {SAM2_INSTALL}")):
+        build_sam(TINY, checkpoint=None)
