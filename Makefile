@@ -2,7 +2,8 @@
 #   make run    runs the main job (headless, offline default) into outputs/
 #   make test   runs ruff, the unit tests and the notebooks under nbval (smoke preset)
 #   make lab    opens JupyterLab on notebooks/ (localhost only, token authentication on)
-# Both create the local virtual environment .venv when it is missing.
+# Both create the local virtual environment .venv when it is missing (Meta's sam2, a source distribution, first:
+# pure Python, without its CUDA extension and without build isolation, README "SAM 2.1").
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,6 +15,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch torchvision setuptools
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation "sam2==1.1.0" "antlr4-python3-runtime==4.9.*"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -14,6 +14,8 @@ download tests. It writes, into one folder that :func:`serve` publishes on 127.0
   state dict with the official key names, written by ``torch.save``). Its digest is not Meta's, so a test
   passes its path as the checkpoint rather than ``"auto"`` (which verifies Meta's sha256).
 * ``mae/mae_pretrain_vit_base.pth`` -- MAE ViT-B in Meta's format (``{"model": timm names}``).
+* on request (:func:`sam2_checkpoint`, not in :func:`write_mirror`) -- a SAM 2.1 checkpoint with random weights in
+  Meta's format, ``{"model": state_dict}``, made by Meta's ``sam2`` package itself (its ``build_sam2``).
 * ``imagenette2-160.tgz`` -- Imagenette's archive: ``imagenette2-160/{train,val}/{wnid}/*.JPEG``.
 """
 from __future__ import annotations
@@ -110,6 +112,19 @@ def sam_state(model: str = "vit_b") -> dict[str, torch.Tensor]:
 
     torch.manual_seed(0)
     return build_sam(model, checkpoint=None).state_dict()
+
+
+def sam2_checkpoint(name: str = "sam2.1_hiera_tiny") -> bytes:
+    """The bytes of a ``sam2.1_hiera_*.pt`` file with random weights: ``torch.save({"model": state_dict})`` of the
+    model Meta's ``build_sam2`` builds from the package's config (as Meta's released files are written)."""
+    from sam2.build_sam import build_sam2
+
+    from convlora_lite.models.configs import get_config
+
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.save({"model": build_sam2(get_config(name).config_file, None, device="cpu").state_dict()}, buffer)
+    return buffer.getvalue()
 
 
 def mae_vit_b_state(depth: int = 12, dim: int = 768, dtype=torch.float16) -> dict:

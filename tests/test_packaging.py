@@ -60,3 +60,18 @@ def test_the_onnx_extra_is_in_dev_and_named_where_it_is_missing():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(extras["onnx"]) <= set(extras["dev"])
     assert "'convlora_lite[onnx]'" in INSTALL and all(f" {r.split('>')[0]}" in INSTALL for r in extras["onnx"])
+
+
+def test_the_sam2_extra_is_in_dev_and_installed_by_one_command_everywhere():
+    from convlora_lite.models.sam2 import SAM2_INSTALL
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(extras["sam2"]) <= set(extras["dev"])
+    pinned = next(r for r in extras["sam2"] if r.startswith("sam2=="))
+    assert f'"{pinned}"' in SAM2_INSTALL and "SAM2_BUILD_CUDA=0" in SAM2_INSTALL
+    for doc in ("README.md", "docs/sam2.md"):
+        assert SAM2_INSTALL in (ROOT / doc).read_text(), doc
+    makefile = (ROOT / "Makefile").read_text()
+    assert SAM2_INSTALL.replace("pip install", "$(PY) -m pip install --quiet") in makefile
+    assert makefile.index("SAM2_BUILD_CUDA=0") < makefile.index('-e ".[dev]"')  # sam2 first, then the extra
+    assert "SAM2_BUILD_CUDA=0 conda env create" in (ROOT / "environment.yml").read_text()

@@ -82,7 +82,7 @@ def predict_run(run_dir, split: str = "test", *, n: int = 4, indices: Sequence[i
     model, config = load_run(run_dir)
     device = resolve_device(device)
     return predict_items(model, _run_dataset(config, split, run_dir), n=n, indices=indices, device=device,
-                         precision=inference_precision(config.precision, device))
+                         precision=inference_precision(config.precision, device, config.model))
 
 
 def predict_runs(run_dirs: Mapping[str, str | Path], split: str = "test", *, n: int = 4,

@@ -274,7 +274,7 @@ def run_benchmark(model: str = "vit_b", image_size: int = 256, methods="lora,con
                           "steps >= 1, warmup >= 0, batch_size >= 1 and threads >= 1.")
     sized_config(get_config(model), image_size)  # validates the name and the size early
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, model)
     say = log or (lambda message: None)
     warmup = max(warmup, 2) if compile else warmup
     if threads is not None:

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="images per step (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                        help="auto (default): fp16 autocast on CUDA as in the official recipe, else fp32")
+                        help="auto (default): fp16 autocast on CUDA as in the official recipe (SAM 2.1: bf16 where "
+                             "the GPU has it natively), else fp32")
     add_step_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default 0)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")

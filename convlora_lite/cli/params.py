@@ -11,7 +11,8 @@ from convlora_lite.models.sam import MODEL_CONFIGS
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "params", help="trainable parameters and ratio per PEFT method (the paper's table)",
-        description="For each method: trainable parameters, the full SAM parameter count and their ratio.")
+        description="For each method: trainable parameters, the full SAM parameter count and their ratio (SAM 2.1 "
+                    "too: --model sam2.1_hiera_tiny; a method that does not apply to Hiera says so).")
     parser.add_argument("--model", default="vit_h", choices=list(MODEL_CONFIGS), help="SAM backbone (default vit_h)")
     parser.add_argument("--method", default="all",
                         help="'all' (default) or a comma-separated list, e.g. lora,conv_lora")

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=int, help="how many seeds (the preset's seed and the next ones; default: "
                                                       "the preset's number, 3 on paper, else 1)")
     parser.add_argument("--output-dir", help=f"where the runs and results.md go (default {DEFAULT_SWEEP_DIR})")
-    parser.add_argument("--model", help="SAM backbone for every run (default: the preset's)")
+    parser.add_argument("--model", help="SAM backbone for every run (default: the preset's; SAM 2.1: "
+                                        "sam2.1_hiera_tiny, _small, _base_plus, _large)")
     parser.add_argument("--image-size", type=int, help="input side in pixels for every run (default: the preset's, "
                                                       "or the model's own)")
     parser.add_argument("--epochs", type=int, help="override the preset/recipe epochs")

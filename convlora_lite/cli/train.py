@@ -43,10 +43,11 @@ def register(subparsers) -> None:
                                                 "s_alpha, miou)")
     parser.add_argument("--method", help="PEFT method, e.g. conv_lora, lora, decoder_only")
     parser.add_argument("--preset", choices=PRESET_NAMES, help=f"settings bundle (default {DEFAULT_PRESET})")
-    parser.add_argument("--model", help="SAM backbone: vit_b, vit_l, vit_h, micro_sam, test_tiny")
+    parser.add_argument("--model", help="SAM backbone: vit_b, vit_l, vit_h, micro_sam, test_tiny, or SAM 2.1's "
+                                        "sam2.1_hiera_tiny, _small, _base_plus, _large (docs/sam2.md)")
     parser.add_argument("--checkpoint",
-                        help="SAM weights: 'auto' (official/bundled, the default), a file, a Hugging Face SAM folder "
-                             "(config.json + model.safetensors), or 'none' (random)")
+                        help="SAM weights: 'auto' (official/bundled, the default), a file (SAM 2.1: Meta's .pt), a "
+                             "Hugging Face SAM folder (config.json + model.safetensors), or 'none' (random)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--output-dir", help="run directory (default runs/<dataset>/<method>/seed<S>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")

@@ -70,7 +70,7 @@ class Segmenter:
 
     def __init__(self, model, config, spec, *, device: str = "auto", batch_size: int = 4) -> None:
         self.device = devices.resolve_device(device)
-        self.precision = devices.inference_precision(config.precision, self.device)
+        self.precision = devices.inference_precision(config.precision, self.device, config.model)
         self.model = model.eval().to(self.device)
         self.config, self.spec = config, spec
         self.batch_size = int(batch_size)

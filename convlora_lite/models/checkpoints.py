@@ -1,8 +1,9 @@
 """SAM checkpoints: find or download them, read them, check they fit, resize their position tables.
 
-``checkpoint="auto"`` fetches Meta's official weights once (sha256-verified) into the cache
-folder, uses the bundled micro model's file, or random weights for ``test_tiny``. A model built
-at another ``image_size`` than its checkpoint gets the checkpoint's absolute position embedding
+``checkpoint="auto"`` fetches Meta's official weights once (sha256-verified; SAM 2.1's, whose digests are not
+pinned, checked by content: :func:`official_checkpoint`) into the cache folder, uses the bundled micro model's
+file, or random weights for ``test_tiny``. SAM 2.1's files (``{"model": state_dict}``) are read like SAM's.
+A model built at another ``image_size`` than its checkpoint gets the checkpoint's absolute position embedding
 resized bicubically over the token grid and the global-attention blocks' relative-position tables
 resized linearly (as SAM/ViTDet do when they change resolution). A Hugging Face SAM folder
 (``transformers``' ``SamModel``: ``config.json`` + ``model.safetensors``) is read as Meta's SAM
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from convlora_lite.errors import CheckpointError, DownloadError
 from convlora_lite.http import cache_folder, download_file
 from convlora_lite.io import load_torch_file
-from convlora_lite.models.configs import MODEL_CONFIGS, SamConfig
+from convlora_lite.models.configs import MODEL_CONFIGS, Sam2Config, SamConfig
 from convlora_lite.models.hf_checkpoint import hf_sam_weights, hf_to_meta, is_hf_state_dict
 
 #: model name -> the checkpoint file bundled in ``convlora_lite/assets`` (used by ``checkpoint="auto"``).
@@ -30,12 +31,14 @@ BUNDLED_CHECKPOINTS = {"micro_sam": "micro_sam.safetensors"}
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 
-def official_checkpoint(cfg: SamConfig, cache_dir=None, base_url: str | None = None) -> Path:
+def official_checkpoint(cfg: SamConfig | Sam2Config, cache_dir=None, base_url: str | None = None) -> Path:
     """The path of ``cfg``'s official checkpoint, downloaded first if it is not in the cache.
 
     The file comes from ``base_url`` + file name when given, else ``$CONVLORA_SAM_BASE_URL`` +
-    file name, else Meta's URL, and is verified against ``cfg.checkpoint_sha256``. A file already
-    in the cache is trusted (downloads are verified before their atomic rename).
+    file name, else Meta's URL, and is verified against ``cfg.checkpoint_sha256``; without a pinned
+    digest (SAM 2.1's files) by its length (Content-Length) and its content instead: it must hold the
+    weights of ``cfg``'s model (:func:`fit_state_dict`), else it is deleted with a :class:`DownloadError`.
+    A file already in the cache is trusted (downloads are verified before their atomic rename).
     """
     file_name = cfg.checkpoint_url.rsplit("/", 1)[-1]
     folder = cache_folder(cache_dir)
@@ -44,14 +47,33 @@ def official_checkpoint(cfg: SamConfig, cache_dir=None, base_url: str | None = N
         return dest
     base = base_url or os.environ.get("CONVLORA_SAM_BASE_URL")
     url = base.rstrip("/") + "/" + file_name if base else cfg.checkpoint_url
+    check = None if cfg.checkpoint_sha256 else lambda path: fit_state_dict(load_state_dict_file(path), cfg, path)
     try:
-        return download_file(url, dest, sha256=cfg.checkpoint_sha256, desc=file_name)
+        return download_checked(url, dest, cfg.checkpoint_sha256, check, f"the {cfg.name} checkpoint")
     except DownloadError as err:
         raise DownloadError(
             f"Could not get the {cfg.name} checkpoint: {err}\nThe file {file_name} (from {url}) belongs in "
             f"the folder {folder.resolve()}; alternatively pass checkpoint='/path/to/{file_name}' or set "
             f"CONVLORA_SAM_BASE_URL to a mirror that holds it."
         ) from err
+
+
+def download_checked(url: str, dest: Path, sha256: str | None, check, what: str) -> Path:
+    """Download ``url`` to ``dest`` (:func:`~convlora_lite.http.download_file`: resumable, complete per
+    Content-Length, ``sha256`` when given) through a staged ``.unverified`` name, run ``check(path)`` on it (None:
+    no check) and only then give it its final name. A file that ``check`` refuses (:class:`CheckpointError`) is
+    deleted, with a :class:`DownloadError` saying it is not ``what``."""
+    staged = dest.with_name(dest.name + ".unverified")
+    download_file(url, staged, sha256=sha256, desc=dest.name)
+    if check is not None:
+        try:
+            check(staged)
+        except CheckpointError as err:
+            staged.unlink()
+            raise DownloadError(f"the file downloaded from {url} is not {what} ({err}); it was deleted. Run the "
+                                "same command again to retry, or check the mirror.") from err
+    os.replace(staged, dest)
+    return dest
 
 
 def resolve_checkpoint(cfg: SamConfig, checkpoint, cache_dir=None, base_url: str | None = None) -> Path | None:
@@ -76,6 +98,10 @@ def resolve_checkpoint(cfg: SamConfig, checkpoint, cache_dir=None, base_url: str
             return path
         return None
     path = Path(checkpoint).expanduser()
+    if path.is_dir() and cfg.backbone == "hiera":
+        raise CheckpointError(f"{path} is a folder; {cfg.name} reads Meta's SAM 2.1 checkpoint file "
+                              f"({cfg.checkpoint_url.rsplit('/', 1)[-1]}, a torch.save of {{'model': state_dict}}). "
+                              "Pass that file, or checkpoint='auto'.")
     if path.is_dir():
         return hf_sam_weights(path, cfg)
     if not path.is_file():
@@ -86,8 +112,9 @@ def resolve_checkpoint(cfg: SamConfig, checkpoint, cache_dir=None, base_url: str
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file or a ``torch.save``d state dict (``.pth``/``.pt``/``.bin``,
-    ``weights_only``), floating point ones as float32, on the CPU, in Meta's names (a ``transformers``
-    ``SamModel``'s are renamed: :func:`~convlora_lite.models.hf_checkpoint.hf_to_meta`)."""
+    ``weights_only``; SAM 2.1's ``{"model": state_dict}`` is unwrapped), floating point ones as float32, on the
+    CPU, in Meta's names (a ``transformers`` ``SamModel``'s are renamed:
+    :func:`~convlora_lite.models.hf_checkpoint.hf_to_meta`)."""
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -96,6 +123,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and isinstance(state.get("model"), dict):
+                state = state["model"]
     except Exception as err:  # any reader failure means the same thing to the user
         raise CheckpointError(
             f"{path} is not a readable checkpoint (reading it raised {type(err).__name__}). "
@@ -109,20 +138,28 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def identify_state_dict(state: dict[str, torch.Tensor]) -> tuple[str | None, str]:
-    """Guess the model a SAM state dict was saved from, from its position embedding
-    ``(1, g, g, C)`` and the number of its blocks' ``qkv`` weights ``(3C, C)``.
+    """Guess the model a SAM or SAM 2 state dict was saved from: SAM's from its position embedding
+    ``(1, g, g, C)`` and the number of its blocks' ``qkv`` weights ``(3C, C)``, SAM 2's from its Hiera patch
+    embedding ``(C, 3, 7, 7)`` and the number of its trunk blocks.
 
     Returns:
         ``(name, description)``: the :data:`MODEL_CONFIGS` name (``None`` when nothing matches)
         and a phrase for messages, e.g. ``"vit_b (1024 px)"``.
     """
+    patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if patch is not None:
+        depth = sum(1 for k in state if re.fullmatch(r"image_encoder\.trunk\.blocks\.\d+\.attn\.qkv\.weight", k))
+        for cfg in MODEL_CONFIGS.values():
+            if cfg.backbone == "hiera" and (cfg.embed_dim, cfg.depth) == (patch.shape[0], depth):
+                return cfg.name, cfg.name
+        return None, f"an unknown SAM 2 model (Hiera embed dim {patch.shape[0]}, {depth} blocks)"
     pos = state.get("image_encoder.pos_embed")
     if pos is None or pos.dim() != 4:
         return None, "no SAM model (it has no image_encoder.pos_embed)"
     grid, dim = pos.shape[1], pos.shape[3]
     depth = sum(1 for k in state if re.fullmatch(r"image_encoder\.blocks\.\d+\.attn\.qkv\.weight", k))
     for cfg in MODEL_CONFIGS.values():
-        if (cfg.embed_dim, cfg.depth) == (dim, depth):
+        if cfg.backbone == "vit" and (cfg.embed_dim, cfg.depth) == (dim, depth):
             return cfg.name, f"{cfg.name} ({grid * cfg.patch_size} px)"
     return None, f"an unknown model (embed dim {dim}, {depth} blocks, {grid}x{grid} tokens)"
 
@@ -146,10 +183,11 @@ def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
     return resized.squeeze(0).t().contiguous()
 
 
-def fit_state_dict(state: dict[str, torch.Tensor], cfg: SamConfig, path) -> dict[str, torch.Tensor]:
-    """Check that ``state`` was saved from the model ``cfg`` describes and resize its position
+def fit_state_dict(state: dict[str, torch.Tensor], cfg: SamConfig | Sam2Config, path) -> dict[str, torch.Tensor]:
+    """Check that ``state`` was saved from the model ``cfg`` describes and, for SAM's ViTs, resize its position
     tables to ``cfg.image_size`` (the global-attention blocks' ``rel_pos_h/w`` and ``pos_embed``;
-    windowed blocks keep theirs)."""
+    windowed blocks keep theirs). SAM 2's Hiera interpolates its position embedding to any input size itself:
+    its state is returned as it is."""
     seems_name, seems = identify_state_dict(state)
     if seems_name != cfg.name:
         build_that = f"Use build_sam({seems_name!r}, checkpoint=...) to use it, or pass" if seems_name else "Pass"
@@ -157,6 +195,8 @@ def fit_state_dict(state: dict[str, torch.Tensor], cfg: SamConfig, path) -> dict
             f"Checkpoint {path} does not fit model {cfg.name!r}: it seems to be for {seems}. "
             f"{build_that} a {cfg.name} checkpoint (checkpoint='auto' gets the right one)."
         )
+    if cfg.backbone == "hiera":
+        return state
     fitted = dict(state)
     fitted["image_encoder.pos_embed"] = resize_pos_embed(state["image_encoder.pos_embed"], cfg.grid_size)
     for i in cfg.global_attn_indexes:
@@ -235,23 +275,18 @@ def mae_checkpoint(cache_dir=None, base_url: str | None = None, sha256: str | No
         return dest
     base = base_url or os.environ.get("CONVLORA_MAE_BASE_URL")
     url = base.rstrip("/") + "/" + file_name if base else MAE_VIT_B_URL
-    staged = folder / (file_name + ".unverified")
+
+    def check(path: Path) -> None:
+        if path.stat().st_size < 2 * MAE_VIT_B_PARAMS:
+            raise CheckpointError(f"it has {path.stat().st_size:,} bytes, less than ViT-B's "
+                                  f"{MAE_VIT_B_PARAMS:,} parameters in 16 bits")
+        check_mae_state(load_mae_file(path), path)
+
     try:
-        download_file(url, staged, sha256=sha256, desc=file_name)
+        return download_checked(url, dest, sha256, check, "Meta's MAE ViT-B checkpoint")
     except DownloadError as err:
         raise DownloadError(
             f"Could not get the MAE ViT-B weights: {err}\nThe file {file_name} (from {url}) belongs in the folder "
             f"{folder.resolve()}; alternatively pass its path (MAE_CHECKPOINT) or set CONVLORA_MAE_BASE_URL to a "
             "mirror that holds it."
         ) from err
-    try:
-        if staged.stat().st_size < 2 * MAE_VIT_B_PARAMS:
-            raise CheckpointError(f"it has {staged.stat().st_size:,} bytes, less than ViT-B's "
-                                  f"{MAE_VIT_B_PARAMS:,} parameters in 16 bits")
-        check_mae_state(load_mae_file(staged), staged)
-    except CheckpointError as err:
-        staged.unlink()
-        raise DownloadError(f"the file downloaded from {url} is not Meta's MAE ViT-B checkpoint ({err}); it was "
-                            "deleted. Run the same command again to retry, or check the mirror.") from err
-    os.replace(staged, dest)
-    return dest

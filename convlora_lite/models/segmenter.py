@@ -15,6 +15,9 @@ two-way transformer) and its IoU head (frozen by ``apply_peft`` and never comput
 
 The decoder predicts logits on a ``4 g x 4 g`` grid (``g`` = encoder tokens per side, 256 x 256
 for SAM at 1024 px), bilinearly upsampled to the input size.
+
+SAM 2.1's segmenters (:mod:`convlora_lite.models.segmenter_sam2`) subclass these two: they change only where the
+heads come from, what the encoder gives the decoder (SAM 2's high-resolution features) and its output tokens.
 """
 from __future__ import annotations
 
@@ -61,6 +64,9 @@ class PromptFreeMaskDecoder(nn.Module):
     ...), so SAM decoder weights map onto it one to one.
     """
 
+    #: the index of the first mask token among the output tokens (after the IoU token).
+    first_mask_token = 1
+
     def __init__(self, decoder: MaskDecoder, num_queries: int, num_classes: Optional[int],
                  query_jitter: float = 0.0):
         """Reuse ``decoder``'s modules; ``num_classes=None`` means no class head (binary). With
@@ -84,22 +90,32 @@ class PromptFreeMaskDecoder(nn.Module):
         self.iou_prediction_head = decoder.iou_prediction_head
         self.class_head = nn.Linear(dim, num_classes + 1, device=token0.device) if num_classes else None
 
-    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_embeddings: torch.Tensor):
+    def output_tokens(self) -> torch.Tensor:
+        """``(1 + Q, C)``: the IoU token, then the mask tokens."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+
+    def upscale(self, src: torch.Tensor, high_res_features: Optional[list[torch.Tensor]]) -> torch.Tensor:
+        """``(B, C, g, g) -> (B, C / 8, 4g, 4g)``: SAM's two transposed convolutions (no high-resolution features)."""
+        return self.output_upscaling(src)
+
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_embeddings: torch.Tensor,
+                high_res_features: Optional[list[torch.Tensor]] = None):
         """
         Args:
             image_embeddings: ``(B, C, g, g)`` from the image encoder.
             image_pe: ``(1, C, g, g)`` dense positional encoding of the grid.
             dense_embeddings: ``(B, C, g, g)`` dense prompt embedding (the no-mask embedding).
+            high_res_features: SAM 2 only: ``[(B, C/8, 4g, 4g), (B, C/4, 2g, 2g)]``; ``None`` for SAM.
 
         Returns:
             ``(mask_logits (B, Q, 4g, 4g), class_logits (B, Q, K + 1) or None)``.
         """
         batch, channels, grid_h, grid_w = image_embeddings.shape
-        tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = tokens.unsqueeze(0).expand(batch, -1, -1)
+        tokens = self.output_tokens().unsqueeze(0).expand(batch, -1, -1)
         hs, src = self.transformer(image_embeddings + dense_embeddings, image_pe, tokens)
-        query_out = hs[:, 1 : 1 + self.num_mask_tokens, :]  # (B, Q, C)
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, channels, grid_h, grid_w))
+        first = self.first_mask_token
+        query_out = hs[:, first : first + self.num_mask_tokens, :]  # (B, Q, C)
+        upscaled = self.upscale(src.transpose(1, 2).reshape(batch, channels, grid_h, grid_w), high_res_features)
         hyper = self.output_hypernetworks_mlps[0](query_out)  # (B, Q, C / 8)
         mask_logits = (hyper @ upscaled.flatten(2)).view(batch, self.num_mask_tokens, *upscaled.shape[-2:])
         class_logits = self.class_head(query_out) if self.class_head is not None else None
@@ -122,11 +138,14 @@ class PromptFreeSAM(nn.Module):
     ``self.image_size`` and returns a :class:`SegOutput`.
     Used in notebooks 00 and 02."""
 
+    #: the image encoder this class takes (SAM 2's Hiera: :class:`~convlora_lite.models.segmenter_sam2.PromptFreeSAM2`).
+    backbone = "vit"
+    decoder_type = PromptFreeMaskDecoder
+
     def __init__(self, sam: Sam, num_classes: int = 1, num_queries: Optional[int] = None,
                  query_jitter: float = 0.0):
         super().__init__()
-        if not hasattr(sam, "config"):
-            raise ConfigError("PromptFreeSAM needs a Sam built by convlora_lite.build_sam (it reads sam.config).")
+        check_backbone(self, sam)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes={num_classes!r}: use 1 for binary segmentation or K >= 2 classes "
                               "(background included) for multi-class.")
@@ -136,14 +155,22 @@ class PromptFreeSAM(nn.Module):
         if num_queries is not None and (not isinstance(num_queries, int) or num_queries < 1):
             raise ConfigError(f"num_queries={num_queries!r} must be a positive integer (default: num_classes).")
         self.config = sam.config
-        self.image_size = sam.image_encoder.img_size
+        self.image_size = sam.config.image_size
         self.num_classes = num_classes
         self.num_queries = 1 if num_classes == 1 else (num_queries or num_classes)
         self.image_encoder = sam.image_encoder
-        self.prompt_encoder = sam.prompt_encoder
-        self.mask_decoder = PromptFreeMaskDecoder(
-            sam.mask_decoder, self.num_queries, num_classes if num_classes > 1 else None, query_jitter
-        )
+        self.prompt_encoder, decoder = self.heads(sam)
+        self.mask_decoder = self.decoder_type(decoder, self.num_queries, num_classes if num_classes > 1 else None,
+                                              query_jitter)
+
+    @staticmethod
+    def heads(sam: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """``(prompt_encoder, mask_decoder)`` of ``sam``."""
+        return sam.prompt_encoder, sam.mask_decoder
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[list[torch.Tensor]]]:
+        """``(embedding (B, C, g, g), None)``: the image encoder's output (SAM 2 adds its high-resolution features)."""
+        return self.image_encoder(images), None
 
     @property
     def is_binary(self) -> bool:
@@ -174,7 +201,7 @@ class PromptFreeSAM(nn.Module):
             raise DataError(f"This model takes {size}x{size} images, got {tuple(images.shape[-2:])}. Resize the "
                             f"images to {size} (the dataset's image_size) or build the model with "
                             f"build_sam(..., image_size={images.shape[-1]}) if that is a multiple of "
-                            f"{self.config.patch_size}.")
+                            f"{self.config.size_multiple}.")
 
     def forward(self, images: torch.Tensor) -> SegOutput:
         """
@@ -200,10 +227,10 @@ class PromptFreeSAM(nn.Module):
             grid (Q = 1 for a binary model) and, multi-class, the class logits.
         """
         self.check_images(images)
-        embeddings = self.image_encoder(images)  # (B, C, g, g)
+        embeddings, high_res = self.encode(images)  # (B, C, g, g)
         batch, channels, grid_h, grid_w = embeddings.shape
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, channels, 1, 1).expand(batch, -1, grid_h, grid_w)
-        return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), dense)
+        return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), dense, high_res)
 
     def upsample(self, low_res: torch.Tensor, class_logits: Optional[torch.Tensor],
                  aux_loss: torch.Tensor) -> SegOutput:
@@ -235,6 +262,19 @@ class PromptFreeSAM(nn.Module):
         return torch.einsum("bqk,bqhw->bkhw", class_probs, out.mask_logits.sigmoid())
 
 
+def check_backbone(segmenter: nn.Module, sam: nn.Module) -> None:
+    """A :class:`ConfigError` unless ``sam`` was built by ``build_sam`` (it has ``config``) for ``segmenter``'s
+    backbone, naming the segmenter to use otherwise."""
+    name = type(segmenter).__name__
+    if not hasattr(sam, "config"):
+        raise ConfigError(f"{name} needs a model built by convlora_lite.build_sam (it reads sam.config).")
+    if sam.config.backbone != segmenter.backbone:
+        other = "PromptFreeSAM2 or PromptedSAM2" if sam.config.backbone == "hiera" else "PromptFreeSAM or PromptedSAM"
+        family = {"vit": "SAM's ViT", "hiera": "SAM 2.1's Hiera"}[segmenter.backbone]
+        raise ConfigError(f"{name} takes {family} backbones, not {sam.config.name}: use "
+                          f"{other} (convlora_lite.models.segmenter_sam2.segmenter_for(sam, ...) picks the right one).")
+
+
 class PromptedSAM(nn.Module):
     """SAM kept promptable: a binary segmenter that takes one box or one point per image.
 
@@ -254,24 +294,40 @@ class PromptedSAM(nn.Module):
     the prompts of that image). Built without a PEFT method, this is the zero-shot promptable SAM.
     """
 
+    backbone = "vit"
+
     def __init__(self, sam: Sam, prompt: str):
         super().__init__()
         from convlora_lite.models.prompts import check_prompt
 
-        if not hasattr(sam, "config"):
-            raise ConfigError("PromptedSAM needs a Sam built by convlora_lite.build_sam (it reads sam.config).")
+        check_backbone(self, sam)
         if check_prompt(prompt) == "none":
-            raise ConfigError("PromptedSAM is for prompt='box' or 'point'; use PromptFreeSAM for prompt='none'.")
+            free = type(self).__name__.replace("Prompted", "PromptFree")
+            raise ConfigError(f"{type(self).__name__} is for prompt='box' or 'point'; use {free} for prompt='none'.")
         self.config = sam.config
         self.prompt = prompt
-        self.image_size = sam.image_encoder.img_size
+        self.image_size = sam.config.image_size
         self.num_classes = 1
         self.image_encoder = sam.image_encoder
-        self.prompt_encoder = sam.prompt_encoder
-        self.mask_decoder = sam.mask_decoder
+        self.prompt_encoder, self.mask_decoder = self.heads(sam)
 
     is_binary = True
     check_images = PromptFreeSAM.check_images
+    heads = staticmethod(PromptFreeSAM.heads)
+    encode = PromptFreeSAM.encode
+
+    def prompt_inputs(self, prompts) -> tuple[Optional[tuple[torch.Tensor, torch.Tensor]], Optional[torch.Tensor]]:
+        """``(points, boxes)`` for the prompt encoder, as SAM's predictor passes them: ``(coords (B, N, 2), labels
+        (B, N))`` or ``None``, and boxes ``(B, 4)`` or ``None``."""
+        return (None if prompts.points is None else (prompts.points, prompts.labels)), prompts.boxes
+
+    def decode_image(self, embeddings: torch.Tensor, high_res: Optional[list[torch.Tensor]], index: int,
+                     sparse: torch.Tensor, dense: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's mask decoder on image ``index`` and its prompt: ``(masks (1, M, 4g, 4g), iou (1, M))``."""
+        return self.mask_decoder(image_embeddings=embeddings[index:index + 1],
+                                 image_pe=self.prompt_encoder.get_dense_pe(),
+                                 sparse_prompt_embeddings=sparse[index:index + 1],
+                                 dense_prompt_embeddings=dense[index:index + 1], multimask_output=multimask)
 
     def encode_prompts(self, prompts, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sparse (B, T, C), dense (B, C, g, g))`` prompt embeddings from the frozen prompt encoder."""
@@ -281,8 +337,8 @@ class PromptedSAM(nn.Module):
                               f"convlora_lite.models.prompts.eval_prompts(masks, names, {self.prompt!r}).")
         if len(prompts.present) != batch:
             raise DataError(f"{len(prompts.present)} prompts for {batch} images: give one prompt per image.")
-        points = None if prompts.points is None else (prompts.points, prompts.labels)
-        sparse, dense = self.prompt_encoder(points=points, boxes=prompts.boxes, masks=None)
+        points, boxes = self.prompt_inputs(prompts)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=None)
         padding = self.prompt_encoder.not_a_point_embed.weight.expand_as(sparse)
         sparse = torch.where(prompts.present.to(sparse.device)[:, None, None], sparse, padding)
         return sparse, dense
@@ -298,13 +354,10 @@ class PromptedSAM(nn.Module):
             points, ``multimask_logits``; all upsampled to ``S x S``.
         """
         self.check_images(images)
-        embeddings = self.image_encoder(images)
+        embeddings, high_res = self.encode(images)
         sparse, dense = self.encode_prompts(prompts, len(images))
         multimask = self.prompt == "point"
-        image_pe = self.prompt_encoder.get_dense_pe()
-        decoded = [self.mask_decoder(image_embeddings=embeddings[b:b + 1], image_pe=image_pe,
-                                     sparse_prompt_embeddings=sparse[b:b + 1], dense_prompt_embeddings=dense[b:b + 1],
-                                     multimask_output=multimask) for b in range(len(images))]
+        decoded = [self.decode_image(embeddings, high_res, b, sparse, dense, multimask) for b in range(len(images))]
         low_res = torch.cat([masks for masks, _ in decoded])  # (B, M, 4g, 4g)
         iou_pred = torch.cat([iou for _, iou in decoded])  # (B, M)
         masks = F.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)

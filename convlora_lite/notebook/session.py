@@ -98,7 +98,7 @@ class Session:
     def autocast(self):
         """A context for the notebook's own forward passes: the preset's precision on this device, as
         its runs are scored (fp16 autocast on a GPU, plain fp32 on the CPU). Used in notebooks 01, 02, 09, 10 and 12."""
-        precision = devices.inference_precision(preset_value(self.preset, "precision"), self.device)
+        precision = devices.inference_precision(preset_value(self.preset, "precision"), self.device, self.model)
         return devices.autocast(self.device, precision)
 
     @property

@@ -13,6 +13,9 @@ from convlora_lite.peft.base import AuxLossModule, PeftMethod, collect_aux_loss
 
 #: The paper's table order.
 METHOD_NAMES = ("decoder_only", "bitfit", "adapter", "vpt", "lst", "sam_adapter", "ssf", "lora", "conv_lora")
+#: The mask decoder's heads that stay frozen: they score masks (SAM's IoU head, SAM 2's object-score head), and
+#: no loss of the project reaches them.
+FROZEN_DECODER_HEADS = ("iou_prediction_head.", "pred_obj_score_head.")
 
 
 def get_method(name: str) -> PeftMethod:
@@ -29,8 +32,8 @@ def apply_peft(model: nn.Module, method: str, **cfg) -> nn.Module:
 
     Args:
         model: a module with ``image_encoder`` and ``mask_decoder`` attributes (a
-            ``segment_anything`` ``Sam`` or a :class:`~convlora_lite.models.segmenter.PromptFreeSAM`),
-            with no PEFT applied yet.
+            ``segment_anything`` ``Sam``, a :class:`~convlora_lite.models.segmenter.PromptFreeSAM` or another of the
+            project's segmenters, SAM 2's included), with no PEFT applied yet.
         method: a name from :data:`METHOD_NAMES`.
         **cfg: the method's options (fields of its config dataclass, e.g. ``rank`` for LoRA).
 
@@ -53,7 +56,7 @@ def apply_peft(model: nn.Module, method: str, **cfg) -> nn.Module:
     for p in extra:
         p.requires_grad_(True)
     for name, p in model.mask_decoder.named_parameters():
-        if not name.startswith("iou_prediction_head."):
+        if not name.startswith(FROZEN_DECODER_HEADS):
             p.requires_grad_(True)
     model.peft_method = method
     model.peft_config = config

@@ -8,7 +8,8 @@ on the output of each sub-layer before its residual addition:
 
 Each adapter is ``h -> h + up(GELU(down(h)))`` with ``down: Linear(d, m)`` and
 ``up: Linear(m, d)``. It works on any leading shape; in SAM the attention output is the
-un-partitioned (B, H, W, d) map, so windowed and global blocks are handled alike. The adapters
+un-partitioned (B, H, W, d) map, so windowed and global blocks are handled alike. On SAM 2's Hiera the
+adapters act on each block's output width (``dim_out``, which doubles at a stage's first block). The adapters
 are attached with forward hooks (``block.attn_adapter`` / ``block.mlp_adapter`` hold the weights),
 so SAM's own parameter names are unchanged.
 
@@ -30,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convlora_lite.errors import ConfigError
 from convlora_lite.peft.base import PeftMethod, check_positive_int
+from convlora_lite.peft.placement import encoder_blocks
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,7 @@ class _ApplyAdapter:
 def inject(model: nn.Module, config: AdapterConfig) -> None:
     """Attach a :class:`BottleneckAdapter` after the attention and after the MLP of every block."""
     bottleneck = config.bottleneck
-    blocks = getattr(getattr(model, "image_encoder", None), "blocks", None)
-    if blocks is None:
-        raise ConfigError("The model has no SAM image encoder (`model.image_encoder.blocks`); "
-                          "pass a segment_anything Sam or a PromptFreeSAM.")
-    for block in blocks:
+    for block in encoder_blocks(model):
         ref = block.attn.proj.weight
         for sublayer, name in ((block.attn, "attn_adapter"), (block.mlp, "mlp_adapter")):
             adapter = BottleneckAdapter(ref.shape[0], bottleneck, device=ref.device, dtype=ref.dtype)

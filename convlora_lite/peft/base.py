@@ -10,8 +10,8 @@ place. ``apply_peft``
   before and after the call, so a method cannot forget to register one);
 * the existing parameters that ``inject`` *returns* also train (BitFit returns the encoder's
   biases; most methods return nothing);
-* the mask decoder trains, except its IoU prediction head (``docs/method.md``, "Where it is
-  applied and what trains");
+* the mask decoder trains, except its IoU prediction head and SAM 2's object-score head
+  (``docs/method.md``, "Where it is applied and what trains");
 * everything else (the rest of the image encoder, the prompt encoder) is frozen.
 
 Modules that add an auxiliary loss (Conv-LoRA's load-balancing loss) subclass

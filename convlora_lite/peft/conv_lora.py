@@ -344,7 +344,10 @@ class ConvLoRALinear(LoRALinear, AuxLossModule):
 
 
 def inject(model: nn.Module, config: ConvLoraConfig) -> None:
-    """Wrap the ``qkv`` linear of every image-encoder block in a :class:`ConvLoRALinear`.
+    """Wrap the ``qkv`` linear of the placed image-encoder blocks (default: every block; LoRA's ``blocks`` and
+    ``stages``) in a :class:`ConvLoRALinear`. On SAM 2's Hiera each layer's experts see the token grid of its
+    block's keys and values, as ``qkv`` receives it: the block's windows (the previous stage's window size and grid
+    at a stage's first, query-pooling block) or, in a global block, the whole map.
 
     ``implementation``: ``"fast"`` (this file, sync-free) or ``"official"`` (the per-expert
     dispatch loop of the authors' code, ``conv_lora_official.py``; same parameters, same results).
@@ -355,7 +358,7 @@ def inject(model: nn.Module, config: ConvLoraConfig) -> None:
         layer_type = ConvLoRALinear
     wrap_encoder_qkv(model, lambda qkv: layer_type(
         qkv, rank=config.rank, alpha=config.alpha, dropout=config.dropout, num_experts=config.num_experts,
-        scales=config.scales, top_k=config.top_k, gated=config.gated, loss_coef=config.loss_coef))
+        scales=config.scales, top_k=config.top_k, gated=config.gated, loss_coef=config.loss_coef), config)
 
 
 METHOD = PeftMethod(

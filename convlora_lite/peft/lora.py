@@ -1,4 +1,5 @@
-"""LoRA (Hu et al., 2021) on the fused ``qkv`` projection of every SAM image-encoder block.
+"""LoRA (Hu et al., 2021) on the fused ``qkv`` projection of every SAM image-encoder block (or of the blocks
+``blocks=`` / ``stages=`` choose: :mod:`convlora_lite.peft.placement`), on SAM's ViT or SAM 2's Hiera.
 
 ``LoRALinear`` wraps a frozen ``nn.Linear`` (W0, b0) and adds a trainable low-rank update::
 
@@ -7,7 +8,8 @@
 with A (r x d_in) Kaiming-uniform (a = sqrt(5)) and B (d_out x r) zero, so the wrapped layer
 equals the base layer at initialisation (the style of ``microsoft/LoRA`` ``loralib/layers.py``).
 The input may have any leading dimensions; in SAM's ViT the ``qkv`` layer receives a 4-D
-(B', H, W, C) map (B' = batch x windows in windowed blocks).
+(B', H, W, C) map (B' = batch x windows in windowed blocks), and so does Hiera's, whose ``qkv`` at the first
+block of a stage maps C to 3 x 2C (d_out != 3 d_in: A is r x d_in, B is d_out x r whatever the two are).
 
 Subclasses change only what happens to the rank-r bottleneck ``h = A x`` by overriding
 :meth:`LoRALinear.adapt_bottleneck` (Conv-LoRA adds its mixture of convolution experts there).
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,21 +26,26 @@ from torch import nn
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.peft.base import PeftMethod, check_number, check_positive_int
+from convlora_lite.peft.placement import check_placement, placed_blocks
 
 
 @dataclass(frozen=True)
 class LoraConfig:
     """LoRA's options (official defaults, ``docs/method.md``): rank r, alpha (the update is scaled by
-    alpha / r), dropout on the input of A."""
+    alpha / r), dropout on the input of A, and where the layers go: every block (default), the ``blocks`` given by
+    0-based index, or SAM 2's Hiera ``stages`` given (1 to 4) (:mod:`convlora_lite.peft.placement`)."""
 
     rank: int = 3
     alpha: float = 32
     dropout: float = 0.0
+    blocks: Optional[Sequence[int]] = None
+    stages: Optional[Sequence[int]] = None
 
     def __post_init__(self) -> None:
         check_positive_int("rank", self.rank)
         check_number("alpha", self.alpha, float("-inf"))
         check_number("dropout", self.dropout, 0.0, 1.0)
+        check_placement(self.blocks, self.stages)
 
 
 class LoRALinear(nn.Module):
@@ -100,34 +107,33 @@ class LoRALinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, alpha={self.alpha}"
 
 
-def wrap_encoder_qkv(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
-    """Replace ``blocks[i].attn.qkv`` of every block of ``model.image_encoder`` by ``make(qkv)``.
+def wrap_encoder_qkv(model: nn.Module, make: Callable[[nn.Linear], nn.Module], config: LoraConfig) -> None:
+    """Replace ``attn.qkv`` of the image-encoder blocks ``config`` places the layers in (SAM's or SAM 2's:
+    :func:`~convlora_lite.peft.placement.placed_blocks`) by ``make(qkv)``.
 
-    Raises ConfigError if the model has no SAM image encoder or a block is already wrapped.
+    Raises ConfigError if the model has no SAM image encoder, the placement does not fit it or a block is
+    already wrapped.
     """
-    encoder = getattr(model, "image_encoder", None)
-    blocks = getattr(encoder, "blocks", None)
-    if blocks is None:
-        raise ConfigError("The model has no SAM image encoder (`model.image_encoder.blocks`); "
-                          "pass a segment_anything Sam or a PromptFreeSAM.")
-    for i, block in enumerate(blocks):
+    blocks = placed_blocks(model, config.blocks, config.stages)
+    for block in blocks:
         qkv = block.attn.qkv
         if not isinstance(qkv, nn.Linear):
-            raise ConfigError(f"image_encoder.blocks[{i}].attn.qkv is a {type(qkv).__name__}, not an nn.Linear; "
+            raise ConfigError(f"An image-encoder block's attn.qkv is a {type(qkv).__name__}, not an nn.Linear; "
                               "apply a PEFT method to a fresh model.")
-        block.attn.qkv = make(qkv)
+    for block in blocks:
+        block.attn.qkv = make(block.attn.qkv)
 
 
 def inject(model: nn.Module, config: LoraConfig) -> None:
-    """Wrap the ``qkv`` linear of every image-encoder block in a :class:`LoRALinear`."""
+    """Wrap the ``qkv`` linear of the placed image-encoder blocks (default: every block) in a :class:`LoRALinear`."""
     rank, alpha, dropout = config.rank, config.alpha, config.dropout
-    wrap_encoder_qkv(model, lambda qkv: LoRALinear(qkv, rank=rank, alpha=alpha, dropout=dropout))
+    wrap_encoder_qkv(model, lambda qkv: LoRALinear(qkv, rank=rank, alpha=alpha, dropout=dropout), config)
 
 
 METHOD = PeftMethod(
     name="lora",
     paper="Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022",
-    where="a rank-r update on the fused qkv projection of every image-encoder block",
+    where="a rank-r update on the fused qkv projection of every image-encoder block (or of the blocks placed)",
     inject=inject,
     config=LoraConfig,
 )

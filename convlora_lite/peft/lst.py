@@ -45,6 +45,7 @@ from torch import nn
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.peft.base import PeftMethod, check_number, check_positive_int
+from convlora_lite.peft.placement import encoder_blocks, is_hiera
 
 
 @dataclass(frozen=True)
@@ -162,11 +163,13 @@ def inject(model: nn.Module, config: LstConfig) -> None:
             global-attention blocks).
     """
     reduction, gate_temperature, taps = config.reduction, config.gate_temperature, config.taps
-    encoder = getattr(model, "image_encoder", None)
-    blocks = getattr(encoder, "blocks", None)
-    if blocks is None:
-        raise ConfigError("The model has no SAM image encoder (`model.image_encoder.blocks`); "
-                          "pass a segment_anything Sam or a PromptFreeSAM.")
+    blocks = encoder_blocks(model)
+    if is_hiera(model):
+        raise ConfigError("LST is not available on SAM 2's Hiera: its side network is a ViT of one width on one "
+                          "token grid, added to one image embedding, while Hiera's stages change width and grid and "
+                          "its neck feeds the decoder three maps (docs/sam2.md, 'Methods'). Use lora, conv_lora, "
+                          "adapter, bitfit, ssf or decoder_only.")
+    encoder = model.image_encoder
     if hasattr(encoder, "ladder_side"):
         raise ConfigError("LST is already applied to this encoder; build a fresh model.")
     dim = encoder.patch_embed.proj.out_channels

@@ -39,6 +39,7 @@ from torch import nn
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.peft.base import PeftMethod, check_number, check_positive_int
+from convlora_lite.peft.placement import encoder_blocks, is_hiera
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,12 @@ class _AddPromptHook:
 def inject(model: nn.Module, config: SamAdapterConfig) -> None:
     """Add ``image_encoder.prompt_generator`` and hook it into the patch embedding and every block."""
     scale_factor, freq_ratio, zero_init = config.scale_factor, config.freq_ratio, config.zero_init
-    encoder = getattr(model, "image_encoder", None)
-    if getattr(encoder, "blocks", None) is None:
-        raise ConfigError("The model has no SAM image encoder (`model.image_encoder.blocks`); "
-                          "pass a segment_anything Sam or a PromptFreeSAM.")
+    encoder_blocks(model)
+    if is_hiera(model):
+        raise ConfigError("SAM-Adapter is not available on SAM 2's Hiera: it adds one prompt of the encoder's one "
+                          "width to every token of one patch grid, while Hiera's stages change both "
+                          "(docs/sam2.md, 'Methods'). Use lora, conv_lora, adapter, bitfit, ssf or decoder_only.")
+    encoder = model.image_encoder
     if hasattr(encoder, "prompt_generator"):
         raise ConfigError("SAM-Adapter is already applied to this encoder; build a fresh model.")
     dim = encoder.patch_embed.proj.out_channels

@@ -51,6 +51,7 @@ from torch import nn
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.peft.base import PeftMethod, check_positive_int
+from convlora_lite.peft.placement import encoder_blocks, is_hiera
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,12 @@ class PromptedBlock(nn.Module):
 def inject(model: nn.Module, config: VptConfig) -> None:
     """Replace every image-encoder block by a :class:`PromptedBlock` with ``num_prompts`` prompts."""
     num_prompts = config.num_prompts
-    encoder = getattr(model, "image_encoder", None)
-    blocks = getattr(encoder, "blocks", None)
-    if blocks is None:
-        raise ConfigError("The model has no SAM image encoder (`model.image_encoder.blocks`); "
-                          "pass a segment_anything Sam or a PromptFreeSAM.")
+    blocks = encoder_blocks(model)
+    if is_hiera(model):
+        raise ConfigError("VPT is not available on SAM 2's Hiera: its prompted attention is SAM's ViT attention "
+                          "(relative positions, one width); Hiera's blocks pool their queries and change width "
+                          "(docs/sam2.md, 'Methods'). Use lora, conv_lora, adapter, bitfit, ssf or decoder_only.")
+    encoder = model.image_encoder
     if not all(isinstance(b, Block) for b in blocks):
         raise ConfigError("The image encoder's blocks are already modified; apply VPT to a fresh model.")
     patch = math.prod(encoder.patch_embed.proj.kernel_size)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from convlora_lite.errors import ConfigError
 from convlora_lite.io import jsonable
-from convlora_lite.models.configs import get_config
+from convlora_lite.models.configs import get_config, sized_config
 from convlora_lite.models.prompts import check_prompt
 from convlora_lite.models.sdpa_attention import ATTENTIONS
 from convlora_lite.training.compile import COMPILE_MODES
@@ -142,9 +142,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum", "image_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be a positive integer.")
-        patch = get_config(self.model).patch_size
-        if self.image_size % patch:
-            raise ConfigError(f"image_size={self.image_size} must be a multiple of {self.model}'s patch size {patch}.")
+        sized_config(get_config(self.model), self.image_size)  # a multiple of the patch size (32 for SAM 2.1)
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be positive.")
         if not isinstance(self.query_jitter, (int, float)) or self.query_jitter < 0:
@@ -180,9 +178,15 @@ class TrainConfig:
 
     @classmethod
     def with_defaults(cls, stored: dict) -> dict:
-        """A run's ``config.json`` with the defaults of the fields it lacks (added since it was written)."""
+        """A run's ``config.json`` with the defaults of the fields it lacks (added since it was written), and of
+        the method options it lacks (e.g. LoRA's ``blocks`` and ``stages``)."""
+        from convlora_lite.peft import METHOD_NAMES, get_method
+
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-        return {**jsonable(defaults), **stored}
+        filled = {**jsonable(defaults), **stored}
+        if stored.get("method") in METHOD_NAMES and isinstance(stored.get("method_options"), dict):
+            filled["method_options"] = jsonable({**get_method(stored["method"]).defaults, **stored["method_options"]})
+        return filled
 
 
 def preset_value(preset: str, name: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from convlora_lite.errors import ConfigError
+from convlora_lite.models.configs import get_config
 
 
 def resolve_device(name: str) -> str:
@@ -27,9 +28,19 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``"auto"`` -> fp16 on CUDA (the official setting), else fp32. fp16 needs CUDA."""
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA GPU of compute capability 8.0 or more (Ampere, Ada,
+    Hopper, ...). A T4 (7.5) or V100 (7.0) is not one: PyTorch may run bf16 there, emulated, slower than fp32."""
+    return torch.device(device).type == "cuda" and torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
+
+
+def resolve_precision(precision: str, device: str, model: Optional[str] = None) -> str:
+    """``"auto"`` -> for SAM (``model`` one of its ViTs, or ``None``): fp16 on CUDA (the official setting), else
+    fp32; for SAM 2.1 (``model`` a ``sam2.1_hiera_*`` name): bf16 on a GPU with native bf16 (:func:`native_bf16`;
+    SAM 2 was trained in bf16), else fp32 (a T4, a CPU, MPS: ``docs/precision.md``, "SAM 2.1"). fp16 needs CUDA."""
     if precision == "auto":
+        if model is not None and get_config(model).backbone == "hiera":
+            return "bf16" if native_bf16(device) else "fp32"
         return "fp16" if device == "cuda" else "fp32"
     if precision == "fp16" and device != "cuda":
         raise ConfigError(f"precision 'fp16' needs a CUDA GPU (device is {device!r}); use --precision fp32 or bf16.")
@@ -44,13 +55,13 @@ def device_name(device: str) -> str:
     return device
 
 
-def inference_precision(precision: str, device: str) -> str:
-    """The precision a finished run's model is scored in on ``device``: the run's own (``"auto"``
-    resolved for ``device``), so that ``convlora eval`` reproduces the scores of its ``metrics.json``;
+def inference_precision(precision: str, device: str, model: Optional[str] = None) -> str:
+    """The precision a finished run's model (SAM ``model``) is scored in on ``device``: the run's own (``"auto"``
+    resolved for ``device`` and ``model``), so that ``convlora eval`` reproduces the scores of its ``metrics.json``;
     an fp16 run scored on a machine without CUDA runs in fp32 (CPUs have no fast fp16)."""
     if precision == "fp16" and device != "cuda":
         return "fp32"
-    return resolve_precision(precision, device)
+    return resolve_precision(precision, device, model)
 
 
 #: the autocast dtype of each mixed precision.

@@ -79,7 +79,7 @@ def evaluate(run_dir, split: str = "test", *, spec=None, dataset: Optional[Datas
     if dataset is None:
         dataset = run_datasets(config, spec, RunDir(run_dir), [split])[split]
     device = devices.resolve_device(device)
-    precision = devices.inference_precision(config.precision, device)
+    precision = devices.inference_precision(config.precision, device, config.model)
     return evaluate_model(model.to(device), dataset, spec, batch_size=config.batch_size, device=device,
                           autocast=lambda: devices.autocast(device, precision), desc=f"eval {split}")
 

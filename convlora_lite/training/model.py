@@ -8,7 +8,7 @@ from torch import nn
 from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
 from convlora_lite.models.sam import build_sam
 from convlora_lite.models.sdpa_attention import enable_sdpa_attention
-from convlora_lite.models.segmenter import PromptedSAM, PromptFreeSAM
+from convlora_lite.models.segmenter_sam2 import segmenter_for
 from convlora_lite.peft import apply_peft
 from convlora_lite.peft.state import load_trainable
 from convlora_lite.training.config import TrainConfig
@@ -18,11 +18,10 @@ from convlora_lite.training.rundir import RunDir
 def build_segmenter(config: TrainConfig) -> nn.Module:
     """SAM as the run's segmenter, before PEFT: ``PromptFreeSAM(build_sam(model, checkpoint,
     image_size), num_classes, query_jitter)``, or ``PromptedSAM(..., prompt)`` for ``prompt`` box or point (with
-    no PEFT method applied, the zero-shot promptable SAM)."""
+    no PEFT method applied, the zero-shot promptable SAM); SAM 2.1's ``PromptFreeSAM2`` and ``PromptedSAM2`` for its
+    models (:func:`~convlora_lite.models.segmenter_sam2.segmenter_for`)."""
     sam = build_sam(config.model, config.checkpoint, image_size=config.image_size)
-    if config.prompt != "none":
-        return PromptedSAM(sam, config.prompt)
-    return PromptFreeSAM(sam, num_classes=config.num_classes, query_jitter=config.query_jitter)
+    return segmenter_for(sam, num_classes=config.num_classes, prompt=config.prompt, query_jitter=config.query_jitter)
 
 
 def build_model(config: TrainConfig) -> nn.Module:

@@ -85,7 +85,7 @@ class Trainer:
         self.config = config
         self.spec = spec
         self.device = devices.resolve_device(config.device)
-        self.precision = devices.resolve_precision(config.precision, self.device)
+        self.precision = devices.resolve_precision(config.precision, self.device, config.model)
         self.accelerator = devices.make_accelerator(self.device)
         self.scaler = devices.grad_scaler(self.device, self.precision)
         self.is_main = self.accelerator.is_main_process

@@ -77,3 +77,41 @@ def test_cli_json_table_and_errors(capsys):
 
     assert main(["params", "--method", "lora,nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+SAM2_TOTALS = {"sam2.1_hiera_tiny": 38_962_498, "sam2.1_hiera_small": 46_060_354,
+               "sam2.1_hiera_base_plus": 80_850_178, "sam2.1_hiera_large": 224_446_642}
+
+
+def _n(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("name", list(SAM2_TOTALS))
+def test_sam2_rows_count_from_metas_modules_and_order_conv_lora_lora_decoder(name):
+    rows = {row["method"]: row for row in paper_param_table(name, "decoder_only,lora,conv_lora")}
+    sam = build_sam(name, device="meta")
+    assert sam_parameter_count(name) == SAM2_TOTALS[name] == _n(sam)
+    decoder = sam.sam_mask_decoder  # less its score heads and the 3 multimask tokens and hypernetwork MLPs
+    expected = (_n(decoder) - _n(decoder.iou_prediction_head) - _n(decoder.pred_obj_score_head) - 3 * 256
+                - 3 * _n(decoder.output_hypernetworks_mlps[1]))
+    blocks = sam.image_encoder.trunk.blocks
+    lora = sum(3 * (b.attn.qkv.in_features + b.attn.qkv.out_features) for b in blocks)  # rank 3: A and B
+    moe = len(blocks) * (2 * 3 * 8 + 8 * (3 * 3 * 9 + 3))  # per block: gate (w_gate, w_noise), 8 experts
+    assert rows["decoder_only"]["trainable"] == expected and rows["decoder_only"]["added"] == 0
+    assert rows["lora"]["trainable"] == expected + lora and rows["lora"]["added"] == lora
+    assert rows["conv_lora"]["trainable"] == expected + lora + moe
+    assert rows["conv_lora"]["total"] == SAM2_TOTALS[name] + lora + moe
+    assert rows["conv_lora"]["trainable"] > rows["lora"]["trainable"] > rows["decoder_only"]["trainable"]
+
+
+def test_the_sam2_table_says_which_methods_do_not_apply(capsys):
+    assert main(["params", "--model", "sam2.1_hiera_tiny"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert list(lines) == list(METHOD_NAMES)
+    assert all(("not available" in lines[m]) == (m in ("vpt", "lst", "sam_adapter")) for m in METHOD_NAMES)
+    assert main(["params", "--model", "sam2.1_hiera_tiny", "--json"]) == 0
+    rows = {row["method"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["vpt"]["trainable"] is None and "docs/sam2.md" in rows["vpt"]["unavailable"]
+    assert main(["params", "--model", "sam2.1_hiera_tiny", "--method", "lst"]) == 2
+    assert "LST is not available on SAM 2's Hiera" in capsys.readouterr().err

@@ -17,7 +17,7 @@ def test_every_method_has_a_frozen_config_whose_fields_are_its_defaults():
         method = get_method(name)
         assert dataclasses.is_dataclass(method.config) and method.config.__dataclass_params__.frozen
         assert method.defaults == dataclasses.asdict(method.config())
-    assert get_method("lora").defaults == {"rank": 3, "alpha": 32, "dropout": 0.0}
+    assert get_method("lora").defaults == {"rank": 3, "alpha": 32, "dropout": 0.0, "blocks": None, "stages": None}
     assert get_method("adapter").defaults == {"bottleneck": 2}
 
 

@@ -16,7 +16,7 @@ from cuda_autocast import EmulatedCudaAutocast
 
 from convlora_lite.models.prompts import eval_prompts, train_prompts
 from convlora_lite.models.sam import build_sam
-from convlora_lite.models.segmenter import PromptedSAM, PromptFreeSAM
+from convlora_lite.models.segmenter_sam2 import segmenter_for
 from convlora_lite.peft import METHOD_NAMES, apply_peft
 from convlora_lite.training import RunDir, TrainConfig, devices, evaluate, fit
 from convlora_lite.training.evaluation import evaluate_model
@@ -58,14 +58,12 @@ def test_the_emulation_keeps_gradients_flowing_through_its_casts():
 
 
 # ---------------------------------------------------------------- every method, every head
-def _model(method: str, options: dict, head: str):
+def _model(method: str, options: dict, head: str, backbone: str = "test_tiny"):
     torch.manual_seed(0)
-    sam = build_sam("test_tiny")
-    if head in ("box", "point"):
-        model = PromptedSAM(sam, head)
-    else:
-        model = PromptFreeSAM(sam, num_classes=3 if head == "multiclass" else 1)
-    return apply_peft(model, method, **options)
+    sam = build_sam(backbone, checkpoint=None, image_size=64)
+    prompt = head if head in ("box", "point") else "none"
+    return apply_peft(segmenter_for(sam, num_classes=3 if head == "multiclass" else 1, prompt=prompt), method,
+                      **options)
 
 
 def _batch(head: str):
@@ -84,7 +82,18 @@ def _batch(head: str):
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("method,options", METHODS, ids=[m + ("_official" if o else "") for m, o in METHODS])
 def test_a_training_step_and_an_evaluation_under_cudas_autocast(method, options, head, precision):
-    model = _model(method, options, head).train()
+    _step_and_evaluate(_model(method, options, head), head, precision)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("method", ["decoder_only", "bitfit", "adapter", "ssf", "lora", "conv_lora"])
+def test_sam2_trains_and_evaluates_under_cudas_bf16_autocast(method, head):
+    """SAM 2.1's GPU precision (``--precision auto`` on a GPU with native bf16), every method available on it."""
+    _step_and_evaluate(_model(method, {}, head, "sam2.1_hiera_tiny"), head, "bf16")
+
+
+def _step_and_evaluate(model, head: str, precision: str) -> None:
+    model.train()
     images, masks = _batch(head)
     spec = MULTI if head == "multiclass" else BINARY
     inputs = [images] + ([train_prompts(masks, ["a", "b"], head, 0, 0)] if head in ("box", "point") else [])
@@ -153,8 +162,8 @@ def cuda_policy(monkeypatch):
     """Make the trainer and ``evaluate`` run on the CPU the way they run on CUDA: the requested fp16 or
     bf16 (fp16 with its gradient scaler, as on a GPU) under the emulated CUDA autocast."""
     resolve = devices.resolve_precision
-    monkeypatch.setattr(devices, "resolve_precision", lambda p, d: p if p in DTYPES else resolve(p, d))
-    monkeypatch.setattr(devices, "inference_precision", lambda p, d: devices.resolve_precision(p, d))
+    monkeypatch.setattr(devices, "resolve_precision", lambda p, d, m=None: p if p in DTYPES else resolve(p, d, m))
+    monkeypatch.setattr(devices, "inference_precision", lambda p, d, m=None: devices.resolve_precision(p, d, m))
     modes = []
 
     def emulated(device, precision):

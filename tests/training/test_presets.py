@@ -80,10 +80,19 @@ def test_presets_are_named_overrides_of_train_config_fields():
 
 def test_method_options_come_from_the_method_config_with_its_defaults():
     cfg = TrainConfig.resolve("synth_polyp", "conv_lora", "smoke", method_options={"num_experts": 4})
-    assert cfg.method_options == {"rank": 3, "alpha": 32, "dropout": 0.0, "num_experts": 4, "scales": None,
+    assert cfg.method_options == {"rank": 3, "alpha": 32, "dropout": 0.0, "blocks": None, "stages": None,
+                                  "num_experts": 4, "scales": None,
                                   "top_k": 1, "gated": False, "loss_coef": 0.01, "implementation": "fast"}
     assert TrainConfig.resolve("synth_polyp", "decoder_only", "smoke").method_options == {}
     with pytest.raises(ConfigError, match=r"Unknown option\(s\) \['experts'\] for method 'conv_lora'; it takes"):
         TrainConfig.resolve("synth_polyp", "conv_lora", "smoke", method_options={"experts": 4})
     with pytest.raises(ConfigError, match="it takes none"):
         TrainConfig.resolve("synth_polyp", "decoder_only", "smoke", method_options={"rank": 4})
+
+
+def test_a_run_written_before_a_method_option_existed_has_not_changed():
+    cfg = TrainConfig.resolve("synth_polyp", "lora", "smoke", method_options={"rank": 4})
+    stored = cfg.to_dict()
+    stored["method_options"] = {k: v for k, v in stored["method_options"].items() if k not in ("blocks", "stages")}
+    assert cfg.changed_fields(stored) == []
+    assert "method_options" in cfg.changed_fields({**stored, "method_options": {**stored["method_options"], "rank": 3}})

@@ -114,7 +114,7 @@ def test_evaluate_scores_a_bf16_run_in_bf16_as_its_trainer_did(tmp_path, monkeyp
     expected = json.loads((run / "metrics.json").read_text())["test"]["test"]
     assert evaluate(run, "test", spec=BINARY, dataset=Discs(4, 2)) == pytest.approx(expected, abs=1e-6)
     # the same weights in fp32 score differently: the precision is what the first check sees
-    monkeypatch.setattr(devices, "inference_precision", lambda precision, device: "fp32")
+    monkeypatch.setattr(devices, "inference_precision", lambda precision, device, model=None: "fp32")
     assert evaluate(run, "test", spec=BINARY, dataset=Discs(4, 2))["s_alpha"] != pytest.approx(expected["s_alpha"],
                                                                                                 abs=1e-6)
 
