@@ -177,6 +177,7 @@ def test_the_checker_accepts_a_good_notebook():
     assert notebook_problems(_good_notebook(), "05_example.ipynb") == []
 
 
+@pytest.mark.filterwarnings("ignore:Cell is missing an id field", "ignore:Non-unique cell id")  # what is tested
 @pytest.mark.parametrize("breakage", BREAKAGES)
 def test_the_checker_fails_a_notebook_that_breaks_a_rule(breakage):
     nb = copy.deepcopy(_good_notebook())
