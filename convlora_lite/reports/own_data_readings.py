@@ -20,10 +20,11 @@ def own_data_readings(run_dir) -> list[str]:
     runs = collect_runs([run_dir])
     binary = run_spec(run_dir).task == "binary"
     baselines = run_baselines(run_dir)
+    splits = RunDir(run_dir).read_split()["splits"]
     lines = []
     for split, part in runs.groupby("split", sort=False):
         first = part.iloc[0]
-        count = len(RunDir(run_dir).read_split()["splits"].get(split, []))
+        count = len(splits.get(split, []))
         line = (f"{first['dataset']}/{split}: {first['method']} scores {first['metric']} {shown(100 * first['value'])} "
                 f"on {count} image{'s' if count != 1 else ''}")
         if baselines is None:
