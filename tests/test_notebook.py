@@ -1,4 +1,5 @@
 """The notebooks' shared sweep settings: where data and runs go."""
+import pytest
 import torch
 
 from convlora_lite.data import get_dataset_spec, is_installed
@@ -275,3 +276,18 @@ def test_the_results_table_leaves_out_the_runs_the_readings_leave_out(tmp_path, 
     printed = capsys.readouterr().out
     assert "2 of 2 runs never left" in printed and "none of it is a result" in printed
     assert "7.5 ± 3.5" in printed  # both floor runs: (5 + 10) / 2, sample std 3.54
+
+
+def test_a_session_on_another_backbone_trains_it_in_a_sweep_folder_of_its_own(tmp_path):
+    from convlora_lite.errors import ConfigError
+    from convlora_lite.notebook import Session
+
+    session = Session("smoke", tmp_path / "data", "none", output_dir=tmp_path / "out", methods="lora",
+                      model="micro_sam2", announce=False)
+    assert session.model == "micro_sam2" and session.image_size == 256
+    assert session.sweep == tmp_path.resolve() / "out" / "sweep_smoke_micro_sam2"
+    assert "the bundled micro_sam2 on synthetic analogs" in session.describe()
+    assert session.task("polyp").config("lora").model == "micro_sam2"
+    assert Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", announce=False).model == "micro_sam"
+    with pytest.raises(ConfigError, match="Unknown model 'sam3'"):
+        Session("smoke", tmp_path / "data", output_dir=tmp_path / "out", model="sam3", announce=False)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mirror import serve, write_mirror
+from mirror import sam2_checkpoint, serve, write_mirror
 
 from convlora_lite.reports.readings import CONV_LORA_OFFLINE_NOTE
 from convlora_lite.training.presets import OFFICIAL_SEED
@@ -44,6 +44,8 @@ def colab_outputs(tmp_path_factory):
     """Run every notebook once on the shrunk colab preset; yields (results, output folder)."""
     folder = tmp_path_factory.mktemp("colab")
     write_mirror(folder / "mirror", per_split={"train": 4, "val": 2})
+    hiera_s = folder / "mirror" / "sam2.1_hiera_small.pt"  # notebook 13's SAM 2 (Meta's format, random weights)
+    hiera_s.write_bytes(sam2_checkpoint("sam2.1_hiera_small"))
     with serve(folder / "mirror") as url, pytest.MonkeyPatch.context() as env:
         env.setenv("CONVLORA_DATA_BASE_URL", f"{url}/datasets")
         env.setenv("CONVLORA_MAE_BASE_URL", f"{url}/mae")
@@ -51,7 +53,8 @@ def colab_outputs(tmp_path_factory):
         env.setenv("CONVLORA_CACHE", str(folder / "cache"))
         env.setenv("OMP_NUM_THREADS", "1")  # two test workers share two cores
         results = run_notebooks(folder / "out", preset="colab", log=lambda *_: None,
-                                parameters=dict(SHRUNK, CHECKPOINT=str(folder / "mirror/sam/sam_vit_b_01ec64.pth")))
+                                parameters=dict(SHRUNK, CHECKPOINT=str(folder / "mirror/sam/sam_vit_b_01ec64.pth"),
+                                                SAM2_CHECKPOINT=str(hiera_s)))
     for big in ("mirror", "cache"):  # ViT-B and MAE weights twice over (1.4 GB): the tests read only the outputs
         shutil.rmtree(folder / big, ignore_errors=True)
     yield results, folder / "out"
@@ -97,3 +100,7 @@ def test_the_paper_scale_branches_ran(colab_outputs):
     assert trained == {"polyp", "isic2017", "camo", "sbu", "leaf", "road", "trans10k", "own_my_data"}
     assert all((out / "data" / name).is_dir() for name in ("polyp", "SBU-shadow", "trans10k"))
     assert ": the same mask as from the run directory: True" in text["11"]  # the export's round trip
+    assert "PAPER-SCALE mode (preset 'colab'): sam2.1_hiera_small" in text["13"]
+    hiera = [RunDir.of(out / "runs" / "sweep_colab_e1_px128_b1_sam2.1_hiera_small", "polyp", method, OFFICIAL_SEED)
+             for method in ("decoder_only", "lora", "conv_lora")]
+    assert all(run.is_complete() and run.read_config_dict()["model"] == "sam2.1_hiera_small" for run in hiera)

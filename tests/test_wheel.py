@@ -62,6 +62,10 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_from_there(tmp_path):
     [row] = counts["rows"]
     assert row["method"] == "conv_lora" and row["total"] - row["added"] == card["weights"]["parameters"]
     assert 0 < row["added"] < row["trainable"] < row["total"]
+    sam2 = json.loads(_run([convlora, "params", "--model", "micro_sam2", "--method", "conv_lora", "--json"],
+                           cwd=work, env=env))  # micro SAM 2's config came with the wheel
+    sam2_card = json.loads((ROOT / "convlora_lite/assets/micro_sam2.json").read_text())
+    assert sam2["rows"][0]["total"] - sam2["rows"][0]["added"] == sam2_card["weights"]["parameters"]
     _run([convlora, "data", "synth", "synth_polyp", "--root", "data", "--size", "64", "--n-train", "4",
           "--n-val", "2", "--n-test", "2"], cwd=work, env=env)
     _run([convlora, "train", "--dataset", "synth_polyp", "--method", "conv_lora", "--preset", "smoke",

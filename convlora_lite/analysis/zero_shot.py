@@ -28,7 +28,8 @@ import torch
 from scipy import ndimage
 
 from convlora_lite.errors import ConfigError
-from convlora_lite.models.prompts import centre_point, decode, mask_box
+from convlora_lite.models.promptable import decode, encode
+from convlora_lite.models.prompts import centre_point, mask_box
 from convlora_lite.training.metrics import task_metrics
 
 #: the rows of :func:`zero_shot_scores`, in order: one box per object, one point per object, the filled boxes
@@ -62,7 +63,7 @@ def zero_shot_predict(sam, image: torch.Tensor, mask: torch.Tensor, device: str 
     parts = objects(mask.numpy() > 0.5)
     boxes = np.stack([mask_box(part) for part in parts])
     points = np.stack([centre_point(part) for part in parts])
-    embedding = sam.image_encoder(image[None].to(device))
+    embedding = encode(sam, image[None].to(device))[0]
     logits, _ = decode(sam, embedding, boxes=torch.from_numpy(boxes).to(device))
     box = torch.sigmoid(logits[:, 0]).float().amax(0).cpu()
     coords = torch.from_numpy(points)[:, None].to(device)
@@ -87,8 +88,8 @@ def _with_foreground(dataset, count: int):
 def zero_shot_scores(sam, dataset, spec, max_items: int | None = None, device: str = "cpu") -> pd.DataFrame:
     """One row per prompt (:data:`PROMPT_ROWS`): the task's metrics, x100, then ``images`` (how many had
     foreground) and ``objects`` (the prompts per image, on average). ``sam`` is a ``segment_anything``
-    ``Sam`` whose input size is the dataset's image size; ``dataset`` items are ``dict(image (3,S,S),
-    mask (S,S))``."""
+    ``Sam`` or SAM 2's ``SAM2Base`` whose input size is the dataset's image size; ``dataset`` items are
+    ``dict(image (3,S,S), mask (S,S))``."""
     if spec.task != "binary":
         raise ConfigError(f"Zero-shot promptable SAM is class-agnostic; {spec.name} is a multi-class task.")
     sam = sam.eval().to(device)

@@ -46,6 +46,11 @@ USUAL_SPLIT_SIZES = {
 T4_FP16_FLOPS = 12e12
 #: the T4's fp16 tensor-core peak (dense), of which :data:`T4_FP16_FLOPS` is the share assumed sustained.
 T4_FP16_PEAK_FLOPS = 65e12
+#: the T4's fp32 peak (no tensor cores in fp32), and the throughput assumed in fp32: the same share of it as
+#: :data:`T4_FP16_FLOPS` of the fp16 peak. SAM 2.1 trains in fp32 on a T4, which has no bf16
+#: (``docs/precision.md``, "SAM 2.1").
+T4_FP32_PEAK_FLOPS = 8.1e12
+T4_FP32_FLOPS = T4_FP32_PEAK_FLOPS * T4_FP16_FLOPS / T4_FP16_PEAK_FLOPS
 
 
 #: Host time per dispatched aten operator of a step on a GPU machine: measured on the H200's host (2026-12-04,
@@ -95,13 +100,13 @@ def step_flops(model: str = "vit_b", image_size: int = 1024, method: str = "conv
     from convlora_lite.models.activation_checkpointing import enable_activation_checkpointing
     from convlora_lite.models.sam import build_sam
     from convlora_lite.models.sdpa_attention import enable_sdpa_attention
-    from convlora_lite.models.segmenter import PromptFreeSAM
+    from convlora_lite.models.segmenter_sam2 import segmenter_for
     from convlora_lite.peft import apply_peft
     from convlora_lite.training.losses import structure_loss
 
     sam = build_sam(model, checkpoint=None, image_size=image_size, device="meta")
     with torch.device("meta"):
-        net = PromptFreeSAM(sam, num_classes=num_classes)
+        net = segmenter_for(sam, num_classes=num_classes)
         apply_peft(net, method)
         if attention == "sdpa":
             enable_sdpa_attention(net.image_encoder)

@@ -5,7 +5,8 @@ Each profile says where its numbers come from:
 
 * ``t4`` (the default): the project's FLOP budget, :func:`~convlora_lite.bench.compute_budget.run_estimate`: the
   FLOPs of a step counted on the meta device at the assumed 12 TFLOP/s sustained, every batch at least the host's
-  dispatch time (``benchmarks/colab_budget.md``).
+  dispatch time (``benchmarks/colab_budget.md``); SAM 2.1's runs, fp32 on a T4, at the same share of its fp32 peak
+  (:data:`~convlora_lite.bench.compute_budget.T4_FP32_FLOPS`, 1.5 TFLOP/s).
 * ``h200``: the training steps measured on one H200 (:data:`H200_STEP_S`: the median step of ViT-B and ViT-H at
   1024 px, LoRA and Conv-LoRA, fp16 and bf16), one measured step per batch. They were measured before Conv-LoRA's
   step dispatched half its operators (``docs/performance.md``), so its Conv-LoRA times are conservative.
@@ -28,6 +29,7 @@ from convlora_lite.bench.compute_budget import (
     HOST_S_PER_OPERATOR,
     T4_FP16_FLOPS,
     T4_FP16_PEAK_FLOPS,
+    T4_FP32_FLOPS,
     RunEstimate,
     dataset_sizes,
     eval_batches,
@@ -39,6 +41,7 @@ from convlora_lite.bench.compute_budget import (
 from convlora_lite.data.registry import get_dataset_spec
 from convlora_lite.data.synthetic import generate_synthetic
 from convlora_lite.errors import ConfigError
+from convlora_lite.models.configs import get_config
 from convlora_lite.progress import format_duration
 
 #: the named profiles of ``--device-profile``; another GPU is priced by ``--gpu-tflops``.
@@ -190,10 +193,13 @@ def run_cost(config, profile: DeviceProfile, index: int = 0) -> RunCost:
         return RunCost(index, config, estimate, basis, measured=True)
     flops = _flops(config)
     host_train, _ = host_seconds(config.model, config.method, config.activation_checkpointing)
+    flops_per_s, fp32 = profile.flops_per_s, ""
+    if profile.name == "t4" and get_config(config.model).backbone == "hiera":
+        flops_per_s, fp32 = T4_FP32_FLOPS, " (fp32: SAM 2.1 has no bf16 on a T4)"
     basis = (f"{flops.train / 1e12:.2f} TFLOP per training image ({config.model}, {config.image_size} px, "
-             f"{config.method}) at {profile.flops_per_s / 1e12:.1f} TFLOP/s; host floor {host_train * 1e3:.0f} ms "
+             f"{config.method}) at {flops_per_s / 1e12:.1f} TFLOP/s{fp32}; host floor {host_train * 1e3:.0f} ms "
              "per batch")
-    return RunCost(index, config, run_estimate(config, n_train, n_val, n_test, profile.flops_per_s, flops), basis,
+    return RunCost(index, config, run_estimate(config, n_train, n_val, n_test, flops_per_s, flops), basis,
                    measured=False)
 
 
@@ -277,3 +283,36 @@ def paper_scale_plan(datasets: Sequence[str], methods: Sequence[str] = ("decoder
     command = (f"convlora reproduce --preset paper --datasets {','.join(datasets)} --methods {','.join(methods)} "
                f"--seeds {seeds} --output-dir runs/paper")
     return dict(command=command, runs=len(configs), hours=hours)
+
+
+def colab_plan(task: str, model: str, methods: Sequence[str]) -> dict:
+    """One ``colab`` run per method of ``task`` (a real dataset) on ``model``, priced on the ``t4`` profile
+    (notebook 13: SAM 2.1 Hiera-S in a free Colab session): ``minutes`` (method -> estimated minutes of one run),
+    ``total_minutes``, ``basis`` (method -> where its numbers come from), ``config`` (the first run's
+    ``TrainConfig``: the preset's size and schedule) and ``command`` (the same runs with ``convlora reproduce``,
+    whose ``--dry-run`` prints the detail). Shapes only: nothing is downloaded or trained."""
+    from convlora_lite.training.sweep import grid_configs
+
+    costs = grid_cost(grid_configs("colab", [task], list(methods), 1, model=model), device_profile("t4"))
+    minutes = {cost.config.method: cost.seconds / 60 for cost in costs}
+    command = (f"convlora reproduce --preset colab --model {model} --datasets {task} --methods {','.join(methods)} "
+               "--seeds 1 --output-dir runs/colab_sam2")
+    return dict(minutes=minutes, total_minutes=sum(minutes.values()), command=command, config=costs[0].config,
+                basis={cost.config.method: cost.basis for cost in costs})
+
+
+def colab_plan_reading(task: str, model: str, methods: Sequence[str], session_minutes: float = 60) -> str:
+    """:func:`colab_plan` in words: each method's estimated minutes for one ``colab`` run of ``task`` on ``model``,
+    the total against ``session_minutes`` (the hour a notebook is sized to on a free Colab T4,
+    ``benchmarks/colab_budget.md``), the assumption it rests on and the command. Used in notebook 13."""
+    plan = colab_plan(task, model, methods)
+    config = plan["config"]
+    batches = f" of at most {config.max_train_batches} batches" if config.max_train_batches else ""
+    each = ", ".join(f"{method} {minutes:.0f} min" for method, minutes in plan["minutes"].items())
+    fits = "fits" if plan["total_minutes"] <= session_minutes else "does not fit"
+    return (f"One colab run per method of {task} on {model} ({config.image_size} px, {config.epochs} epochs{batches}, "
+            f"one seed), "
+            f"estimated on a free Colab T4: {each}; {plan['total_minutes']:.0f} min in all, which {fits} the "
+            f"{session_minutes:.0f} minutes a notebook is sized to. The estimate is the project's FLOP budget, not a "
+            f"measurement: {plan['basis'][methods[-1]]}. Data loading, downloads and start-up are not counted. "
+            f"The same runs from a terminal: {plan['command']} (add --dry-run to see the estimate per run).")

@@ -26,7 +26,7 @@ from convlora_lite.models.configs import MODEL_CONFIGS, Sam2Config, SamConfig
 from convlora_lite.models.hf_checkpoint import hf_sam_weights, hf_to_meta, is_hf_state_dict
 
 #: model name -> the checkpoint file bundled in ``convlora_lite/assets`` (used by ``checkpoint="auto"``).
-BUNDLED_CHECKPOINTS = {"micro_sam": "micro_sam.safetensors"}
+BUNDLED_CHECKPOINTS = {"micro_sam": "micro_sam.safetensors", "micro_sam2": "micro_sam2.safetensors"}
 #: the folder of the bundled micro checkpoints and their cards (shipped in the wheel).
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 

@@ -70,6 +70,8 @@ class Sam2Config:
     description: str = ""
     checkpoint_url: str | None = None
     checkpoint_sha256: str | None = None
+    #: who ships ``config_file``: Meta's ``sam2`` package, or the project (``models/sam2_configs/``, micro_sam2).
+    config_package: str = "sam2"
 
     backbone = "hiera"
     #: the stride of the embedding the mask decoder reads (SAM 2's ``backbone_stride``).
@@ -123,6 +125,10 @@ MODEL_CONFIGS: dict[str, SamConfig | Sam2Config] = {
                            image_size=64, patch_size=8, window_size=3, prompt_embed_dim=32,
                            decoder_depth=2, decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32,
                            mask_in_chans=4, description="random tiny SAM for tests (64 px, 8x8 tokens, 3x3 windows)"),
+    "micro_sam2": Sam2Config("micro_sam2", "micro_sam2.yaml", embed_dim=32, stages=(1, 2, 4, 1), image_size=256,
+                             config_package="convlora_lite",
+                             description="bundled micro SAM 2 (Hiera 32 wide, 8 blocks, 256 px), pretrained offline by "
+                             "`python -m convlora_lite.pretrain micro_sam2`"),
     "sam2.1_hiera_tiny": _sam2("tiny", "t", 96, (1, 2, 7, 2), "38.96"),
     "sam2.1_hiera_small": _sam2("small", "s", 96, (1, 2, 11, 2), "46.06"),
     "sam2.1_hiera_base_plus": _sam2("base_plus", "b+", 112, (2, 3, 16, 3), "80.85"),

@@ -28,7 +28,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from convlora_lite.errors import ConfigError
@@ -175,23 +174,3 @@ def batch_names(batch: dict, start: int) -> list:
     if names is None:
         return list(range(start, start + len(batch["mask"])))
     return list(names)
-
-
-def decode(sam, embedding: torch.Tensor, points=None, boxes=None, multimask: bool = False,
-           size: int | None = None):
-    """Decode prompts against one image embedding (1, C, h, w).
-
-    Args:
-        points: None or (coords (N, P, 2) in input pixels, labels (N, P)); boxes: None or (N, 4).
-        size: the side of the returned logits (default the input size; the decoder's own is 4 * h).
-    Returns:
-        logits (N, M, size, size), iou predictions (N, M); M = 3 if multimask else 1.
-    """
-    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
-    low_res, iou_pred = sam.mask_decoder(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
-                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                         multimask_output=multimask)
-    size = size or sam.image_encoder.img_size
-    if low_res.shape[-1] != size:
-        low_res = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
-    return low_res, iou_pred

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -26,6 +27,8 @@ from convlora_lite.models.configs import Sam2Config
 #: does not use it), no build isolation (which would install a second torch just to build it). Torch and setuptools
 #: must be installed first. The README, the Makefile and pyproject's ``sam2`` extra say the same.
 SAM2_INSTALL = 'SAM2_BUILD_CUDA=0 pip install --no-build-isolation "sam2==1.1.0"'
+#: the folder of the project's own SAM 2 configs (``micro_sam2``'s), in hydra's YAML as Meta's.
+SAM2_CONFIG_DIR = Path(__file__).resolve().parent / "sam2_configs"
 
 
 @contextmanager
@@ -51,19 +54,40 @@ def import_build_sam2():
 
 
 def sam2_from_config(cfg: Sam2Config, empty: bool = False) -> nn.Module:
-    """Meta's ``SAM2Base`` of ``cfg`` at ``cfg.image_size``, in eval mode, built by ``sam2``'s ``build_sam2`` (its
-    default post-processing settings included): randomly initialised by Meta's code, or with ``empty`` on the meta
-    device (no memory allocated; for parameter accounting and for loading a checkpoint with ``assign=True``)."""
-    build_sam2 = import_build_sam2()
+    """Meta's ``SAM2Base`` of ``cfg`` at ``cfg.image_size``, in eval mode: randomly initialised by Meta's code, or with
+    ``empty`` on the meta device (no memory allocated; for parameter accounting and for loading a checkpoint with
+    ``assign=True``). Meta's four models come from ``sam2``'s ``build_sam2`` and its packaged config (its default
+    post-processing settings included); ``micro_sam2`` from the project's own config (:func:`build_from_yaml`)."""
+    build_sam2 = import_build_sam2()  # also for micro_sam2: its modules are sam2's
     overrides = [f"++model.image_size={cfg.image_size}"]
+
+    def build(device: str) -> nn.Module:
+        if cfg.config_package == "convlora_lite":
+            return build_from_yaml(cfg.config_file, overrides, device)
+        return build_sam2(cfg.config_file, None, device=device, hydra_overrides_extra=overrides)
+
     with quiet_hydra():
         if not empty:
-            return build_sam2(cfg.config_file, None, device="cpu", hydra_overrides_extra=overrides)
+            return build("cpu")
         from accelerate import init_empty_weights
 
         # parameters on the meta device, the rest (Hiera's drop-path schedule is read with .item()) on the CPU
         with torch.device("cpu"), init_empty_weights():
-            return build_sam2(cfg.config_file, None, device="meta", hydra_overrides_extra=overrides)
+            return build("meta")
+
+
+def build_from_yaml(config_file: str, overrides: list[str], device: str) -> nn.Module:
+    """What ``build_sam2`` does, for a config shipped with the project (``convlora_lite/models/sam2_configs/``, which
+    hydra's search path, set by ``sam2`` to its own package, does not reach): the YAML read by omegaconf, the
+    ``++model.KEY=VALUE`` ``overrides`` applied, the model instantiated by hydra, moved to ``device``, in eval mode
+    (random weights: checkpoints go through the project's checkpoint code)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.merge(OmegaConf.load(SAM2_CONFIG_DIR / config_file),
+                             OmegaConf.from_dotlist([item.removeprefix("++") for item in overrides]))
+    OmegaConf.resolve(config)
+    return instantiate(config.model, _recursive_=True).to(device).eval()
 
 
 def image_features(image_encoder: nn.Module, mask_decoder: nn.Module, no_mem_embed: Optional[torch.Tensor],

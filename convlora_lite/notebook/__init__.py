@@ -22,7 +22,9 @@ display their tables and figures (IPython's ``display``) and return nothing.
 from convlora_lite.analysis.expert_routing import plot_scale_maps, record_routing
 from convlora_lite.analysis.parameter_counts import paper_param_table
 from convlora_lite.analysis.predictions import predict_run, predict_runs
+from convlora_lite.bench.grid_cost import colab_plan_reading
 from convlora_lite.data.own import example_image
+from convlora_lite.notebook.backbones import show_hiera, show_parameters
 from convlora_lite.notebook.session import Session
 from convlora_lite.notebook.task import Task
 from convlora_lite.plots.comparisons import disagreement_map, metric_bars, params_vs_score
@@ -32,6 +34,7 @@ from convlora_lite.plots.widgets import draw_experts, expert_explorer, own_image
 from convlora_lite.reports.paper_tables import paper_results, param_comparison
 from convlora_lite.reports.readings import routing_reading
 from convlora_lite.reports.results_tables import collect_runs, results_table
+from convlora_lite.training.presets import sam2_backbone
 from convlora_lite.training.rundir import RunDir
 
 #: what a notebook finds in this namespace besides :class:`Session` (the library's own functions).
@@ -39,4 +42,5 @@ __all__ = ["Session", "Task", "RunDir", "collect_runs", "display_image", "draw_e
            "overlay", "param_comparison", "paper_results", "plot_history", "plot_scale_maps", "predict_run",
            "predict_runs", "prediction_grid", "preview_figure", "record_routing", "results_table", "routing_reading",
            "prediction_explorer", "routing_explorer", "expert_explorer", "sam_diagram", "conv_lora_diagram",
-           "own_image", "example_image", "paper_param_table", "params_vs_score", "disagreement_map"]
+           "own_image", "example_image", "paper_param_table", "params_vs_score", "disagreement_map", "show_hiera",
+           "show_parameters", "sam2_backbone", "colab_plan_reading"]

@@ -7,6 +7,7 @@ from typing import Sequence
 from convlora_lite.analysis.parameter_counts import parse_methods
 from convlora_lite.data.install import download_dataset
 from convlora_lite.data.registry import DATASETS, get_dataset_spec
+from convlora_lite.models.configs import get_config
 from convlora_lite.notebook.display import COLAB_DRIVE, KAGGLE_WORKING, on_colab, on_kaggle
 from convlora_lite.notebook.task import Task
 from convlora_lite.plots.figures import save_loss_curve
@@ -35,6 +36,8 @@ class Session:
             ``colab``, 3 on ``paper``: the paper's mean of 3 seeds).
         epochs, image_size, max_train_batches: the budget knobs (``None``: the preset's), passed
             to every run's TrainConfig (``EPOCHS``, ``IMAGE_SIZE``, ``MAX_TRAIN_BATCHES`` in the notebooks).
+        model: a backbone other than the preset's (``None``: the preset's), e.g. ``micro_sam2`` offline or
+            ``sam2.1_hiera_small`` at paper scale (notebook 13); its runs get a sweep folder of their own.
         compare_seeds: offline, the seeds of the one task per notebook whose methods are compared
             (``COMPARE_SEEDS = 3`` in 03-08: a gap can then be weighed against the spread over seeds); at
             paper scale that task has the preset's seeds like the others.
@@ -43,12 +46,12 @@ class Session:
     What it prints names the notebook's folders by their parameters (``OUTPUT_DIR/sweep_cpu/...``, ``DATA_ROOT``;
     :meth:`shown`), never the machine's paths, and each run it trains or reads back in one line.
 
-    Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11 and 12."""
+    Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11, 12 and 13."""
 
     def __init__(self, preset: str, data_root, checkpoint="auto", output_dir="runs/notebooks",
                  methods: str | Sequence[str] = "lora,conv_lora", seeds: int | None = 0, *,
                  epochs: int | None = None, image_size: int | None = None, max_train_batches: int | None = None,
-                 compare_seeds: int = 1, announce: bool = True) -> None:
+                 model: str | None = None, compare_seeds: int = 1, announce: bool = True) -> None:
         self.preset = preset
         self.offline = get_preset(preset).offline  # an unknown preset fails here, with the list of names
         self.checkpoint = None if checkpoint == "none" else checkpoint
@@ -58,8 +61,10 @@ class Session:
         self.seeds = seeds_for(preset, seeds or None)  # 0 / None: the preset's number of seeds
         self.compare_seeds = compare_seeds
         self.tasks: list[Task] = []
-        given = dict(epochs=epochs, image_size=image_size, max_train_batches=max_train_batches)
+        given = dict(epochs=epochs, image_size=image_size, max_train_batches=max_train_batches, model=model)
         self.budget = {k: v for k, v in given.items() if v not in (None, "", 0)}
+        if model is not None:
+            get_config(model)  # an unknown name fails here, with the list of names
         use_inline_figures()
         if announce:
             print(self.describe())
@@ -75,8 +80,8 @@ class Session:
 
     @property
     def model(self) -> str:
-        """The SAM backbone the preset trains."""
-        return preset_value(self.preset, "model")
+        """The SAM backbone the session trains: its ``model`` when given, else the preset's."""
+        return self.budget.get("model") or preset_value(self.preset, "model")
 
     @property
     def device(self) -> str:
@@ -109,7 +114,7 @@ class Session:
     def describe(self) -> str:
         """One paragraph: which mode this is, and where data, runs and weights come from."""
         if self.offline:
-            mode = (f"OFFLINE mode (preset {self.preset!r}): the bundled micro_sam on synthetic analogs "
+            mode = (f"OFFLINE mode (preset {self.preset!r}): the bundled {self.model} on synthetic analogs "
                     "(synth_<task>), not the real data or SAM ViT-H; the numbers are NOT comparable with the paper's. "
                     "Paper scale: -p PRESET colab|paper (real SAM weights, real datasets, the official recipe).")
         else:
@@ -196,7 +201,7 @@ class Session:
     def task(self, task: str, compared: bool = False) -> "Task":
         """The steps of one paper task (``polyp``, ``camo``, ...) in a domain notebook; ``compared``: the
         task whose methods the notebook compares, trained with :attr:`comparison_seeds` seeds.
-        Used in notebooks 00, 03, 04, 05, 06, 07 and 12."""
+        Used in notebooks 00, 03, 04, 05, 06, 07, 12 and 13."""
         self.tasks.append(Task(self, self.dataset_name(task), compared))
         return self.tasks[-1]
 
@@ -216,7 +221,7 @@ class Session:
         in the notebook, e.g. :mod:`~convlora_lite.reports.figure_readings`), then
         :func:`~convlora_lite.reports.readings.takeaways` (the trainable budget where ``budget`` asks for it: the
         notebooks that count parameters, not every one; then each task trained here).
-        Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10 and 11."""
+        Used in notebooks 00, 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11 and 13."""
         tasks = [task for task in self.tasks if task.runs]
         lines = readings.takeaways(self.model, [collect_runs(task.run_paths) for task in tasks],
                                    [{split: task.baseline(split) for split in task.spec.test_splits} for task in tasks])

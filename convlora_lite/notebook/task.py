@@ -42,7 +42,7 @@ class Task:
         return [run.path for runs in self.runs.values() for run in runs]
 
     def dataset(self, split: str, train: bool = False):
-        """The ``split`` of this task's dataset at the model's input size."""
+        """The ``split`` of this task's dataset at the model's input size. Used in notebook 13."""
         from convlora_lite.data.datasets import build_dataset
 
         return build_dataset(self.spec, split, self.root, self.config().image_size, train=train)
@@ -71,7 +71,7 @@ class Task:
     def show_zero_shot(self, max_items: int | None = None, n: int = 4) -> None:
         """Zero-shot promptable SAM (one box, one point per object) on the first test split, next to the filled
         boxes (on at most ``max_items`` test images), and its masks on the first ``n``. Multi-class tasks say why
-        they have none. Used in notebooks 00, 03, 04, 05, 06 and 07."""
+        they have none. Used in notebooks 00, 03, 04, 05, 06, 07 and 13."""
         from convlora_lite.analysis.zero_shot import zero_shot_examples, zero_shot_scores
         from convlora_lite.models.sam import build_sam
         from convlora_lite.plots.comparisons import zero_shot_figure
@@ -98,7 +98,7 @@ class Task:
 
     def train(self) -> dict[str, list[RunDir]]:
         """Train (or read back) the session's methods x seeds on this task (x :attr:`Session.comparison_seeds`
-        seeds when it is the compared task). Used in notebooks 03, 04, 05, 06, 07 and 12."""
+        seeds when it is the compared task). Used in notebooks 03, 04, 05, 06, 07, 12 and 13."""
         runs = self.session.train([self.name], seeds=self.session.comparison_seeds if self.compared else None)
         self.runs = {m: [r for r in runs if r.method == m] for m in self.session.methods}
         return self.runs
@@ -106,7 +106,7 @@ class Task:
     def show_curves(self, method: str | None = None) -> None:
         """The training curves of ``method``'s first seed (default: the last method compared), then every
         method's validation selection metric overlaid, with the all-background score of the validation split.
-        Used in notebooks 03, 04, 05, 06 and 07."""
+        Used in notebooks 03, 04, 05, 06, 07 and 13."""
         method, metric = method or self.session.methods[-1], self.spec.select_metric
         show(plot_history(self.runs[method][0].path, self.spec),
                  compare_curves({m: [r.path for r in runs] for m, runs in self.runs.items()}, metric,
@@ -116,7 +116,7 @@ class Task:
     def show_results(self) -> None:
         """The test metrics, x100, mean (± std over seeds) of the runs that left the all-background floor (the
         readings' runs; every run, said so, when none did), then what they show.
-        Used in notebooks 03, 04, 05, 06 and 07."""
+        Used in notebooks 03, 04, 05, 06, 07 and 13."""
         runs = collect_runs(self.run_paths)
         baselines = {split: self.baseline(split) for split in self.spec.test_splits}
         failed = readings.failed_runs(runs, baselines, readings.selection_metric(runs, self.spec))
@@ -137,6 +137,17 @@ class Task:
                                        self.zero_shot, offline=self.session.offline)
         print("What these runs show (computed from their run directories):\n- " + "\n- ".join(lines))
 
+    def show_against(self, other: "Task") -> None:
+        """This task's runs against ``other``'s: the same dataset, methods and seeds on another backbone (another
+        session's ``model``), seed by seed (:func:`~convlora_lite.reports.backbone_readings.backbone_readings`).
+        Used in notebook 13."""
+        from convlora_lite.reports.backbone_readings import backbone_readings
+
+        baselines = {split: self.baseline(split) for split in self.spec.test_splits}
+        lines = backbone_readings(collect_runs(other.run_paths), collect_runs(self.run_paths), other.session.model,
+                                  self.session.model, baselines)
+        print("The two backbones, seed by seed (computed from their run directories):\n- " + "\n- ".join(lines))
+
     def show_class_iou(self, method: str | None = None) -> None:
         """Per-category IoU of ``method``'s first run on its first test split (multi-class tasks), with the
         all-background mIoU."""
@@ -152,7 +163,7 @@ class Task:
 
     def show_predictions(self, n: int = 4) -> None:
         """Per test split: images, ground truth and each method's prediction; the last method's errors.
-        Used in notebooks 03, 04, 05, 06 and 07."""
+        Used in notebooks 03, 04, 05, 06, 07 and 13."""
         last = self.session.methods[-1]
         seed, patch = self.runs[last][0].read_config_dict()["seed"], get_config(self.config().model).patch_size
         for split in self.spec.test_splits:

@@ -90,3 +90,45 @@ def conv_lora_diagram() -> Figure:
     ax.text(6.8, 0.65, "load-balancing loss 0.01 (cv^2(importance) + cv^2(load))\ntrains the gate", fontsize=7)
     ax.text(0.2, 0.3, "grey: frozen  green: trained  yellow: activations", fontsize=7, color="0.3")
     return figure
+
+
+def hiera_diagram(layout, image, title: str) -> Figure:
+    """Hiera's four stages over one ``image`` ((S, S, 3) RGB, the model's input side): per stage, the token grid its
+    blocks' ``qkv`` reads (thin lines), the attention windows (thick lines; none where the stage attends globally)
+    and, at the centre, the footprint of a Conv-LoRA expert's 3 x 3 kernel at scale 1 (red) and scale 8 (yellow).
+    ``layout`` is :func:`~convlora_lite.analysis.hiera_layout.hiera_layout` of the model at that side.
+    Used in notebook 13."""
+    from matplotlib.patches import Rectangle
+
+    size = image.shape[0]
+    stages = sorted(layout["stage"].unique())
+    figure = Figure(figsize=(3.2 * len(stages), 3.9))
+    axes = figure.subplots(1, len(stages))
+    for ax, stage in zip(axes, stages):
+        part = layout[layout["stage"] == stage]
+        own = part[~part["pools_queries"]] if (~part["pools_queries"]).any() else part
+        row = own.iloc[0]
+        windowed = own[own["attention"] == "window"]
+        ax.imshow(image, extent=(0, size, size, 0))
+        for edge in range(0, size + 1, int(row.stride_px)):
+            ax.axhline(edge, color="white", lw=0.3, alpha=0.5)
+            ax.axvline(edge, color="white", lw=0.3, alpha=0.5)
+        if len(windowed):
+            for edge in range(0, size + 1, int(windowed.iloc[0].window_px)):
+                ax.axhline(edge, color="tab:blue", lw=1.6)
+                ax.axvline(edge, color="tab:blue", lw=1.6)
+        for side, colour in ((row.expert_px_s1, "red"), (row.expert_px_s8, "yellow")):
+            ax.add_patch(Rectangle((size / 2 - side / 2, size / 2 - side / 2), side, side, fill=False,
+                                   edgecolor=colour, lw=1.5))
+        globals_ = int((own["attention"] == "global").sum())
+        window = f"windows {windowed.iloc[0].window}x{windowed.iloc[0].window}" if len(windowed) else "no windows"
+        first, last = part["block"].min(), part["block"].max()
+        blocks = f"block {first}" if first == last else f"blocks {first}-{last}"
+        before = " before pooling" if row.pools_queries else ""  # a stage whose only block pools its queries
+        ax.set_title(f"stage {stage}: {blocks}, width "
+                     f"{part['width'].iloc[-1].split(' -> ')[1]}\n{row.grid}x{row.grid} tokens ({row.stride_px} px)"
+                     f"{before}, {window}\n{globals_} global block(s)", fontsize=8)
+        ax.set(xlim=(0, size), ylim=(size, 0), xticks=[], yticks=[])
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    return figure

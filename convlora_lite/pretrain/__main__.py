@@ -1,6 +1,6 @@
-"""``python -m convlora_lite.pretrain micro_sam|micro_mae [--steps N] [--seed S] ...``
+"""``python -m convlora_lite.pretrain micro_sam|micro_sam2|micro_mae [--steps N] [--seed S] ...``
 
-Every field of :class:`SamPretrainConfig` / :class:`MaePretrainConfig` is an option
+Every field of :class:`SamPretrainConfig` (:class:`Sam2PretrainConfig`) / :class:`MaePretrainConfig` is an option
 (``--batch-size``, ``--lr``, ...). The weights go to ``--out`` (default: the package's
 ``assets/<name>.safetensors``) with the JSON card beside them; the resumable state goes to
 ``--work-dir`` (``--resume`` continues an interrupted run with the same options).
@@ -18,9 +18,10 @@ import torch
 from convlora_lite.errors import UserError
 from convlora_lite.models.checkpoints import ASSETS_DIR
 from convlora_lite.pretrain.mae_pretrain import MaePretrainConfig, pretrain_mae
-from convlora_lite.pretrain.sam_pretrain import SamPretrainConfig, pretrain_sam
+from convlora_lite.pretrain.sam_pretrain import Sam2PretrainConfig, SamPretrainConfig, pretrain_sam
 
-TARGETS = {"micro_sam": (SamPretrainConfig, pretrain_sam), "micro_mae": (MaePretrainConfig, pretrain_mae)}
+TARGETS = {"micro_sam": (SamPretrainConfig, pretrain_sam), "micro_sam2": (Sam2PretrainConfig, pretrain_sam),
+           "micro_mae": (MaePretrainConfig, pretrain_mae)}
 
 
 def build_parser() -> argparse.ArgumentParser:

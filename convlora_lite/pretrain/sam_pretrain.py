@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from segment_anything.modeling import Sam
+from torch import nn
 
 from convlora_lite.data.transforms import to_model_input
 from convlora_lite.errors import ConfigError
 from convlora_lite.models.mae import build_micro_mae_encoder
-from convlora_lite.models.prompts import centre_point, decode, jitter_box, mask_box, random_point  # noqa: F401 (re-exported)
-from convlora_lite.models.sam import get_config, sam_from_config
+from convlora_lite.models.promptable import decode, encode, input_size, is_sam2
+from convlora_lite.models.prompts import centre_point, jitter_box, mask_box, random_point
+from convlora_lite.models.sam import build_sam, get_config
 from convlora_lite.pretrain.common import (
     environment_record,
     learning_rate,
@@ -46,6 +46,10 @@ from convlora_lite.pretrain.corpus import DESCRIPTION, generate_scene
 FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0
 #: ``loss_at`` -> the side of the masks the loss sees, from the model's config.
 LOSS_SIZES = {"input": lambda cfg: cfg.image_size, "decoder": lambda cfg: 4 * cfg.grid_size}
+#: what the micro SAM 2 card adds to the objective: SAM 2's object-score head has nothing to learn from prompts
+#: that always hold an object (SAM 2 trains it on video frames where the object is absent).
+SAM2_OBJECTIVE_NOTE = ("; SAM 2's object-score head is not trained (every prompt here has an object), and "
+                       "its high-resolution features enter the decoder as in SAM2ImagePredictor")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,15 @@ class SamPretrainConfig:
     seed: int = 0
     eval_seed: int = 1_000_003
     eval_images: int = 100
+
+
+@dataclass(frozen=True)
+class Sam2PretrainConfig(SamPretrainConfig):
+    """:class:`SamPretrainConfig` for ``micro_sam2`` (SAM 2's Hiera at micro_sam's size; the bundled weights' card
+    has the full command)."""
+
+    model: str = "micro_sam2"
+    steps: int = 2000
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
@@ -117,9 +130,10 @@ def prompt_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Ten
     return mask_term.min(1).values + iou_term
 
 
-def image_loss(sam: Sam, embedding: torch.Tensor, masks: np.ndarray, rng: np.random.Generator,
+def image_loss(sam: nn.Module, features, masks: np.ndarray, rng: np.random.Generator,
                cfg: SamPretrainConfig) -> torch.Tensor:
-    """Sum of :func:`prompt_loss` over the sampled instances of one image (each: a point prompt and a box)."""
+    """Sum of :func:`prompt_loss` over the sampled instances of one image (each: a point prompt and a box);
+    ``features``: the image's, from :func:`~convlora_lite.models.promptable.encode`."""
     size = masks.shape[-1]
     chosen = rng.choice(len(masks), size=min(cfg.instances_per_image, len(masks)), replace=False)
     one_point, two_point, boxes = [], [], []
@@ -134,14 +148,14 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: np.ndarray, rng: np.ran
         boxes.append((i, jitter_box(rng, mask_box(mask), size)))
     loss_size = LOSS_SIZES[cfg.loss_at](get_config(cfg.model))
     targets = loss_targets(masks, loss_size)
-    total = embedding.new_zeros(())
+    total = torch.zeros(())
     for group, labels, multimask in ((one_point, [1.0], True), (two_point, [1.0, 0.0], False)):
         if group:
             coords = torch.from_numpy(np.stack([p for _, p in group]))
             label_t = torch.tensor([labels] * len(group))
-            logits, iou = decode(sam, embedding, points=(coords, label_t), multimask=multimask, size=loss_size)
+            logits, iou = decode(sam, features, points=(coords, label_t), multimask=multimask, size=loss_size)
             total = total + prompt_loss(logits, iou, targets[[i for i, _ in group]], cfg.focal_alpha).sum()
-    logits, iou = decode(sam, embedding, boxes=torch.from_numpy(np.stack([b for _, b in boxes])), size=loss_size)
+    logits, iou = decode(sam, features, boxes=torch.from_numpy(np.stack([b for _, b in boxes])), size=loss_size)
     return total + prompt_loss(logits, iou, targets[[i for i, _ in boxes]], cfg.focal_alpha).sum()
 
 
@@ -155,7 +169,7 @@ def loss_targets(masks: np.ndarray, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_zero_shot(sam: Sam, seed: int, num_images: int) -> dict:
+def evaluate_zero_shot(sam: nn.Module, seed: int, num_images: int) -> dict:
     """Mean IoU over every instance of ``num_images`` generated scenes of corpus seed ``seed``.
 
     One point: the pixel farthest from the mask border, multimask output, the mask with the
@@ -163,18 +177,18 @@ def evaluate_zero_shot(sam: Sam, seed: int, num_images: int) -> dict:
     ``box_fill_baseline_miou`` is what needs no model at all: the filled tight box as the mask
     (its IoU is the mask's area over the box's), the floor a box-prompted model must clear."""
     sam.eval()
-    size = sam.image_encoder.img_size
+    size = input_size(sam)
     point_ious, box_ious, fill_ious = [], [], []
     for index in range(num_images):
         scene = generate_scene(seed, index, size)
-        embedding = sam.image_encoder(to_model_input([scene.image]))
+        features = encode(sam, to_model_input([scene.image]))[0]
         targets = torch.from_numpy(scene.masks).float()
         coords = torch.from_numpy(np.stack([centre_point(m) for m in scene.masks]))[:, None]
-        logits, iou = decode(sam, embedding, points=(coords, torch.ones(len(coords), 1)), multimask=True)
+        logits, iou = decode(sam, features, points=(coords, torch.ones(len(coords), 1)), multimask=True)
         best = logits[torch.arange(len(logits)), iou.argmax(1)]
         point_ious.append(mask_iou(best, targets))
         boxes = np.stack([mask_box(m) for m in scene.masks])
-        logits, _ = decode(sam, embedding, boxes=torch.from_numpy(boxes))
+        logits, _ = decode(sam, features, boxes=torch.from_numpy(boxes))
         box_ious.append(mask_iou(logits[:, 0], targets))
         box_areas = torch.from_numpy((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
         fill_ious.append(targets.flatten(1).sum(1) / box_areas)
@@ -184,7 +198,7 @@ def evaluate_zero_shot(sam: Sam, seed: int, num_images: int) -> dict:
             "num_images": num_images, "num_instances": len(box), "corpus_seed": seed}
 
 
-def init_encoder_from_mae(sam: Sam, cfg: SamPretrainConfig) -> None:
+def init_encoder_from_mae(sam: nn.Module, cfg: SamPretrainConfig) -> None:
     """Copy micro_mae-style encoder weights (``cfg.init_encoder``: "micro_mae" for the bundled file,
     or a path) into ``sam.image_encoder``; a clear error when the sizes do not fit ``cfg.model``."""
     if cfg.model != "micro_sam":
@@ -194,16 +208,16 @@ def init_encoder_from_mae(sam: Sam, cfg: SamPretrainConfig) -> None:
     sam.image_encoder.load_state_dict(encoder.state_dict())
 
 
-def train_step(sam: Sam, optimizer: torch.optim.Optimizer, cfg: SamPretrainConfig, step: int) -> float:
+def train_step(sam: nn.Module, optimizer: torch.optim.Optimizer, cfg: SamPretrainConfig, step: int) -> float:
     """One optimiser step on the batch of scenes ``step * batch_size ...``; returns the mean prompt loss."""
-    size = sam.image_encoder.img_size
+    size = input_size(sam)
     scenes = [generate_scene(cfg.seed, step * cfg.batch_size + j, size) for j in range(cfg.batch_size)]
     rng = np.random.default_rng([cfg.seed, 1, step])
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, cfg.steps, cfg.warmup_steps, cfg.lr)
     sam.train()
-    embeddings = sam.image_encoder(to_model_input([s.image for s in scenes]))
-    losses = [image_loss(sam, embeddings[b:b + 1], s.masks, rng, cfg) for b, s in enumerate(scenes)]
+    features = encode(sam, to_model_input([s.image for s in scenes]))
+    losses = [image_loss(sam, f, s.masks, rng, cfg) for f, s in zip(features, scenes)]
     num_prompts = sum(2 * min(cfg.instances_per_image, len(s.masks)) for s in scenes)
     loss = torch.stack(losses).sum() / num_prompts
     optimizer_step(sam, optimizer, loss, cfg.grad_clip)
@@ -219,21 +233,21 @@ def pretrain_sam(cfg: SamPretrainConfig, out_path, work_dir, command: str, threa
     if cfg.loss_at not in LOSS_SIZES:
         raise ConfigError(f"--loss-at must be one of {', '.join(LOSS_SIZES)}, not {cfg.loss_at!r}.")
     torch.manual_seed(cfg.seed)
-    sam = sam_from_config(get_config(cfg.model))
+    sam = build_sam(cfg.model, checkpoint=None)
     if cfg.init_encoder != "none":
         init_encoder_from_mae(sam, cfg)
     optimizer = make_optimizer(sam, cfg.lr, cfg.weight_decay)
     state = run_steps(sam, optimizer, asdict(cfg), cfg.steps, lambda step: train_step(sam, optimizer, cfg, step),
                       work_dir, resume, checkpoint_every_s, log)
     sha = save_fp16_safetensors(sam.state_dict(), out_path)
-    exported = sam_from_config(get_config(cfg.model))
-    exported.load_state_dict({k: v.float() for k, v in load_file(str(out_path)).items()})
+    exported = build_sam(cfg.model, checkpoint=out_path)
     quality = evaluate_zero_shot(exported, cfg.eval_seed, cfg.eval_images)
     log(f"zero-shot: {quality}")
     card = {
-        "name": "micro_sam", "model_config": cfg.model, "command": command, "config": asdict(cfg),
+        "name": cfg.model, "model_config": cfg.model, "command": command, "config": asdict(cfg),
         "objective": "SAM promptable segmentation: point (1 or 2) and box prompts, multimask best-of-3 for one "
-                     f"point, 20 * focal + 1 * dice (on the {cfg.loss_at}-size masks) + IoU-prediction MSE",
+                     f"point, 20 * focal + 1 * dice (on the {cfg.loss_at}-size masks) + IoU-prediction MSE"
+                     + (SAM2_OBJECTIVE_NOTE if is_sam2(sam) else ""),
         "data": DESCRIPTION + f" Training scenes: corpus seed {cfg.seed}, indices 0..{cfg.steps * cfg.batch_size - 1}.",
         "zero_shot": quality,
         "zero_shot_protocol": "held-out scenes (another corpus seed), every instance; one point = pixel farthest "
@@ -243,7 +257,7 @@ def pretrain_sam(cfg: SamPretrainConfig, out_path, work_dir, command: str, threa
         "meets_box_target_0_75": quality["one_box_miou"] >= 0.75,
         "weights": {"file": Path(out_path).name, "sha256": sha,
                     "dtype": "float16 (loading casts to float32)",
-                    "keys": "segment_anything Sam.state_dict()",
+                    "keys": "sam2 SAM2Base.state_dict()" if is_sam2(sam) else "segment_anything Sam.state_dict()",
                     "parameters": sum(p.numel() for p in sam.parameters())},
         "train_wall_time_s": round(state.elapsed_s, 1), "resumed": state.resumed,
         "environment": environment_record(threads),

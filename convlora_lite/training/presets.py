@@ -75,6 +75,9 @@ class Preset:
     data_subfolder: str = ""
     #: dataset -> the overrides that dataset takes on top of :attr:`overrides` (explicit settings still win).
     dataset_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the SAM 2.1 backbone that stands for SAM 2 at this preset (notebook 13): the bundled micro SAM 2 offline,
+    #: Hiera-S at paper scale (it fits a free Colab GPU; ``docs/sam2.md``).
+    sam2_model: str = "sam2.1_hiera_small"
 
     def overrides_for(self, dataset: str | None) -> dict:
         """What this preset sets on a run of ``dataset``: :attr:`overrides`, then the dataset's own."""
@@ -88,10 +91,11 @@ class Preset:
 PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset in (
     Preset("smoke", "CI: seconds on a CPU, proves the pipeline runs end to end", dict(
         model="micro_sam", epochs=1, lr=1e-3, batch_size=2, max_train_batches=3, max_eval_batches=2),
-        offline=True, synthetic_sizes=dict(n_train=4, n_val=2, n_test=2, image_size=64), data_subfolder="smoke"),
+        offline=True, synthetic_sizes=dict(n_train=4, n_val=2, n_test=2, image_size=64), data_subfolder="smoke",
+        sam2_model="micro_sam2"),
     Preset("cpu", "offline default: micro_sam on a synth_<task> analog, minutes on a CPU", dict(
         model="micro_sam", epochs=4, lr=2e-3, batch_size=4, query_jitter=CPU_QUERY_JITTER), offline=True,
-        dataset_overrides={"synth_trans10k": {"epochs": CPU_MULTICLASS_EPOCHS}}),
+        dataset_overrides={"synth_trans10k": {"epochs": CPU_MULTICLASS_EPOCHS}}, sam2_model="micro_sam2"),
     Preset("colab", "SAM ViT-B at 512 px sized for one Colab T4 session (about an hour per notebook)", dict(
         model="vit_b", image_size=512, epochs=COLAB_EPOCHS, max_train_batches=COLAB_MAX_TRAIN_BATCHES, grad_accum=4,
         precision="auto", num_workers=2)),
@@ -101,6 +105,20 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset
 
 #: preset names, in order of cost.
 PRESET_NAMES = tuple(PRESETS)
+
+
+def sam2_backbone(preset: str, name: str = "auto") -> str:
+    """The SAM 2 backbone a notebook trains: ``name`` when it is one (``micro_sam2`` or ``sam2.1_hiera_*``), the
+    preset's :attr:`Preset.sam2_model` for ``"auto"``; a :class:`ConfigError` naming the choices otherwise.
+    Used in notebook 13."""
+    from convlora_lite.models.configs import MODEL_CONFIGS
+
+    if name == "auto":
+        return get_preset(preset).sam2_model
+    choices = [n for n, cfg in MODEL_CONFIGS.items() if cfg.backbone == "hiera"]
+    if name not in choices:
+        raise ConfigError(f"SAM2_MODEL={name!r} is not a SAM 2 backbone; choose auto or one of {', '.join(choices)}.")
+    return name
 
 
 def get_preset(name: str) -> Preset:

@@ -110,14 +110,16 @@ def reproduce(preset: str, datasets: list[str], methods: list[str], seeds: int |
     return runs
 
 
-#: the budget overrides that name a sweep folder of their own -> their tag in the folder name.
-_BUDGET_TAGS = {"epochs": "e", "image_size": "px", "max_train_batches": "b"}
+#: the budget overrides that name a sweep folder of their own -> their tag in the folder name (a model other than
+#: the preset's is named as it is: ``sweep_cpu_micro_sam2``).
+_BUDGET_TAGS = {"epochs": "e", "image_size": "px", "max_train_batches": "b", "model": ""}
 
 
 def sweep_dir(output_dir, preset: str, budget: dict | None = None) -> Path:
     """The shared sweep folder of ``preset`` under ``output_dir`` (``sweep_<preset>``); a shrunk or grown
-    budget (overrides such as ``{"epochs": 2}``) gets its own folder (``sweep_cpu_e2``), so its runs never
-    meet the preset's. Used by the notebooks (:class:`convlora_lite.notebook.Session`)."""
+    budget (overrides such as ``{"epochs": 2}``, or another backbone, ``{"model": "micro_sam2"}``) gets its own folder
+    (``sweep_cpu_e2``, ``sweep_cpu_micro_sam2``), so its runs never meet the preset's. Used by the notebooks
+    (:class:`convlora_lite.notebook.Session`)."""
     unknown = set(budget or {}) - set(_BUDGET_TAGS)
     if unknown:
         raise ConfigError(f"budget {sorted(unknown)}: a sweep's budget sets {', '.join(_BUDGET_TAGS)} only.")

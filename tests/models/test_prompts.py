@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from convlora_lite.errors import ConfigError, DataError
+from convlora_lite.models.promptable import decode
 from convlora_lite.models.prompts import (
     EVAL_PROMPT_SEED,
     batch_prompts,
@@ -16,7 +17,6 @@ from convlora_lite.models.prompts import (
 from convlora_lite.models.sam import build_sam
 from convlora_lite.models.segmenter import PromptedSAM
 from convlora_lite.peft import apply_peft
-from convlora_lite.pretrain.sam_pretrain import decode
 from convlora_lite.training.losses import best_of_masks, structure_loss
 
 S = 64  # test_tiny's input size

@@ -126,7 +126,7 @@ def test_image_size_must_be_a_multiple_of_32():
 def test_building_sam2_prints_no_warning():
     """hydra and omegaconf warn on import and use (omegaconf 2.4's deprecations): the project silences them."""
     code = "from convlora_lite.models.sam import build_sam; build_sam('sam2.1_hiera_tiny', checkpoint=None, " \
-           "image_size=64)"
+           "image_size=64); build_sam('micro_sam2')"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, env=env,
                             cwd=ROOT, timeout=120)
@@ -171,3 +171,19 @@ def test_without_sam2_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "sam2.build_sam", None)  # import sam2.build_sam now raises ImportError
     with pytest.raises(ConfigError, match=re.escape(f"Install it with: {SAM2_INSTALL}")):
         build_sam(TINY, checkpoint=None)
+
+
+def test_micro_sam2_is_built_from_the_projects_config_at_any_multiple_of_32():
+    """The config shipped in convlora_lite/models/sam2_configs (outside sam2's hydra search path): Hiera 32 wide in
+    1, 2, 4, 1 blocks, the 128-wide neck and decoder, Meta's post-processing settings, the input size overridden."""
+    sam = build_sam("micro_sam2", checkpoint=None)
+    trunk = sam.image_encoder.trunk
+    assert sum(p.numel() for p in sam.parameters()) == 3_999_042
+    assert (trunk.stage_ends, trunk.global_att_blocks) == ([0, 2, 6, 7], (4, 6))
+    assert [b.dim_out for b in trunk.blocks] == [32, 64, 64, 128, 128, 128, 128, 256]
+    assert sam.image_size == 256 and sam.sam_mask_decoder.transformer_dim == 128
+    assert sam.sam_mask_decoder.dynamic_multimask_via_stability
+    resized = build_sam("micro_sam2", checkpoint=None, image_size=320)
+    assert resized.image_size == 320 and resized.sam_image_embedding_size == 20
+    with torch.no_grad():
+        assert resized.image_encoder(torch.zeros(1, 3, 320, 320))["backbone_fpn"][-1].shape == (1, 128, 20, 20)

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
+from convlora_lite.errors import CheckpointError
 from convlora_lite.models.checkpoints import ASSETS_DIR
 from convlora_lite.models.mae import build_micro_mae_encoder
 from convlora_lite.models.sam import build_sam, get_config, sam_from_config
@@ -173,13 +174,16 @@ def test_script_options_loss_at_decoder_size_and_encoder_from_micro_mae(tmp_path
         assert torch.equal(exported["image_encoder." + name].float(), value), name
 
 
-def test_bundled_micro_sam_is_what_its_card_says():
-    """The committed weights: the card's sha256, loadable by build_sam, and its zero-shot numbers
+@pytest.mark.parametrize("name", ["micro_sam", "micro_sam2"])
+def test_bundled_micro_model_is_what_its_card_says(name):
+    """The committed weights: the card's sha256, loadable offline by build_sam, and its zero-shot numbers
     recomputed from the weights on the held-out scenes."""
-    weights = ASSETS_DIR / "micro_sam.safetensors"
+    weights = ASSETS_DIR / f"{name}.safetensors"
     card = json.loads(weights.with_suffix(".json").read_text())
     assert card["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    sam = build_sam("micro_sam")
+    assert card["name"] == card["model_config"] == name and card["command"].startswith(
+        f"python -m convlora_lite.pretrain {name} ")
+    sam = build_sam(name)
     assert sum(p.numel() for p in sam.parameters()) == card["weights"]["parameters"]
     quality = evaluate_zero_shot(sam, card["zero_shot"]["corpus_seed"], card["zero_shot"]["num_images"])
     assert quality["num_instances"] == card["zero_shot"]["num_instances"]
@@ -191,3 +195,26 @@ def test_bundled_micro_sam_is_what_its_card_says():
     assert card["zero_shot"]["box_fill_baseline_miou"] == pytest.approx(np.mean(fill), abs=1e-4)
     assert quality["box_fill_baseline_miou"] == card["zero_shot"]["box_fill_baseline_miou"]
     assert card["meets_box_target_0_75"] == (card["zero_shot"]["one_box_miou"] >= 0.75)
+
+
+def test_micro_sam2_pretrains_through_the_same_script_and_loads_by_name(tmp_path):
+    """Two steps of the SAM 2 run: Meta's SAM2Base trained with the same prompts and losses, exported in fp16 with
+    its card, and built back by ``build_sam`` from the file (and refused as another model's checkpoint)."""
+    out = tmp_path / "micro_sam2.safetensors"
+    assert main(["micro_sam2", "--steps", "2", "--batch-size", "1", "--instances-per-image", "2", "--eval-images", "1",
+                 "--warmup-steps", "1", "--checkpoint-every", "0", "--out", str(out),
+                 "--work-dir", str(tmp_path / "work")]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["name"] == "micro_sam2" and card["weights"]["keys"] == "sam2 SAM2Base.state_dict()"
+    assert "object-score head is not trained" in card["objective"]
+    torch.manual_seed(0)  # the run's seed: the same initial weights
+    untrained = build_sam("micro_sam2", checkpoint=None)
+    assert card["weights"]["parameters"] == sum(p.numel() for p in untrained.parameters())
+    state = build_sam("micro_sam2", checkpoint=out).state_dict()
+    exported = {k: v.half().float() if v.is_floating_point() else v for k, v in untrained.state_dict().items()}
+    changed = [k for k, v in exported.items() if not torch.equal(v, state[k])]
+    assert any(k.startswith("image_encoder.trunk.") for k in changed)
+    assert any(k.startswith("sam_mask_decoder.") for k in changed)
+    assert not any(k.startswith("memory_attention.") for k in changed)  # video memory: unused on images
+    with pytest.raises(CheckpointError, match="seems to be for micro_sam2"):
+        build_sam("sam2.1_hiera_tiny", checkpoint=out)

@@ -96,3 +96,14 @@ def test_a_run_written_before_a_method_option_existed_has_not_changed():
     stored["method_options"] = {k: v for k, v in stored["method_options"].items() if k not in ("blocks", "stages")}
     assert cfg.changed_fields(stored) == []
     assert "method_options" in cfg.changed_fields({**stored, "method_options": {**stored["method_options"], "rank": 3}})
+
+
+def test_sam2_backbone_is_micro_sam2_offline_hiera_s_at_paper_scale_and_refuses_other_names():
+    from convlora_lite.training.presets import sam2_backbone
+
+    assert [sam2_backbone(name) for name in PRESET_NAMES] == ["micro_sam2", "micro_sam2", "sam2.1_hiera_small",
+                                                              "sam2.1_hiera_small"]
+    assert sam2_backbone("cpu", "sam2.1_hiera_tiny") == "sam2.1_hiera_tiny"
+    with pytest.raises(ConfigError, match="SAM2_MODEL='vit_b' is not a SAM 2 backbone; choose auto or one of "
+                                          "micro_sam2, sam2.1_hiera_tiny"):
+        sam2_backbone("cpu", "vit_b")
