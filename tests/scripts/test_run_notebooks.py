@@ -11,6 +11,7 @@ from run_notebooks import (
     notebook_paths,
     results_sections,
     run_notebooks,
+    start_order,
     widget_metadata_problem,
 )
 
@@ -195,3 +196,12 @@ def test_executed_notebooks_carry_no_widget_metadata_github_refuses(tmp_path):
     for nb in (ran, from_colab):
         assert widget_metadata_problem(nb) is None
         nbformat.validate(nb)
+
+
+def test_several_jobs_start_the_longest_notebook_first_and_the_readers_of_its_runs_last():
+    paths = notebook_paths()
+    order = [p.name[:2] for p in start_order(paths)]
+    assert order[0] == "07" and order[-2:] == ["13", "12"] and sorted(order) == sorted(p.name[:2] for p in paths)
+    assert order[1:-2] == [n for n in sorted(order) if n not in ("07", "12", "13")]
+    few = [p for p in paths if p.name[:2] in ("00", "12")]
+    assert start_order(few) == few  # names that are not there are skipped
