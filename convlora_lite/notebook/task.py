@@ -148,6 +148,15 @@ class Task:
                                   self.session.model, baselines)
         print("The two backbones, seed by seed (computed from their run directories):\n- " + "\n- ".join(lines))
 
+    def against_summary(self, other: "Task") -> str:
+        """:meth:`show_against` in one sentence on the selection metric, for the takeaways
+        (:func:`~convlora_lite.reports.backbone_readings.backbone_summary`). Used in notebook 13."""
+        from convlora_lite.reports.backbone_readings import backbone_summary
+
+        baselines = {split: self.baseline(split) for split in self.spec.test_splits}
+        return backbone_summary(collect_runs(other.run_paths), collect_runs(self.run_paths), other.session.model,
+                                self.session.model, baselines)
+
     def show_class_iou(self, method: str | None = None) -> None:
         """Per-category IoU of ``method``'s first run on its first test split (multi-class tasks), with the
         all-background mIoU."""

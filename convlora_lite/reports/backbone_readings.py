@@ -42,6 +42,39 @@ def _difference_sentence(row, head: str, name_a: str, name_b: str) -> str:
             f"or more ({POWER_AND_LEVEL}).")
 
 
+def _pairs(kept_a: pd.DataFrame, kept_b: pd.DataFrame) -> pd.DataFrame:
+    """Both backbones' kept runs in one table, each method tagged ``@a`` or ``@b``."""
+    return pd.concat([kept_a.assign(method=kept_a["method"] + "@a"), kept_b.assign(method=kept_b["method"] + "@b")])
+
+
+def _gap(row) -> str:
+    """A paired difference as the summary prints it: the mean, and its interval from 2 seeds on."""
+    interval = "" if row.n < 2 else f" (95 % CI {shown(row.low):+.1f} to {shown(row.high):+.1f})"
+    return f"{shown(row.mean_a) - shown(row.mean_b):+.1f}{interval}"
+
+
+def backbone_summary(runs_a: pd.DataFrame, runs_b: pd.DataFrame, name_a: str, name_b: str,
+                     baselines: Mapping[str, dict]) -> str:
+    """:func:`backbone_readings` in one sentence on the task's selection metric and first test split: each method
+    on ``b`` minus on ``a`` over the seeds both trained, then Conv-LoRA minus LoRA on each backbone (failed runs
+    left out, as there)."""
+    spec = get_dataset_spec(runs_b["dataset"].iloc[0])
+    kept_a, kept_b = _kept(runs_a, baselines)[0], _kept(runs_b, baselines)[0]
+    metric, split = spec.select_metric, spec.test_splits[0]
+
+    def rows(table, a, b):
+        found = paired_comparison(table, a, b)
+        return found[(found["metric"] == metric) & (found["split"] == split)].itertuples()
+
+    methods = [m for m in dict.fromkeys(kept_b["method"]) if m in set(kept_a["method"])]
+    across = [f"{m} {_gap(row)}" for m in methods for row in rows(_pairs(kept_a, kept_b), f"{m}@b", f"{m}@a")]
+    within = [f"{_gap(row)} on {name}" for name, kept in ((name_a, kept_a), (name_b, kept_b))
+              for row in rows(kept, "conv_lora", "lora")]
+    head = f"{spec.name}/{split} {metric}{lower_note(metric)}"
+    sentence = f"{head}, {name_b} minus {name_a} on the same seeds: {'; '.join(across) or 'no method both trained'}"
+    return sentence + (f"; Conv-LoRA minus LoRA: {', '.join(within)}." if within else ".")
+
+
 def backbone_readings(runs_a: pd.DataFrame, runs_b: pd.DataFrame, name_a: str, name_b: str,
                       baselines: Mapping[str, dict]) -> list[str]:
     """Sentences comparing backbone ``b`` with backbone ``a`` on one task.
@@ -58,7 +91,7 @@ def backbone_readings(runs_a: pd.DataFrame, runs_b: pd.DataFrame, name_a: str, n
     kept_a, failed_a = _kept(runs_a, baselines)
     kept_b, failed_b = _kept(runs_b, baselines)
     sentences = [f"{name_a}: {s}" for s in failed_a] + [f"{name_b}: {s}" for s in failed_b]
-    both = pd.concat([kept_a.assign(method=kept_a["method"] + "@a"), kept_b.assign(method=kept_b["method"] + "@b")])
+    both = _pairs(kept_a, kept_b)
     for method in [m for m in dict.fromkeys(kept_b["method"]) if m in set(kept_a["method"])]:
         for row in paired_comparison(both, f"{method}@b", f"{method}@a").itertuples():
             sentences.append(_difference_sentence(row, f"{method}, {name_b} - {name_a}:", name_b, name_a))

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from convlora_lite.reports.backbone_readings import backbone_readings
+from convlora_lite.reports.backbone_readings import backbone_readings, backbone_summary
 
 #: predicting background everywhere on synth_polyp's test split (fractions, as trivial_baseline gives them).
 FLOOR = {"test": {"s_alpha": 0.40, "e_phi": 0.30}}
@@ -44,3 +44,18 @@ def test_runs_at_the_floor_are_named_and_left_out():
     assert "over 2 seeds (per seed +10.0, +7.0;" in paired
     one = backbone_readings(sam.iloc[:2], sam2.iloc[:2], "micro_sam", "micro_sam2", FLOOR)
     assert any("on 1 paired seed(s): no interval, nothing detectable." in line for line in one)
+
+
+def test_the_summary_is_one_sentence_on_the_selection_metric():
+    sam = _runs({"lora": [0.70, 0.72, 0.74], "conv_lora": [0.71, 0.71, 0.71]}, "sam")
+    sam2 = _runs({"lora": [0.80, 0.83, 0.81], "conv_lora": [0.75, 0.76, 0.80]}, "sam2")
+    # lora: +10, +11, +7 (the interval of the first test); conv_lora: +4, +5, +9: mean 6.0, sd sqrt(7);
+    # Conv-LoRA - LoRA on micro_sam: +1, -1, -3 (mean -1, sd 2); on micro_sam2: -5, -7, -1 (mean -4.33, sd sqrt(28/3))
+    half = stats.t.ppf(0.975, 2) * math.sqrt(7) / math.sqrt(3)
+    half_sam, half_sam2 = (stats.t.ppf(0.975, 2) * sd / math.sqrt(3) for sd in (2, math.sqrt(28 / 3)))
+    assert backbone_summary(sam, sam2, "micro_sam", "micro_sam2", FLOOR) == (
+        "synth_polyp/test s_alpha, micro_sam2 minus micro_sam on the same seeds: lora +9.3 (95 % CI +4.2 to +14.5); "
+        f"conv_lora +6.0 (95 % CI {6 - half:+.1f} to {6 + half:+.1f}); Conv-LoRA minus LoRA: -1.0 (95 % CI "
+        f"{-1 - half_sam:+.1f} to {-1 + half_sam:+.1f}) on micro_sam, -4.3 (95 % CI {-13 / 3 - half_sam2:+.1f} to "
+        f"{-13 / 3 + half_sam2:+.1f}) on micro_sam2.")
+    assert (round(-1 - half_sam, 1), round(-13 / 3 + half_sam2, 1)) == (-6.0, 3.3)
