@@ -102,5 +102,5 @@ def test_the_paper_scale_branches_ran(colab_outputs):
     assert ": the same mask as from the run directory: True" in text["11"]  # the export's round trip
     assert "PAPER-SCALE mode (preset 'colab'): sam2.1_hiera_small" in text["13"]
     hiera = [RunDir.of(out / "runs" / "sweep_colab_e1_px128_b1_sam2.1_hiera_small", "polyp", method, OFFICIAL_SEED)
-             for method in ("decoder_only", "lora", "conv_lora")]
+             for method in ("lora", "conv_lora")]
     assert all(run.is_complete() and run.read_config_dict()["model"] == "sam2.1_hiera_small" for run in hiera)

@@ -13,11 +13,12 @@ from convlora_lite.plots.figures import display_image
 from convlora_lite.reports.readings import budget_reading
 
 
-def show_hiera(session, image) -> None:
+def show_hiera(session, task) -> None:
     """The Hiera of ``session.model`` at the session's input size: its stages (:func:`stage_summary`) and
-    :func:`~convlora_lite.plots.diagrams.hiera_diagram` over ``image`` (``(3, S, S)`` from a dataset, at that size).
+    :func:`~convlora_lite.plots.diagrams.hiera_diagram` over the first image of ``task``'s first test split.
     Used in notebook 13."""
     size = session.image_size
+    image = task.dataset(task.spec.test_splits[0])[0]["image"]
     layout = hiera_layout(build_sam(session.model, checkpoint=None, image_size=size, device="meta"), size)
     show(stage_summary(layout), hiera_diagram(layout, display_image(image), f"{session.model} at {size} px: the grid "
                                               "each stage's attention reads, its windows (blue) and an expert's 3x3 "

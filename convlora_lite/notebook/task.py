@@ -42,7 +42,7 @@ class Task:
         return [run.path for runs in self.runs.values() for run in runs]
 
     def dataset(self, split: str, train: bool = False):
-        """The ``split`` of this task's dataset at the model's input size. Used in notebook 13."""
+        """The ``split`` of this task's dataset at the model's input size."""
         from convlora_lite.data.datasets import build_dataset
 
         return build_dataset(self.spec, split, self.root, self.config().image_size, train=train)
