@@ -1,5 +1,6 @@
-"""SAM 2 next to SAM in a notebook (13): Hiera's layout drawn, the parameter budget of every method on both
-backbones, and what a ``colab`` run of SAM 2.1 costs. Shapes only (the meta device): nothing is downloaded."""
+"""SAM 2 next to SAM in a notebook (13): Hiera's layout drawn and the parameter budget of every method on both
+backbones. The models are built on the meta device (shapes only): nothing is downloaded. (What a ``colab`` run of
+SAM 2.1 costs is :func:`~convlora_lite.bench.grid_cost.colab_plan_reading`.)"""
 from __future__ import annotations
 
 import pandas as pd
