@@ -16,16 +16,17 @@ from typing import Mapping
 import pandas as pd
 
 from convlora_lite.data.registry import get_dataset_spec
-from convlora_lite.reports.readings import failed_readings, failed_runs, selection_metric, without_runs
-from convlora_lite.reports.seed_statistics import CONFIDENCE, POWER_AND_LEVEL, paired_comparison
+from convlora_lite.reports.paired_readings import interval_text
+from convlora_lite.reports.readings import floor_check, without_runs
+from convlora_lite.reports.seed_statistics import POWER_AND_LEVEL, paired_comparison
 from convlora_lite.reports.shown_numbers import lower_note, shown
 
 
 def _kept(runs: pd.DataFrame, baselines: Mapping[str, dict]) -> tuple[pd.DataFrame, list[str]]:
     """``runs`` without those that never left the floor (on the task's selection metric), and the sentences naming
     them."""
-    failed = failed_runs(runs, dict(baselines), selection_metric(runs, get_dataset_spec(runs["dataset"].iloc[0])))
-    return without_runs(runs, failed), failed_readings(failed, runs)
+    failed, named = floor_check(runs, dict(baselines), get_dataset_spec(runs["dataset"].iloc[0]))
+    return without_runs(runs, failed), named
 
 
 def _difference_sentence(row, head: str, name_a: str, name_b: str) -> str:
@@ -34,12 +35,8 @@ def _difference_sentence(row, head: str, name_a: str, name_b: str) -> str:
     head = f"{head} {row.metric}{lower_note(row.metric)} ({row.split}): {name_a} {a:.1f} vs {name_b} {b:.1f}"
     if row.n < 2:
         return f"{head} on {row.n} paired seed(s): no interval, nothing detectable."
-    low, high = shown(row.low), shown(row.high)
-    side = "above 0" if low > 0 else "below 0" if high < 0 else "includes 0"
-    per_seed = ", ".join(f"{d:+.1f}" for d in row.differences)
-    return (f"{head}, difference {shown(a - b):+.1f} over {row.n} seeds (per seed {per_seed}; "
-            f"{100 * CONFIDENCE:.0f} % CI {low:+.1f} to {high:+.1f}, {side}); these seeds detect {row.mdd:.1f} points "
-            f"or more ({POWER_AND_LEVEL}).")
+    return (f"{head}, difference {shown(a - b):+.1f} over {row.n} seeds ({interval_text(row)}); these seeds detect "
+            f"{row.mdd:.1f} points or more ({POWER_AND_LEVEL}).")
 
 
 def _pairs(kept_a: pd.DataFrame, kept_b: pd.DataFrame) -> pd.DataFrame:

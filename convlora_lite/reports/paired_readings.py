@@ -47,6 +47,15 @@ def _detectable(gain: float | None, mdd: float) -> str:
             f"({POWER_AND_LEVEL}).")
 
 
+def interval_text(row) -> str:
+    """The seeds of a :func:`paired_comparison` row with 2 or more paired seeds, as the readings print them: each
+    seed's difference, the confidence interval and which side of 0 it lies on."""
+    low, high = shown(row.low), shown(row.high)
+    side = "above 0" if low > 0 else "below 0" if high < 0 else "includes 0"
+    per_seed = ", ".join(f"{d:+.1f}" for d in row.differences)
+    return f"per seed {per_seed}; {100 * CONFIDENCE:.0f} % CI {low:+.1f} to {high:+.1f}, {side}"
+
+
 def _comparison_sentence(row) -> str:
     """One :func:`paired_comparison` row (Conv-LoRA as a, LoRA as b) in words."""
     head = f"{row.dataset}/{row.split} {row.metric}{lower_note(row.metric)}:"
@@ -59,12 +68,9 @@ def _comparison_sentence(row) -> str:
     head = f"{head} Conv-LoRA {conv:.1f} vs LoRA {lora:.1f}"
     if row.n == 1:
         return f"{head} on one seed, {gap}: one seed gives no interval and detects nothing.{paper}"
-    low, high = shown(row.low), shown(row.high)
-    side = "above 0" if low > 0 else "below 0" if high < 0 else "includes 0"
-    per_seed = ", ".join(f"{d:+.1f}" for d in row.differences)
-    return (f"{head} over the {row.n} seeds both trained, {gap} (per seed {per_seed}; {100 * CONFIDENCE:.0f} % CI "
-            f"{low:+.1f} to {high:+.1f}, {side}); seed sd Conv-LoRA {row.sd_a:.1f}, LoRA {row.sd_b:.1f}, of the "
-            f"differences {row.sd:.1f}.{paper} {_detectable(gain, row.mdd)}")
+    return (f"{head} over the {row.n} seeds both trained, {gap} ({interval_text(row)}); seed sd Conv-LoRA "
+            f"{row.sd_a:.1f}, LoRA {row.sd_b:.1f}, of the differences {row.sd:.1f}.{paper} "
+            f"{_detectable(gain, row.mdd)}")
 
 
 def conv_lora_readings(runs: pd.DataFrame) -> list[str]:

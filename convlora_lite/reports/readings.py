@@ -288,7 +288,7 @@ def budget_reading(model_name: str, method: str = "conv_lora") -> str:
             f"{100 * paper_share:.0f} % in the decoder.")
 
 
-def _floor_check(runs: pd.DataFrame, baselines: dict | None, spec=None) -> tuple[pd.DataFrame, list[str]]:
+def floor_check(runs: pd.DataFrame, baselines: dict | None, spec=None) -> tuple[pd.DataFrame, list[str]]:
     """The failed runs of one task's ``runs`` (:func:`failed_runs` on its :func:`selection_metric`) and the sentences
     that name them; with no ``baselines`` (``None``: they could not be scored), none and :data:`NO_FLOOR`."""
     if baselines is None:
@@ -307,7 +307,7 @@ def task_readings(runs: pd.DataFrame, run_dirs, spec, baselines: dict, zero_shot
     floor of each test split; whether training had converged; and the zero-shot SAM (``zero_shot``) when it was
     measured. ``offline``: the runs are the micro SAM's on an analog, which :data:`CONV_LORA_OFFLINE_NOTE` is about.
     Used in notebooks 03-08."""
-    failed, lines = _floor_check(runs, baselines, spec)
+    failed, lines = floor_check(runs, baselines, spec)
     kept = without_runs(runs, failed)
     lines += method_readings(kept) + conv_lora_readings(kept)
     verdict = conv_lora_verdict(kept, offline)
@@ -323,7 +323,7 @@ def task_readings(runs: pd.DataFrame, run_dirs, spec, baselines: dict, zero_shot
 def _task_takeaways(runs: pd.DataFrame, baselines: dict | None) -> list[str]:
     """One task's takeaways (:func:`takeaways`)."""
     dataset = runs["dataset"].iloc[0]
-    failed, named = _floor_check(runs, baselines)
+    failed, named = floor_check(runs, baselines)
     kept = without_runs(runs, failed)
     unbeaten, lines = [], []
     for (split, metric), part in runs.groupby(["split", "metric"], sort=False):
@@ -363,7 +363,7 @@ def index_readings(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     :func:`~convlora_lite.reports.results_tables.collect_runs` rows): the runs to table (every run but those that
     never left the all-background floor, scored by :func:`run_baselines`) and the sentences: the failed runs named,
     then Conv-LoRA against LoRA seed by seed and in sum, as in :func:`task_readings`."""
-    failed, lines = _floor_check(runs, run_baselines(runs["run_dir"].iloc[0]))
+    failed, lines = floor_check(runs, run_baselines(runs["run_dir"].iloc[0]))
     kept = without_runs(runs, failed)
     verdict = conv_lora_verdict(kept)
     return kept, lines + conv_lora_readings(kept) + ([verdict] if verdict else [])
